@@ -1,0 +1,178 @@
+/*
+ * attune.h: the whole public API of libattune, attune's scoring core.
+ *
+ * A model (at_model) is built once from a lexicon directory, is immutable afterwards and may be
+ * shared read-only by any number of threads. Each thread scores with its own scratch object
+ * (at_scratch). Scoring one utterance gives its VADER sentiment, the empathy, dismissive and
+ * frustration markers that fired (with byte offsets and the id of the pattern that fired) and a
+ * frustration score in [0,1].
+ *
+ * Conventions: functions return 0 on success or a negative AT_E... code; at_strerror() gives
+ * static text for a code. Constructors hand the object out through `T **out`. Parameters are
+ * borrowed unless a comment says "takes". x_free(NULL) is a no-op. The library never prints and
+ * never exits.
+ */
+#ifndef ATTUNE_H
+#define ATTUNE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AT_VERSION "0.1.0"
+
+/* Error codes (always negative). */
+enum {
+    AT_OK = 0,
+    AT_ENOMEM = -1,   /* out of memory */
+    AT_EIO = -2,      /* a lexicon file could not be read */
+    AT_ESYNTAX = -3,  /* a lexicon file has a malformed line or a pattern does not compile */
+    AT_EINVAL = -4,   /* an argument is out of range */
+    AT_ELIMIT = -5,   /* a pattern hit the PCRE2 match or depth limit (it was skipped) */
+};
+
+/* Returns static text describing an AT_E... code. */
+const char *at_strerror(int code);
+
+typedef enum at_speaker {
+    AT_SPEAKER_CUSTOMER = 0,
+    AT_SPEAKER_AGENT = 1,
+    AT_SPEAKER_BOT = 2,
+    AT_SPEAKER_SYSTEM = 3,
+} at_speaker;
+#define AT_N_SPEAKERS 4
+
+/* Parses "customer", "agent", "bot" or "system" (len bytes). Returns 0 and sets *out, or
+ * AT_EINVAL. */
+int at_speaker_parse(const char *name, size_t len, at_speaker *out);
+/* Returns the static name of a speaker. */
+const char *at_speaker_name(at_speaker speaker);
+
+typedef enum at_family {
+    AT_FAMILY_EMPATHY = 0,
+    AT_FAMILY_DISMISSIVE = 1,
+    AT_FAMILY_FRUSTRATION = 2,
+} at_family;
+#define AT_N_FAMILIES 3
+
+/* Marker categories, grouped by family. The order is the order of output arrays. */
+typedef enum at_category {
+    /* empathy (agent and bot turns) */
+    AT_CAT_ACKNOWLEDGEMENT = 0,
+    AT_CAT_VALIDATION,
+    AT_CAT_APOLOGY,
+    AT_CAT_REASSURANCE,
+    AT_CAT_PERSPECTIVE_TAKING,
+    AT_CAT_ACTIVE_LISTENING,
+    AT_CAT_OWNERSHIP,
+    AT_CAT_GRATITUDE,
+    /* dismissive sub-kinds (agent and bot turns) */
+    AT_CAT_MINIMISING,
+    AT_CAT_DEFLECTING,
+    AT_CAT_POLICY_WALL,
+    AT_CAT_BLAMING,
+    AT_CAT_IMPATIENCE,
+    AT_CAT_BUT_NEGATION,
+    /* frustration signals (customer turns) */
+    AT_CAT_ANGER,
+    AT_CAT_ESCALATION_REQUEST,
+    AT_CAT_CHURN_THREAT,
+    AT_CAT_REPEAT_CONTACT,
+    AT_CAT_EFFORT,
+    AT_CAT_LEGAL_THREAT,
+    AT_CAT_ABUSE,
+    AT_CAT_SHOUTING,
+    AT_CAT_SARCASM,
+    AT_N_CATEGORIES
+} at_category;
+
+/* Returns the static name of a category ("acknowledgement", "policy_wall", ...). */
+const char *at_category_name(at_category cat);
+/* Returns the family a category belongs to. */
+at_family at_category_family(at_category cat);
+/* Returns the static name of a family ("empathy", "dismissive", "frustration"). */
+const char *at_family_name(at_family fam);
+/* Parses a category name. Returns 0 and sets *out, or AT_EINVAL. */
+int at_category_parse(const char *name, size_t len, at_category *out);
+
+/* Sentiment scores, rounded as the reference VADER does: neg, neu, pos to 3 decimals, compound
+ * to 4. */
+typedef struct at_sentiment {
+    double neg;
+    double neu;
+    double pos;
+    double compound;
+} at_sentiment;
+
+/* One marker that fired. Offsets are bytes into the scored text, [start, end). */
+typedef struct at_marker {
+    at_category category;
+    const char *pattern_id; /* borrowed from the model */
+    size_t start;
+    size_t end;
+} at_marker;
+
+/* The result of scoring one utterance. Arrays are borrowed from the scratch object and stay
+ * valid until its next use. */
+typedef struct at_result {
+    at_sentiment sentiment;
+    const at_marker *markers; /* ordered by start offset, then category */
+    size_t n_markers;
+    uint32_t category_mask; /* bit (1u << cat) set when category cat fired */
+    double frustration_score; /* [0,1]; 0 for speakers other than customer */
+    int n_limit_hits; /* patterns skipped because they hit a PCRE2 limit */
+} at_result;
+
+typedef struct at_model at_model;
+typedef struct at_scratch at_scratch;
+
+/* Builds a model from a lexicon directory (see lexicons/README.md for the layout). All patterns
+ * are compiled (with JIT where available). On failure returns a negative code and, when err is
+ * not NULL, writes a message naming the file, line and reason into err (err_len bytes, always
+ * NUL-terminated). On success *out is new (free with at_model_free). */
+int at_model_new(const char *lexicon_dir, at_model **out, char *err, size_t err_len);
+void at_model_free(at_model *model);
+
+/* A stable id of the model's content (hex digest of every lexicon file), borrowed. Two models
+ * built from identical files have the same id. */
+const char *at_model_id(const at_model *model);
+/* Wall time the build took, in milliseconds. */
+double at_model_build_ms(const at_model *model);
+/* Number of marker patterns, and of those that have no prefilter literal (always run). */
+size_t at_model_n_patterns(const at_model *model);
+size_t at_model_n_unfiltered(const at_model *model);
+
+/* Creates per-thread scratch for scoring with any model. *out is new (free with
+ * at_scratch_free). */
+int at_scratch_new(at_scratch **out);
+void at_scratch_free(at_scratch *scratch);
+
+/* Scoring options (bit flags). */
+enum {
+    AT_SCORE_SENTIMENT_ONLY = 1u << 0, /* skip markers and frustration */
+};
+
+/* Scores one utterance of len bytes of UTF-8 text (it need not be NUL-terminated). Fills *out
+ * with arrays borrowed from scratch. Returns 0, or AT_ENOMEM. Patterns that hit a PCRE2 limit
+ * are skipped and counted in out->n_limit_hits; that is not an error. */
+int at_score(const at_model *model, at_scratch *scratch, const char *text, size_t len,
+             at_speaker speaker, unsigned flags, at_result *out);
+
+/* Scores text like at_score and writes a readable explanation: every token with its lexicon
+ * valence and each rule that changed it, the sum, punctuation emphasis, the compound, each marker
+ * with its pattern id, and each candidate marker that was suppressed and why. *out is new
+ * (free with free()). */
+int at_explain(const at_model *model, const char *text, size_t len, at_speaker speaker,
+               char **out);
+
+/* Rounds like Python's round(x, ndigits): half to even on the exact binary value. */
+double at_round(double x, int ndigits);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
