@@ -1,5 +1,5 @@
 /*
- * internal.h: declarations shared by lib/*.c only. Nothing here is API.
+ * internal.h: declarations shared by the lib/ sources only. Nothing here is API.
  *
  * Modules: util.c (growable buffer, string map, file reading), vader.c (VADER sentiment),
  * markers.c (pattern sets, prefilter, negation scope), model.c (building a model, scoring).
