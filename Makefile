@@ -32,17 +32,20 @@ CLI_SRC   = $(wildcard cli/*.c)
 CLI_OBJ   = $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 UNIT_BIN  = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+DAEMON_SRC = $(wildcard daemon/*.c)
+DAEMON_OBJ = $(DAEMON_SRC:%.c=$(BUILD)/%.o) $(BUILD)/schema_sql.o
+SCHEMA_SQL = $(sort $(wildcard schema/[0-9][0-9][0-9][0-9]_*.sql))
 BENCH_SRC = $(wildcard bench/*.c)
 BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 LIB_LIBS  = $(PCRE2_8_LIBS) -lm
 
 .PHONY: all test check asan bench eval install clean run unit cases integration
-all: $(BUILD)/libattune.a $(BUILD)/attune $(BENCH_BIN)
+all: $(BUILD)/libattune.a $(BUILD)/attune $(BUILD)/attuned $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c $(BUILD)/config.mk
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(PCRE2_8_CFLAGS) $(JANSSON_CFLAGS) $(CMOCKA_CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -Idaemon -I$(BUILD) $(PCRE2_8_CFLAGS) $(JANSSON_CFLAGS) $(CMOCKA_CFLAGS) -c $< -o $@
 
 $(BUILD)/libattune.a: $(LIB_OBJ)
 	@rm -f $@
@@ -51,9 +54,27 @@ $(BUILD)/libattune.a: $(LIB_OBJ)
 $(BUILD)/attune: $(CLI_OBJ) $(BUILD)/libattune.a
 	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libattune.a $(JANSSON_LIBS) $(LIB_LIBS) $(ALL_LDFLAGS)
 
+# The migrations are compiled into the daemon so that a binary always knows its own schema.
+$(BUILD)/schema_sql.c: $(SCHEMA_SQL) packaging/embed_schema.sh
+	@mkdir -p $(dir $@)
+	packaging/embed_schema.sh $(SCHEMA_SQL) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/schema_sql.o: $(BUILD)/schema_sql.c
+	$(CC) $(ALL_CFLAGS) -Idaemon -c $< -o $@
+
+$(BUILD)/daemon/%.o: daemon/%.c $(BUILD)/config.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Idaemon $(UV_CFLAGS) $(JANSSON_CFLAGS) $(SQLITE3_CFLAGS) $(INIH_CFLAGS) $(SYSTEMD_CFLAGS) -c $< -o $@
+
+$(BUILD)/attuned: $(DAEMON_OBJ) $(BUILD)/libattune.a
+	$(CC) $(ALL_CFLAGS) -o $@ $(DAEMON_OBJ) $(BUILD)/libattune.a $(UV_LIBS) $(JANSSON_LIBS) $(SQLITE3_LIBS) $(INIH_LIBS) $(SYSTEMD_LIBS) $(LIB_LIBS) -lpthread $(ALL_LDFLAGS)
+
+run: all
+	$(BUILD)/attuned --listen 127.0.0.1:7420 --db ./attune.db
+
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libattune.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libattune.a $(CMOCKA_LIBS) $(JANSSON_LIBS) $(LIB_LIBS) $(ALL_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libattune.a $(CMOCKA_LIBS) $(JANSSON_LIBS) $(SQLITE3_LIBS) $(INIH_LIBS) $(UV_LIBS) $(LIB_LIBS) -lpthread $(ALL_LDFLAGS)
 
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libattune.a
 	@mkdir -p $(dir $@)
@@ -87,9 +108,10 @@ bench: all
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/attune/lexicons
 	install -m 755 $(BUILD)/attune $(DESTDIR)$(PREFIX)/bin/attune
+	install -m 755 $(BUILD)/attuned $(DESTDIR)$(PREFIX)/bin/attuned
 	cp -R lexicons/. $(DESTDIR)$(PREFIX)/share/attune/lexicons/
 
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d) $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(DAEMON_SRC:%.c=$(BUILD)/%.d) $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d) $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%.d)

@@ -1,0 +1,188 @@
+/*
+ * attuned.h: interfaces between the daemon's modules. Nothing here is used outside daemon/.
+ *
+ *   config.c   typed table of every INI key; load, validate, --check-config
+ *   log.c      levelled one-line logging to stderr or a file
+ *   wire.c     parse and validate one protocol line into a message (loop thread)
+ *   store.c    the SQLite store: migrations, batched upserts (writer thread only)
+ *   pipeline.c scoring workers and the writer thread, bounded queues, commit callbacks
+ *   server.c   libuv listener, connections, framing, acks, backpressure (loop thread)
+ *   main.c     start-up and shut-down order only
+ */
+#ifndef ATTUNED_H
+#define ATTUNED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attune.h"
+
+#define ATTUNED_VERSION "attuned/" AT_VERSION
+#define ATTUNED_PROTOCOL 1
+
+/* ---- log.c ------------------------------------------------------------------------------ */
+
+enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
+
+/* Parses "error", "warn", "info", "debug". Returns 0 or -1. */
+int log_level_parse(const char *s, enum log_level *out);
+void log_set_level(enum log_level level);
+enum log_level log_get_level(void);
+/* Opens path for appending (NULL or "" = stderr). Reopening is safe at any time (SIGHUP). */
+int log_open(const char *path);
+void log_close(void);
+/* One line: "2026-11-25T10:00:00.123Z level module: message". Thread-safe. Transcript text
+ * must only ever be logged at LOG_DEBUG. */
+void log_msg(enum log_level level, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- config.c --------------------------------------------------------------------------- */
+
+enum store_text_policy { STORE_TEXT_REDACTED = 0, STORE_TEXT_FULL = 1, STORE_TEXT_NONE = 2 };
+
+typedef struct config {
+    char listen[256];        /* HOST:PORT */
+    char db_path[4096];
+    char lexicon_dir[4096];  /* "" = installed or in-tree lexicons/ */
+    char auth_token[256];    /* "" = no authentication */
+    char log_file[4096];     /* "" = stderr */
+    char metrics_listen[256];
+    enum log_level log_level;
+    enum store_text_policy store_text;
+    int workers;             /* scoring threads; 0 in the file means cores - 1, at least 1 */
+    int batch_rows;          /* a batch commits after this many rows ... */
+    int batch_ms;            /* ... or this many milliseconds, whichever first */
+    size_t max_line_bytes;
+    int max_connections;
+    int idle_timeout_ms;     /* 0 = never */
+    int queue_lines;         /* bound of each worker's input queue and of the writer queue */
+    int client_queue_bytes;  /* unsent output per connection before it is paused */
+    int silence_threshold_ms;
+    double alert_compound_floor;
+    int alert_consecutive_turns;
+    int subscriber_queue;    /* alert lines buffered per subscriber before dropping */
+} config;
+
+/* Sets every key to its default. */
+void config_defaults(config *c);
+/* Loads an INI file over the current values. Unknown sections/keys and bad values are errors:
+ * returns -1 with "file:line: key: reason" in err. */
+int config_load(config *c, const char *path, char *err, size_t err_len);
+/* Applies one key (as from a flag: "listen", "db", ...). Returns -1 with a reason in err. */
+int config_set(config *c, const char *key, const char *value, char *err, size_t err_len);
+/* Copies the keys that SIGHUP may change from src into dst. */
+void config_apply_reloadable(config *dst, const config *src);
+/* Resolves derived values (workers = cores - 1 when 0). */
+void config_finish(config *c);
+
+/* ---- wire.c ----------------------------------------------------------------------------- */
+
+enum msg_type {
+    MSG_HELLO,
+    MSG_UTTERANCE,
+    MSG_CONVERSATION,
+    MSG_START,
+    MSG_END,
+    MSG_OUTCOME,
+    MSG_SUBSCRIBE,
+    MSG_PING,
+};
+
+/* Absent optional integers hold this value. */
+#define WIRE_ABSENT INT64_MIN
+
+/* Conversation-level facts; each field may be absent (NULL / WIRE_ABSENT / -1 for flags). */
+typedef struct conv_facts {
+    char *channel, *queue, *agent_id, *customer_id;
+    int64_t started_at, ended_at, resolved_at; /* ms since the epoch */
+    int resolved, escalated, transferred;     /* -1 absent, 0, 1 */
+    double csat;                              /* NAN when absent */
+    int64_t nps;
+    bool ended;                               /* an `end` was received */
+} conv_facts;
+
+typedef struct turn {
+    int64_t seq; /* WIRE_ABSENT: numbered by the store in arrival order */
+    at_speaker speaker;
+    char *text;
+    size_t text_len;
+    int64_t ts;  /* ms since the epoch */
+    int64_t start_ms, end_ms;
+    char *participant_id;
+} turn;
+
+typedef struct message {
+    enum msg_type type;
+    char *id;              /* the line's "id", echoed in errors */
+    char *conversation_id;
+    conv_facts facts;      /* start, end, outcome, conversation */
+    turn *turns;           /* utterance: 1; conversation: n */
+    size_t n_turns;
+    /* hello */
+    char *token;
+    bool acks_none;
+    /* subscribe */
+    char *filter_queue, *filter_agent_id;
+} message;
+
+/* Error codes of PROTOCOL.md. */
+enum wire_error {
+    WIRE_OK = 0,
+    WIRE_INVALID_JSON,
+    WIRE_INVALID_UTF8,
+    WIRE_NOT_OBJECT,
+    WIRE_MISSING_FIELD,
+    WIRE_BAD_FIELD,
+    WIRE_UNKNOWN_TYPE,
+    WIRE_LINE_TOO_LONG,
+    WIRE_UNAUTHORIZED,
+    WIRE_OVERLOADED,
+    WIRE_SHUTTING_DOWN,
+    WIRE_INTERNAL,
+};
+
+const char *wire_error_code(enum wire_error e);
+/* Parses and validates one line (without its newline). On success fills *msg (free with
+ * message_fini). On failure returns the code, writes one human sentence naming the field or
+ * limit into why, and copies the line's "id" (if any) into *id_out (free with free()). */
+enum wire_error wire_parse(const char *line, size_t len, message *msg, char *why, size_t why_len,
+                           char **id_out);
+void message_fini(message *msg);
+/* Parses an RFC 3339 time or accepts integer ms; exposed for tests and the CLI. */
+int wire_parse_time(const char *s, int64_t *ms);
+
+/* ---- store.c ---------------------------------------------------------------------------- */
+
+typedef struct store store;
+
+/* One scored utterance as the writer stores it. */
+typedef struct stored_utterance {
+    const char *conversation_id;
+    const turn *turn;          /* borrowed; text already per policy (NULL for none) */
+    const char *text;          /* what to store (NULL = no text) */
+    size_t text_len;
+    at_sentiment sentiment;
+    double frustration_score;  /* NAN for non-customer turns */
+    const at_marker *markers;
+    size_t n_markers;
+    const char *model_id;
+} stored_utterance;
+
+/* Opens (creating when needed) the database, sets WAL and synchronous=FULL, applies the
+ * migrations compiled in from schema/ in order (PRAGMA user_version). A database newer than
+ * this binary is refused. Returns 0 or -1 with a reason in err. */
+int store_open(const char *path, store **out, char *err, size_t err_len);
+void store_close(store *s);
+int store_begin(store *s);
+int store_commit(store *s);
+void store_rollback(store *s);
+/* Merges the present fields of facts into the conversation row, creating it when needed. */
+int store_put_conversation(store *s, const char *conversation_id, const conv_facts *facts);
+/* Inserts an utterance unless (conversation_id, seq) exists; *inserted tells which. Creates
+ * the conversation when unknown. Markers are stored only when the utterance is new. */
+int store_put_utterance(store *s, const stored_utterance *u, bool *inserted);
+/* The last SQLite error, for logs. */
+const char *store_errmsg(const store *s);
+
+#endif
