@@ -9,10 +9,6 @@
 
 #include "cli.h"
 
-#ifndef ATTUNE_DATADIR
-#define ATTUNE_DATADIR "/usr/local/share/attune"
-#endif
-
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -30,33 +26,13 @@ static void usage(FILE *f)
             "speakers: customer (default), agent, bot, system\n");
 }
 
-static bool is_dir_with_lexicons(const char *dir)
-{
-    char path[PATH_MAX];
-    int n = snprintf(path, sizeof path, "%s/vader/vader_lexicon.txt", dir);
-    return n > 0 && (size_t)n < sizeof path && access(path, R_OK) == 0;
-}
-
 at_model *cli_load_model(const char *dir)
 {
     char buf[PATH_MAX];
-    if (!dir)
-        dir = getenv("ATTUNE_LEXICONS");
     if (!dir) {
-        /* In-tree: the executable lives in build/, the lexicons beside it. */
-        ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 32);
-        if (n > 0) {
-            buf[n] = '\0';
-            char *slash = strrchr(buf, '/');
-            if (slash) {
-                strcpy(slash, "/../lexicons");
-                if (is_dir_with_lexicons(buf))
-                    dir = buf;
-            }
-        }
+        at_lexicon_dir_default(buf, sizeof buf);
+        dir = buf;
     }
-    if (!dir)
-        dir = ATTUNE_DATADIR "/lexicons";
     at_model *model;
     char err[1024];
     int rc = at_model_new(dir, &model, err, sizeof err);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -96,6 +97,40 @@ int at_speaker_parse(const char *name, size_t len, at_speaker *out)
 const char *at_speaker_name(at_speaker speaker)
 {
     return (unsigned)speaker < AT_N_SPEAKERS ? speaker_names[speaker] : "unknown";
+}
+
+#ifndef ATTUNE_DATADIR
+#define ATTUNE_DATADIR "/usr/local/share/attune"
+#endif
+
+static bool has_lexicons(const char *dir)
+{
+    char path[4096];
+    int n = snprintf(path, sizeof path, "%s/vader/vader_lexicon.txt", dir);
+    return n > 0 && (size_t)n < sizeof path && access(path, R_OK) == 0;
+}
+
+int at_lexicon_dir_default(char *out, size_t len)
+{
+    const char *env = getenv("ATTUNE_LEXICONS");
+    if (env && *env) {
+        snprintf(out, len, "%s", env);
+        return has_lexicons(out) ? 0 : AT_EINVAL;
+    }
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(out, len, "%s/../lexicons", exe);
+            if (has_lexicons(out))
+                return 0;
+        }
+    }
+    snprintf(out, len, "%s/lexicons", ATTUNE_DATADIR);
+    return has_lexicons(out) ? 0 : AT_EINVAL;
 }
 
 static double now_ms(void)

@@ -168,6 +168,12 @@ int at_score(const at_model *model, at_scratch *scratch, const char *text, size_
 int at_explain(const at_model *model, const char *text, size_t len, at_speaker speaker,
                char **out);
 
+/* Finds the lexicon directory used when none is configured: $ATTUNE_LEXICONS, else lexicons/
+ * beside the build directory of the running executable (an in-tree build), else the installed
+ * data directory (ATTUNE_DATADIR/lexicons). Writes it into out (len bytes). Returns 0, or
+ * AT_EINVAL when none holds vader/vader_lexicon.txt (out then holds the installed path). */
+int at_lexicon_dir_default(char *out, size_t len);
+
 /* Rounds like Python's round(x, ndigits): half to even on the exact binary value. */
 double at_round(double x, int ndigits);
 

@@ -1,0 +1,225 @@
+/*
+ * main.c: attuned start-up and shut-down order, and nothing else.
+ *
+ * Start: flags, config file, flags again (flags win), logging, model, store, listener,
+ * pipeline, signals, READY. Stop (SIGTERM/SIGINT): stop accepting and reading, let everything
+ * in flight commit and be acknowledged, close connections, stop threads, exit 0. A second
+ * SIGINT exits at once.
+ *
+ * Exit codes: 0 clean stop (or --check-config valid), 1 runtime failure (cannot listen, open
+ * the store, build the model), 2 bad flags or configuration.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "attuned.h"
+#include "pipeline.h"
+#include "server.h"
+
+typedef struct daemon_state {
+    uv_loop_t *loop;
+    config cfg;
+    const char *config_path;
+    at_model *model;
+    server *srv;
+    pipeline *pipe;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    int n_sigint;
+} daemon_state;
+
+static daemon_state D;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: attuned [-c FILE] [--listen HOST:PORT] [--db PATH] [--lexicons DIR]\n"
+            "               [--log-level error|warn|info|debug] [--check-config]\n"
+            "\n"
+            "  -c, --config FILE   INI configuration (see config.example.ini)\n"
+            "  --listen HOST:PORT  address for the transcript protocol (default 127.0.0.1:7420)\n"
+            "  --db PATH           SQLite database (default ./attune.db)\n"
+            "  --lexicons DIR      lexicon directory (default: in-tree or installed lexicons/)\n"
+            "  --log-level LEVEL   error, warn, info (default) or debug\n"
+            "  --check-config      validate the configuration and lexicons, then exit 0 or 2\n"
+            "\n"
+            "signals: SIGTERM/SIGINT drain and exit 0 (a second SIGINT exits at once),\n"
+            "         SIGHUP reloads the reloadable settings and reopens the log file.\n"
+            "exit codes: 0 clean stop, 1 runtime failure, 2 bad flags or configuration.\n");
+}
+
+static void on_drained(server *srv)
+{
+    (void)srv;
+    log_msg(LOG_INFO, "main", "drained: everything received is stored and acknowledged");
+    server_close(D.srv);
+    pipeline_free(D.pipe);
+    D.pipe = NULL;
+    uv_close((uv_handle_t *)&D.sig_term, NULL);
+    uv_close((uv_handle_t *)&D.sig_int, NULL);
+    uv_close((uv_handle_t *)&D.sig_hup, NULL);
+}
+
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+    (void)h;
+    if (signum == SIGINT && ++D.n_sigint > 1) {
+        log_msg(LOG_WARN, "main", "second SIGINT: exiting without draining");
+        _exit(1);
+    }
+    if (signum == SIGTERM && D.n_sigint == 0)
+        D.n_sigint = 1;
+    log_msg(LOG_INFO, "main", "%s: draining", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    sd_notify(0, "STOPPING=1");
+    server_drain(D.srv, on_drained);
+}
+
+static void on_hup(uv_signal_t *h, int signum)
+{
+    (void)h;
+    (void)signum;
+    sd_notify(0, "RELOADING=1");
+    config fresh;
+    config_defaults(&fresh);
+    char err[1024];
+    if (D.config_path && config_load(&fresh, D.config_path, err, sizeof err)) {
+        log_msg(LOG_ERROR, "main", "reload failed, keeping the running configuration: %s", err);
+    } else {
+        config_finish(&fresh);
+        config_apply_reloadable(&D.cfg, &fresh);
+        log_set_level(D.cfg.log_level);
+        if (log_open(D.cfg.log_file))
+            log_msg(LOG_ERROR, "main", "cannot reopen log file %s", D.cfg.log_file);
+        server_reconfigure(D.srv, &D.cfg);
+        pipeline_set_batch(D.pipe, D.cfg.batch_rows, D.cfg.batch_ms);
+        log_msg(LOG_INFO, "main", "configuration reloaded");
+    }
+    sd_notify(0, "READY=1");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"listen", required_argument, NULL, 'l'},
+        {"db", required_argument, NULL, 'd'},
+        {"lexicons", required_argument, NULL, 'L'},
+        {"log-level", required_argument, NULL, 'v'},
+        {"check-config", no_argument, NULL, 'C'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *flag_keys[8];
+    const char *flag_vals[8];
+    int n_flags = 0;
+    bool check_only = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': D.config_path = optarg; break;
+        case 'l': flag_keys[n_flags] = "listen", flag_vals[n_flags++] = optarg; break;
+        case 'd': flag_keys[n_flags] = "db", flag_vals[n_flags++] = optarg; break;
+        case 'L': flag_keys[n_flags] = "lexicons", flag_vals[n_flags++] = optarg; break;
+        case 'v': flag_keys[n_flags] = "log-level", flag_vals[n_flags++] = optarg; break;
+        case 'C': check_only = true; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("%s\n", ATTUNED_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (n_flags == 8)
+            n_flags = 7; /* repeated flags: the last one wins anyway */
+    }
+    if (optind != argc) {
+        fprintf(stderr, "attuned: unexpected argument \"%s\"\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    char err[2048];
+    config_defaults(&D.cfg);
+    if (D.config_path && config_load(&D.cfg, D.config_path, err, sizeof err)) {
+        fprintf(stderr, "attuned: %s\n", err);
+        return 2;
+    }
+    for (int i = 0; i < n_flags; i++) {
+        if (config_set(&D.cfg, flag_keys[i], flag_vals[i], err, sizeof err)) {
+            fprintf(stderr, "attuned: --%s: %s\n", flag_keys[i], err);
+            return 2;
+        }
+    }
+    config_finish(&D.cfg);
+    log_set_level(D.cfg.log_level);
+    if (log_open(D.cfg.log_file)) {
+        fprintf(stderr, "attuned: cannot open log file %s\n", D.cfg.log_file);
+        return 2;
+    }
+
+    char lexdir[4096];
+    if (D.cfg.lexicon_dir[0])
+        snprintf(lexdir, sizeof lexdir, "%s", D.cfg.lexicon_dir);
+    else
+        at_lexicon_dir_default(lexdir, sizeof lexdir);
+    int rc = at_model_new(lexdir, &D.model, err, sizeof err);
+    if (rc) {
+        log_msg(LOG_ERROR, "main", "cannot build the model from %s: %s", lexdir,
+                err[0] ? err : at_strerror(rc));
+        return check_only ? 2 : 1;
+    }
+    if (check_only) {
+        printf("configuration and lexicons are valid (model %s, %zu patterns)\n",
+               at_model_id(D.model), at_model_n_patterns(D.model));
+        at_model_free(D.model);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    log_msg(LOG_INFO, "main", "model %s built from %s in %.1f ms (%zu patterns)",
+            at_model_id(D.model), lexdir, at_model_build_ms(D.model),
+            at_model_n_patterns(D.model));
+    if (sqlite3_libversion_number() < 3051003)
+        log_msg(LOG_WARN, "main", "SQLite %s is older than 3.51.3, which fixes a rare WAL-reset "
+                "corruption bug; attuned is the only writer of its database, which avoids it",
+                sqlite3_libversion());
+
+    store *st;
+    if (store_open(D.cfg.db_path, &st, err, sizeof err)) {
+        log_msg(LOG_ERROR, "main", "cannot open the store %s: %s", D.cfg.db_path, err);
+        at_model_free(D.model);
+        return 1;
+    }
+    D.loop = uv_default_loop();
+    if (server_new(D.loop, &D.cfg, &D.srv, err, sizeof err)) {
+        log_msg(LOG_ERROR, "main", "%s", err);
+        store_close(st);
+        at_model_free(D.model);
+        return 1;
+    }
+    if (pipeline_new(&D.cfg, D.model, st, D.loop, server_on_done, D.srv, &D.pipe)) {
+        log_msg(LOG_ERROR, "main", "cannot start the pipeline");
+        return 1;
+    }
+    server_start(D.srv, D.pipe);
+    uv_signal_init(D.loop, &D.sig_term);
+    uv_signal_init(D.loop, &D.sig_int);
+    uv_signal_init(D.loop, &D.sig_hup);
+    uv_signal_start(&D.sig_term, on_stop_signal, SIGTERM);
+    uv_signal_start(&D.sig_int, on_stop_signal, SIGINT);
+    uv_signal_start(&D.sig_hup, on_hup, SIGHUP);
+    log_msg(LOG_INFO, "main", "%s listening on %.*s:%d, db %s, %d workers", ATTUNED_VERSION,
+            (int)(strrchr(D.cfg.listen, ':') - D.cfg.listen), D.cfg.listen, server_port(D.srv),
+            D.cfg.db_path, D.cfg.workers);
+    sd_notify(0, "READY=1");
+
+    uv_run(D.loop, UV_RUN_DEFAULT);
+
+    server_free(D.srv);
+    uv_loop_close(D.loop);
+    at_model_free(D.model);
+    log_msg(LOG_INFO, "main", "stopped");
+    log_close();
+    return 0;
+}

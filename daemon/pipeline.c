@@ -1,0 +1,420 @@
+/*
+ * pipeline.c: scoring workers and the writer thread.
+ *
+ * Invariants: an item is owned by exactly one queue or thread at a time; the store is touched
+ * only by the writer thread; completions reach the loop thread only after the COMMIT that
+ * covers them has returned. A failed batch is rolled back and retried as a whole, so nothing is
+ * acknowledged that is not durable, and the loop thread's in-flight bound turns a stalled
+ * writer into backpressure on the sockets.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pipeline.h"
+
+typedef struct queue {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    work *head, *tail;
+    bool closed;
+} queue;
+
+typedef struct worker {
+    pipeline *p;
+    pthread_t thread;
+    queue q;
+    at_scratch *scratch;
+} worker;
+
+struct pipeline {
+    const at_model *model;
+    store *st;
+    enum store_text_policy store_text;
+    worker *workers;
+    int n_workers;
+    pthread_t writer;
+    queue wq;
+    _Atomic int batch_rows;
+    _Atomic int batch_ms;
+
+    /* writer -> loop */
+    uv_async_t async;
+    pthread_mutex_t done_mu;
+    completion *done;
+    size_t n_done, cap_done;
+    pipeline_done_cb done_cb;
+    void *done_ud;
+
+    _Atomic uint64_t utterances_scored, rows_committed, batches_committed, commit_failures,
+        duplicates;
+};
+
+static void queue_init(queue *q)
+{
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    q->head = q->tail = NULL;
+    q->closed = false;
+}
+
+static void queue_fini(queue *q)
+{
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cv);
+}
+
+static void queue_push(queue *q, work *w)
+{
+    w->next = NULL;
+    pthread_mutex_lock(&q->mu);
+    if (q->tail)
+        q->tail->next = w;
+    else
+        q->head = w;
+    q->tail = w;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+static void queue_close(queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->closed = true;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Pops the head, waiting until deadline (NULL = forever). Returns NULL when the queue is closed
+ * and empty, or at the deadline. */
+static work *queue_pop(queue *q, const struct timespec *deadline)
+{
+    pthread_mutex_lock(&q->mu);
+    while (!q->head && !q->closed) {
+        if (!deadline) {
+            pthread_cond_wait(&q->cv, &q->mu);
+        } else if (pthread_cond_timedwait(&q->cv, &q->mu, deadline) != 0) {
+            break;
+        }
+    }
+    work *w = q->head;
+    if (w) {
+        q->head = w->next;
+        if (!q->head)
+            q->tail = NULL;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return w;
+}
+
+void work_free(work *w)
+{
+    if (!w)
+        return;
+    if (w->scored) {
+        for (size_t i = 0; i < w->msg.n_turns; i++)
+            free(w->scored[i].markers);
+        free(w->scored);
+    }
+    message_fini(&w->msg);
+    free(w);
+}
+
+/* ---- workers --------------------------------------------------------------------------- */
+
+static void score_work(worker *wk, work *w)
+{
+    pipeline *p = wk->p;
+    snprintf(w->model_id, sizeof w->model_id, "%s", at_model_id(p->model));
+    if (!w->msg.n_turns)
+        return;
+    w->scored = calloc(w->msg.n_turns, sizeof *w->scored);
+    for (size_t i = 0; w->scored && i < w->msg.n_turns; i++) {
+        const turn *t = &w->msg.turns[i];
+        scored_turn *s = &w->scored[i];
+        at_result r;
+        int rc = at_score(p->model, wk->scratch, t->text, t->text_len, t->speaker, 0, &r);
+        if (rc) {
+            log_msg(LOG_ERROR, "worker", "scoring failed: %s; storing neutral scores",
+                    at_strerror(rc));
+            memset(&r, 0, sizeof r);
+        }
+        if (r.n_limit_hits)
+            log_msg(LOG_WARN, "worker", "conversation %s seq %lld: %d pattern(s) hit the PCRE2 "
+                    "match limit and were skipped", w->msg.conversation_id,
+                    (long long)t->seq, r.n_limit_hits);
+        s->sentiment = r.sentiment;
+        s->frustration_score = t->speaker == AT_SPEAKER_CUSTOMER ? r.frustration_score : NAN;
+        if (r.n_markers) {
+            s->markers = malloc(r.n_markers * sizeof *s->markers);
+            if (s->markers) {
+                memcpy(s->markers, r.markers, r.n_markers * sizeof *s->markers);
+                s->n_markers = r.n_markers;
+            }
+        }
+        atomic_fetch_add_explicit(&p->utterances_scored, 1, memory_order_relaxed);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    worker *wk = arg;
+    work *w;
+    while ((w = queue_pop(&wk->q, NULL))) {
+        score_work(wk, w);
+        queue_push(&wk->p->wq, w);
+    }
+    return NULL;
+}
+
+/* ---- writer ---------------------------------------------------------------------------- */
+
+static size_t work_rows(const work *w)
+{
+    return w->msg.n_turns + (w->msg.type != MSG_UTTERANCE);
+}
+
+static int apply_work(pipeline *p, work *w)
+{
+    const message *m = &w->msg;
+    if (m->type == MSG_START || m->type == MSG_END || m->type == MSG_OUTCOME ||
+        m->type == MSG_CONVERSATION) {
+        if (store_put_conversation(p->st, m->conversation_id, &m->facts))
+            return -1;
+    }
+    for (size_t i = 0; i < m->n_turns; i++) {
+        const turn *t = &m->turns[i];
+        const scored_turn *s = &w->scored[i];
+        stored_utterance u = {
+            .conversation_id = m->conversation_id,
+            .turn = t,
+            .text = p->store_text == STORE_TEXT_FULL ? t->text : NULL,
+            .text_len = p->store_text == STORE_TEXT_FULL ? t->text_len : 0,
+            .sentiment = s->sentiment,
+            .frustration_score = s->frustration_score,
+            .markers = s->markers,
+            .n_markers = s->n_markers,
+            .model_id = w->model_id,
+        };
+        bool inserted;
+        if (store_put_utterance(p->st, &u, &inserted))
+            return -1;
+        if (!inserted)
+            atomic_fetch_add_explicit(&p->duplicates, 1, memory_order_relaxed);
+    }
+    return 0;
+}
+
+static int apply_batch(pipeline *p, work *batch)
+{
+    if (store_begin(p->st))
+        return -1;
+    for (work *w = batch; w; w = w->next) {
+        if (apply_work(p, w)) {
+            store_rollback(p->st);
+            return -1;
+        }
+    }
+    if (store_commit(p->st)) {
+        store_rollback(p->st);
+        return -1;
+    }
+    return 0;
+}
+
+static void deliver(pipeline *p, work *batch)
+{
+    pthread_mutex_lock(&p->done_mu);
+    for (work *w = batch; w; w = w->next) {
+        if (p->n_done == p->cap_done) {
+            size_t n = p->cap_done ? p->cap_done * 2 : 1024;
+            completion *c = realloc(p->done, n * sizeof *c);
+            if (!c) {
+                /* Without room the ack is late, never wrong: retry on the next batch. */
+                break;
+            }
+            p->done = c;
+            p->cap_done = n;
+        }
+        p->done[p->n_done++] = (completion){w->conn_id, w->line_no, w->bytes};
+    }
+    pthread_mutex_unlock(&p->done_mu);
+    uv_async_send(&p->async);
+}
+
+static void deadline_after(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    pipeline *p = arg;
+    work *first;
+    while ((first = queue_pop(&p->wq, NULL))) {
+        /* Group commit: the batch closes after batch_rows rows or batch_ms milliseconds. */
+        work *batch = first, *tail = first;
+        first->next = NULL;
+        size_t rows = work_rows(first);
+        int batch_rows = atomic_load(&p->batch_rows);
+        struct timespec deadline;
+        deadline_after(&deadline, atomic_load(&p->batch_ms));
+        while (rows < (size_t)batch_rows) {
+            work *w = queue_pop(&p->wq, &deadline);
+            if (!w)
+                break;
+            w->next = NULL;
+            tail->next = w;
+            tail = w;
+            rows += work_rows(w);
+        }
+        int backoff_ms = 50;
+        while (apply_batch(p, batch)) {
+            atomic_fetch_add_explicit(&p->commit_failures, 1, memory_order_relaxed);
+            log_msg(LOG_WARN, "writer", "batch of %zu rows not committed (%s); retrying in %d ms",
+                    rows, store_errmsg(p->st), backoff_ms);
+            struct timespec ts = {backoff_ms / 1000, (long)(backoff_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            if (backoff_ms < 2000)
+                backoff_ms *= 2;
+        }
+        atomic_fetch_add_explicit(&p->rows_committed, rows, memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->batches_committed, 1, memory_order_relaxed);
+        deliver(p, batch);
+        while (batch) {
+            work *next = batch->next;
+            work_free(batch);
+            batch = next;
+        }
+    }
+    return NULL;
+}
+
+/* ---- loop side ------------------------------------------------------------------------- */
+
+static void on_async(uv_async_t *h)
+{
+    pipeline *p = h->data;
+    pthread_mutex_lock(&p->done_mu);
+    completion *done = p->done;
+    size_t n = p->n_done;
+    p->done = NULL;
+    p->n_done = p->cap_done = 0;
+    pthread_mutex_unlock(&p->done_mu);
+    if (n)
+        p->done_cb(p->done_ud, done, n);
+    free(done);
+}
+
+int pipeline_new(const config *cfg, const at_model *model, store *st, uv_loop_t *loop,
+                 pipeline_done_cb done, void *ud, pipeline **out)
+{
+    pipeline *p = calloc(1, sizeof *p);
+    if (!p)
+        return -1;
+    p->model = model;
+    p->st = st;
+    p->store_text = cfg->store_text;
+    p->done_cb = done;
+    p->done_ud = ud;
+    atomic_store(&p->batch_rows, cfg->batch_rows);
+    atomic_store(&p->batch_ms, cfg->batch_ms);
+    pthread_mutex_init(&p->done_mu, NULL);
+    queue_init(&p->wq);
+    if (uv_async_init(loop, &p->async, on_async)) {
+        free(p);
+        return -1;
+    }
+    p->async.data = p;
+    p->n_workers = cfg->workers;
+    p->workers = calloc((size_t)p->n_workers, sizeof *p->workers);
+    if (!p->workers)
+        return -1;
+    for (int i = 0; i < p->n_workers; i++) {
+        worker *wk = &p->workers[i];
+        wk->p = p;
+        queue_init(&wk->q);
+        if (at_scratch_new(&wk->scratch) ||
+            pthread_create(&wk->thread, NULL, worker_main, wk)) {
+            log_msg(LOG_ERROR, "pipeline", "cannot start scoring worker %d", i);
+            return -1;
+        }
+    }
+    if (pthread_create(&p->writer, NULL, writer_main, p)) {
+        log_msg(LOG_ERROR, "pipeline", "cannot start the writer thread");
+        return -1;
+    }
+    *out = p;
+    return 0;
+}
+
+void pipeline_submit(pipeline *p, work *w)
+{
+    /* Control messages with no conversation go straight to the writer. */
+    if (!w->msg.conversation_id) {
+        queue_push(&p->wq, w);
+        return;
+    }
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char *c = w->msg.conversation_id; *c; c++) {
+        h ^= (unsigned char)*c;
+        h *= 0x100000001b3ULL;
+    }
+    queue_push(&p->workers[h % (uint64_t)p->n_workers].q, w);
+}
+
+void pipeline_set_batch(pipeline *p, int batch_rows, int batch_ms)
+{
+    atomic_store(&p->batch_rows, batch_rows);
+    atomic_store(&p->batch_ms, batch_ms);
+}
+
+void pipeline_get_stats(pipeline *p, pipeline_stats *out)
+{
+    out->utterances_scored = atomic_load_explicit(&p->utterances_scored, memory_order_relaxed);
+    out->rows_committed = atomic_load_explicit(&p->rows_committed, memory_order_relaxed);
+    out->batches_committed = atomic_load_explicit(&p->batches_committed, memory_order_relaxed);
+    out->commit_failures = atomic_load_explicit(&p->commit_failures, memory_order_relaxed);
+    out->duplicates = atomic_load_explicit(&p->duplicates, memory_order_relaxed);
+}
+
+static void on_async_closed(uv_handle_t *h)
+{
+    pipeline *p = h->data;
+    free(p->done);
+    pthread_mutex_destroy(&p->done_mu);
+    free(p);
+}
+
+void pipeline_free(pipeline *p)
+{
+    if (!p)
+        return;
+    /* Workers first, so that everything they hold reaches the writer; then the writer. */
+    for (int i = 0; i < p->n_workers; i++) {
+        queue_close(&p->workers[i].q);
+        pthread_join(p->workers[i].thread, NULL);
+        queue_fini(&p->workers[i].q);
+        at_scratch_free(p->workers[i].scratch);
+    }
+    free(p->workers);
+    queue_close(&p->wq);
+    pthread_join(p->writer, NULL);
+    queue_fini(&p->wq);
+    store_close(p->st);
+    /* Completions delivered after the loop stopped are moot: the connections are gone. */
+    uv_close((uv_handle_t *)&p->async, on_async_closed);
+}

@@ -1,0 +1,71 @@
+/*
+ * pipeline.h: scoring workers and the writer thread (pipeline.c), between the loop thread that
+ * parses lines and the loop thread that acknowledges them.
+ *
+ * The loop thread submits work items; a conversation always goes to the same worker (hash of
+ * conversation_id). Workers score and hand items to the single writer, which applies them in
+ * batched transactions and, after COMMIT returns, reports the covered (connection, line) pairs
+ * back to the loop thread through a uv_async. The loop thread bounds how much is in flight, so
+ * the queues here need no bound of their own and never block the loop.
+ */
+#ifndef ATTUNED_PIPELINE_H
+#define ATTUNED_PIPELINE_H
+
+#include <uv.h>
+
+#include "attuned.h"
+
+/* Scores of one turn, filled by the worker. */
+typedef struct scored_turn {
+    at_sentiment sentiment;
+    double frustration_score; /* NAN for turns other than customer */
+    at_marker *markers;       /* owned copy */
+    size_t n_markers;
+} scored_turn;
+
+typedef struct work {
+    struct work *next;
+    uint64_t conn_id;
+    uint64_t line_no;
+    size_t bytes;     /* the line's length, for in-flight accounting */
+    message msg;      /* owned */
+    scored_turn *scored; /* msg.n_turns entries, owned */
+    char model_id[32];
+} work;
+
+typedef struct completion {
+    uint64_t conn_id;
+    uint64_t line_no;
+    size_t bytes;
+} completion;
+
+/* Called on the loop thread with the lines a commit covered. */
+typedef void (*pipeline_done_cb)(void *ud, const completion *done, size_t n_done);
+
+typedef struct pipeline pipeline;
+
+/* Starts cfg->workers scoring threads and the writer thread, which takes over st. The model is
+ * borrowed and must outlive the pipeline. Returns 0 or -1. */
+int pipeline_new(const config *cfg, const at_model *model, store *st, uv_loop_t *loop,
+                 pipeline_done_cb done, void *ud, pipeline **out);
+/* Takes w (loop thread). */
+void pipeline_submit(pipeline *p, work *w);
+/* Applies reloadable batch settings. */
+void pipeline_set_batch(pipeline *p, int batch_rows, int batch_ms);
+/* Finishes every submitted item (commit, completions delivered), stops the threads and closes
+ * the store. Called on the loop thread once nothing is in flight; runs the loop's async close. */
+void pipeline_free(pipeline *p);
+
+/* Counters for logs and metrics (read with relaxed atomics). */
+typedef struct pipeline_stats {
+    uint64_t utterances_scored;
+    uint64_t rows_committed;
+    uint64_t batches_committed;
+    uint64_t commit_failures;
+    uint64_t duplicates;
+} pipeline_stats;
+void pipeline_get_stats(pipeline *p, pipeline_stats *out);
+
+void work_free(work *w);
+
+#endif

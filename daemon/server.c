@@ -1,0 +1,666 @@
+/*
+ * server.c: listener, connections, framing, replies, acks and backpressure (loop thread only).
+ *
+ * Each line a client sends gets the next line number of its connection. A line is "done" when
+ * it was answered (error, welcome, pong) or when the commit that stored it returned; the
+ * cumulative ack is the highest number below which every line is done. A ring of flags per
+ * connection tracks the lines in flight, so completions may arrive in any order.
+ *
+ * Memory is bounded by configuration: a connection buffers at most one line (max_line_bytes)
+ * plus one read; the server admits at most queue_lines lines (and MAX_INFLIGHT_BYTES bytes) into
+ * the pipeline; when either bound or a client's unsent output (client_queue_bytes) is reached,
+ * reading stops (uv_read_stop) and resumes as commits drain. A closed connection with lines in
+ * flight stays allocated until its last completion arrives.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "server.h"
+
+#define READ_CHUNK 65536
+#define MAX_INFLIGHT_BYTES (256u << 20)
+
+typedef struct conn conn;
+
+struct server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    config cfg; /* a copy: reloadable keys change through server_reconfigure */
+    pipeline *pipe;
+    conn *conns; /* doubly linked, open connections only */
+    char read_buf[READ_CHUNK];
+    bool read_buf_busy;
+    bool draining;
+    void (*drained_cb)(server *srv);
+    size_t inflight_lines, inflight_bytes;
+    size_t ring_size; /* per-connection lines in flight */
+    server_stats stats;
+};
+
+struct conn {
+    uv_tcp_t tcp; /* first: handle->data is also set */
+    uv_timer_t idle;
+    server *srv;
+    conn *next, *prev;
+    char *buf;
+    size_t len, cap;
+    bool discarding; /* inside a line over max_line_bytes, until its newline */
+    uint64_t next_line;
+    uint64_t done_through;
+    uint64_t acked;
+    uint8_t *ring;
+    size_t inflight;
+    bool authed, acks_none, paused, closing, finishing, eof, subscriber, touched;
+    int handles_open;
+};
+
+typedef struct wreq {
+    uv_write_t req;
+    conn *c;
+    char data[];
+} wreq;
+
+static void conn_maybe_free(conn *c);
+static void process_lines(conn *c);
+static void conn_close(conn *c);
+
+/* ---- output ---------------------------------------------------------------------------- */
+
+static void on_write(uv_write_t *req, int status)
+{
+    wreq *w = (wreq *)req;
+    conn *c = w->c;
+    free(w);
+    (void)status;
+    /* A client that reads again lets its reading resume. */
+    if (c->paused && !c->closing && c->tcp.write_queue_size < (size_t)c->srv->cfg.client_queue_bytes)
+        process_lines(c);
+}
+
+static void send_line(conn *c, const char *s, size_t len)
+{
+    if (c->closing)
+        return;
+    wreq *w = malloc(sizeof *w + len + 1);
+    if (!w)
+        return;
+    w->c = c;
+    memcpy(w->data, s, len);
+    w->data[len] = '\n';
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)len + 1);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write))
+        free(w);
+}
+
+static void send_json(conn *c, json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (s) {
+        send_line(c, s, strlen(s));
+        free(s);
+    }
+}
+
+static void send_error(conn *c, uint64_t line_no, enum wire_error e, const char *why,
+                       const char *id_json)
+{
+    json_t *o = json_pack("{s:s,s:I,s:s,s:s}", "type", "error", "line", (json_int_t)line_no,
+                          "code", wire_error_code(e), "message", why);
+    if (!o)
+        return;
+    if (id_json) {
+        json_t *id = json_loads(id_json, JSON_DECODE_ANY, NULL);
+        if (id)
+            json_object_set_new(o, "id", id);
+    }
+    c->srv->stats.lines_rejected[e]++;
+    send_json(c, o);
+}
+
+/* ---- line accounting ------------------------------------------------------------------- */
+
+static void mark_done(conn *c, uint64_t line_no)
+{
+    size_t rs = c->srv->ring_size;
+    c->ring[line_no % rs] = 1;
+    while (c->done_through < c->next_line && c->ring[(c->done_through + 1) % rs]) {
+        c->ring[(c->done_through + 1) % rs] = 0;
+        c->done_through++;
+    }
+}
+
+static void send_ack(conn *c)
+{
+    if (c->acks_none || c->done_through <= c->acked)
+        return;
+    char s[64];
+    int n = snprintf(s, sizeof s, "{\"type\":\"ack\",\"through\":%llu}",
+                     (unsigned long long)c->done_through);
+    send_line(c, s, (size_t)n);
+    c->acked = c->done_through;
+}
+
+static bool can_admit(conn *c)
+{
+    server *srv = c->srv;
+    return srv->inflight_lines < (size_t)srv->cfg.queue_lines &&
+           srv->inflight_bytes < MAX_INFLIGHT_BYTES &&
+           c->next_line - c->done_through < srv->ring_size - 1 &&
+           c->tcp.write_queue_size < (size_t)srv->cfg.client_queue_bytes;
+}
+
+/* ---- connections ----------------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    conn *c = h->data;
+    c->handles_open--;
+    conn_maybe_free(c);
+}
+
+static void conn_maybe_free(conn *c)
+{
+    if (c->handles_open || c->inflight)
+        return;
+    free(c->buf);
+    free(c->ring);
+    free(c);
+}
+
+static void conn_close(conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    server *srv = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    srv->stats.connections_current--;
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&c->idle, on_handle_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    conn *c = req->data;
+    (void)status;
+    free(req);
+    conn_close(c);
+}
+
+/* Closes after what was written has been sent. */
+static void conn_finish(conn *c)
+{
+    if (c->closing || c->finishing)
+        return;
+    c->finishing = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_shutdown_t *req = malloc(sizeof *req);
+    if (!req || uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown)) {
+        free(req);
+        conn_close(c);
+        return;
+    }
+    req->data = c;
+}
+
+static bool token_equal(const char *a, const char *b)
+{
+    /* Constant time in the length of the configured token b. */
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = la != lb;
+    for (size_t i = 0; i < lb; i++)
+        diff |= (unsigned char)(b[i] ^ (la ? a[i % la] : 0));
+    return diff == 0;
+}
+
+static void handle_line(conn *c, const char *line, size_t len)
+{
+    server *srv = c->srv;
+    uint64_t line_no = ++c->next_line;
+    srv->stats.lines_received++;
+    char why[320];
+    char *id_json = NULL;
+    message msg;
+    enum wire_error e = wire_parse(line, len, &msg, why, sizeof why, &id_json);
+    if (e) {
+        send_error(c, line_no, e, why, id_json);
+        free(id_json);
+        mark_done(c, line_no);
+        if (!c->authed && srv->cfg.auth_token[0]) {
+            send_error(c, line_no, WIRE_UNAUTHORIZED, "the first line must be a hello with the "
+                       "server's token", NULL);
+            conn_finish(c);
+        }
+        return;
+    }
+    if (!c->authed && srv->cfg.auth_token[0] &&
+        (msg.type != MSG_HELLO || !msg.token || !token_equal(msg.token, srv->cfg.auth_token))) {
+        send_error(c, line_no, WIRE_UNAUTHORIZED,
+                   msg.type != MSG_HELLO ? "the first line must be a hello with the server's "
+                                           "token"
+                                         : "the token is missing or wrong",
+                   msg.id);
+        message_fini(&msg);
+        mark_done(c, line_no);
+        conn_finish(c);
+        return;
+    }
+    switch (msg.type) {
+    case MSG_HELLO: {
+        c->authed = true;
+        c->acks_none = msg.acks_none;
+        json_t *o = json_pack("{s:s,s:s,s:i}", "type", "welcome", "server", ATTUNED_VERSION,
+                              "protocol", ATTUNED_PROTOCOL);
+        if (o)
+            send_json(c, o);
+        message_fini(&msg);
+        mark_done(c, line_no);
+        srv->stats.lines_accepted++;
+        return;
+    }
+    case MSG_PING:
+        send_line(c, "{\"type\":\"pong\"}", 15);
+        message_fini(&msg);
+        mark_done(c, line_no);
+        srv->stats.lines_accepted++;
+        return;
+    case MSG_SUBSCRIBE:
+        c->subscriber = true;
+        message_fini(&msg);
+        mark_done(c, line_no);
+        srv->stats.lines_accepted++;
+        return;
+    default:
+        break;
+    }
+    c->authed = true;
+    if (srv->draining) {
+        send_error(c, line_no, WIRE_SHUTTING_DOWN, "the server is shutting down; resend this "
+                   "line after it restarts", msg.id);
+        message_fini(&msg);
+        mark_done(c, line_no);
+        return;
+    }
+    work *w = calloc(1, sizeof *w);
+    if (!w) {
+        send_error(c, line_no, WIRE_INTERNAL, "the server ran out of memory", msg.id);
+        message_fini(&msg);
+        mark_done(c, line_no);
+        return;
+    }
+    w->conn_id = (uint64_t)(uintptr_t)c;
+    w->line_no = line_no;
+    w->bytes = len;
+    w->msg = msg;
+    c->inflight++;
+    srv->inflight_lines++;
+    srv->inflight_bytes += len;
+    srv->stats.lines_accepted++;
+    pipeline_submit(srv->pipe, w);
+}
+
+static void pause_conn(conn *c)
+{
+    if (!c->paused) {
+        c->paused = true;
+        c->srv->stats.backpressure_pauses++;
+    }
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+
+/* Handles the complete lines buffered in c while the pipeline admits them. */
+static void process_lines(conn *c)
+{
+    server *srv = c->srv;
+    size_t off = 0;
+    size_t max = srv->cfg.max_line_bytes;
+    c->paused = false;
+    while (!c->closing) {
+        char *start = c->buf + off;
+        char *nl = c->len > off ? memchr(start, '\n', c->len - off) : NULL;
+        if (!nl) {
+            if (c->len - off > max) {
+                /* Over the limit with no newline yet: answer now and drop the rest of it. */
+                uint64_t line_no = ++c->next_line;
+                srv->stats.lines_received++;
+                char why[128];
+                snprintf(why, sizeof why, "the line is longer than max_line_bytes (%zu bytes); "
+                         "it was discarded up to its newline", max);
+                send_error(c, line_no, WIRE_LINE_TOO_LONG, why, NULL);
+                mark_done(c, line_no);
+                c->discarding = true;
+                off = c->len;
+            }
+            break;
+        }
+        if (!can_admit(c)) {
+            pause_conn(c);
+            break;
+        }
+        size_t len = (size_t)(nl - start);
+        off += len + 1;
+        if (len && start[len - 1] == '\r')
+            len--;
+        if (len > max) {
+            uint64_t line_no = ++c->next_line;
+            srv->stats.lines_received++;
+            char why[128];
+            snprintf(why, sizeof why, "the line is longer than max_line_bytes (%zu bytes)", max);
+            send_error(c, line_no, WIRE_LINE_TOO_LONG, why, NULL);
+            mark_done(c, line_no);
+            continue;
+        }
+        handle_line(c, start, len);
+    }
+    if (off) {
+        memmove(c->buf, c->buf + off, c->len - off);
+        c->len -= off;
+    }
+    if (!c->paused && !c->closing && !c->eof && !srv->draining)
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (c->eof && !c->closing && !c->inflight)
+        conn_finish(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    conn *c = h->data;
+    (void)suggested;
+    /* Reads land in one server-wide buffer and are copied into the connection's buffer only as
+     * far as lines are incomplete. */
+    server *srv = c->srv;
+    if (srv->read_buf_busy) {
+        *b = uv_buf_init(NULL, 0);
+        return;
+    }
+    srv->read_buf_busy = true;
+    *b = uv_buf_init(srv->read_buf, sizeof srv->read_buf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    conn *c = s->data;
+    server *srv = c->srv;
+    if (b->base == srv->read_buf)
+        srv->read_buf_busy = false;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        uv_read_stop(s);
+        if (nread == UV_EOF) {
+            /* Half-closed: finish what was sent, ack it, then close. */
+            c->eof = true;
+            if (!c->inflight)
+                conn_finish(c);
+        } else {
+            conn_close(c);
+        }
+        return;
+    }
+    if (srv->cfg.idle_timeout_ms > 0)
+        uv_timer_again(&c->idle);
+    const char *p = b->base;
+    size_t n = (size_t)nread;
+    if (c->discarding) {
+        const char *nl = memchr(p, '\n', n);
+        if (!nl)
+            return;
+        c->discarding = false;
+        n -= (size_t)(nl + 1 - p);
+        p = nl + 1;
+    }
+    if (c->len + n > c->cap) {
+        size_t cap = c->cap ? c->cap : 4096;
+        while (cap < c->len + n)
+            cap *= 2;
+        char *nb = realloc(c->buf, cap);
+        if (!nb) {
+            send_error(c, c->next_line + 1, WIRE_INTERNAL, "the server ran out of memory", NULL);
+            conn_finish(c);
+            return;
+        }
+        c->buf = nb;
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->len, p, n);
+    c->len += n;
+    process_lines(c);
+}
+
+static void on_idle(uv_timer_t *t)
+{
+    conn *c = t->data;
+    if (c->inflight)
+        return; /* still waiting for a commit: not idle */
+    log_msg(LOG_DEBUG, "server", "closing a connection idle for %d ms",
+            c->srv->cfg.idle_timeout_ms);
+    conn_finish(c);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    server *srv = listener->data;
+    if (status < 0) {
+        log_msg(LOG_WARN, "server", "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    conn *c = calloc(1, sizeof *c);
+    if (!c || !(c->ring = calloc(srv->ring_size, 1))) {
+        free(c);
+        log_msg(LOG_ERROR, "server", "out of memory accepting a connection");
+        return;
+    }
+    c->srv = srv;
+    uv_tcp_init(srv->loop, &c->tcp);
+    uv_timer_init(srv->loop, &c->idle);
+    c->tcp.data = c;
+    c->idle.data = c;
+    c->handles_open = 2;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp)) {
+        c->closing = true;
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        uv_close((uv_handle_t *)&c->idle, on_handle_closed);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->stats.connections_current++;
+    srv->stats.connections_total++;
+    if (srv->stats.connections_current > (uint64_t)srv->cfg.max_connections || srv->draining) {
+        srv->stats.connections_refused++;
+        char why[128];
+        snprintf(why, sizeof why, srv->draining ? "the server is shutting down"
+                                                : "the server is at its limit of %d connections",
+                 srv->cfg.max_connections);
+        send_error(c, 0, srv->draining ? WIRE_SHUTTING_DOWN : WIRE_OVERLOADED, why, NULL);
+        conn_finish(c);
+        return;
+    }
+    if (srv->cfg.idle_timeout_ms > 0)
+        uv_timer_start(&c->idle, on_idle, (uint64_t)srv->cfg.idle_timeout_ms,
+                       (uint64_t)srv->cfg.idle_timeout_ms);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- completions ----------------------------------------------------------------------- */
+
+void server_on_done(void *ud, const completion *done, size_t n_done)
+{
+    server *srv = ud;
+    conn *touched[256];
+    size_t n_touched = 0;
+    for (size_t i = 0; i < n_done; i++) {
+        conn *c = (conn *)(uintptr_t)done[i].conn_id;
+        srv->inflight_lines--;
+        srv->inflight_bytes -= done[i].bytes;
+        c->inflight--;
+        if (c->closing) {
+            conn_maybe_free(c);
+            continue;
+        }
+        mark_done(c, done[i].line_no);
+        if (!c->touched) {
+            if (n_touched == sizeof touched / sizeof *touched) {
+                send_ack(c); /* the array is full: ack this one now */
+            } else {
+                c->touched = true;
+                touched[n_touched++] = c;
+            }
+        }
+    }
+    for (size_t i = 0; i < n_touched; i++) {
+        conn *c = touched[i];
+        c->touched = false;
+        send_ack(c);
+        if (c->eof && !c->inflight)
+            conn_finish(c);
+    }
+    if (srv->draining) {
+        if (!srv->inflight_lines && srv->drained_cb) {
+            void (*cb)(server *) = srv->drained_cb;
+            srv->drained_cb = NULL;
+            cb(srv);
+        }
+        return;
+    }
+    /* Resume paused connections while there is room. */
+    for (conn *c = srv->conns; c; c = c->next) {
+        if (!c->paused)
+            continue;
+        if (srv->inflight_lines >= (size_t)srv->cfg.queue_lines ||
+            srv->inflight_bytes >= MAX_INFLIGHT_BYTES)
+            break;
+        process_lines(c);
+    }
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+static int parse_listen(const char *s, struct sockaddr_storage *out)
+{
+    char host[256];
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || (size_t)(colon - s) >= sizeof host)
+        return -1;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535)
+        return -1;
+    if (host[0] == '[') {
+        size_t n = strlen(host);
+        if (host[n - 1] != ']')
+            return -1;
+        host[n - 1] = '\0';
+        return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)out) ? -1 : 0;
+    }
+    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)out) ? -1 : 0;
+}
+
+int server_new(uv_loop_t *loop, const config *cfg, server **out, char *err, size_t err_len)
+{
+    server *srv = calloc(1, sizeof *srv);
+    if (!srv) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    srv->loop = loop;
+    srv->cfg = *cfg;
+    /* Enough slots for every line a connection may have in flight, plus answered ones. */
+    srv->ring_size = (size_t)cfg->queue_lines + 1024;
+    struct sockaddr_storage addr;
+    if (parse_listen(cfg->listen, &addr)) {
+        snprintf(err, err_len, "listen address \"%s\" is not HOST:PORT", cfg->listen);
+        free(srv);
+        return -1;
+    }
+    uv_tcp_init(loop, &srv->listener);
+    srv->listener.data = srv;
+    int rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
+    if (!rc)
+        rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
+    if (rc) {
+        snprintf(err, err_len, "cannot listen on %s: %s", cfg->listen, uv_strerror(rc));
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+        uv_run(loop, UV_RUN_NOWAIT);
+        free(srv);
+        return -1;
+    }
+    *out = srv;
+    return 0;
+}
+
+int server_start(server *srv, pipeline *p)
+{
+    srv->pipe = p;
+    return 0;
+}
+
+int server_port(const server *srv)
+{
+    struct sockaddr_storage addr;
+    int len = sizeof addr;
+    if (uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&addr, &len))
+        return -1;
+    if (addr.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&addr)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&addr)->sin_port);
+}
+
+void server_reconfigure(server *srv, const config *cfg)
+{
+    config_apply_reloadable(&srv->cfg, cfg);
+}
+
+void server_drain(server *srv, void (*cb)(server *srv))
+{
+    srv->draining = true;
+    if (!uv_is_closing((uv_handle_t *)&srv->listener))
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+    for (conn *c = srv->conns; c; c = c->next)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    if (!srv->inflight_lines) {
+        cb(srv);
+        return;
+    }
+    srv->drained_cb = cb;
+}
+
+void server_close(server *srv)
+{
+    if (!uv_is_closing((uv_handle_t *)&srv->listener))
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+    /* Shut down rather than close, so that the last acks are flushed first. */
+    for (conn *c = srv->conns, *next; c; c = next) {
+        next = c->next;
+        conn_finish(c);
+    }
+}
+
+void server_free(server *srv)
+{
+    free(srv);
+}
+
+void server_get_stats(const server *srv, server_stats *out)
+{
+    *out = srv->stats;
+    out->inflight_lines = srv->inflight_lines;
+    out->inflight_bytes = srv->inflight_bytes;
+}

@@ -1,0 +1,468 @@
+/*
+ * wire.c: protocol version 1 (PROTOCOL.md) from bytes to a validated message. Runs on the loop
+ * thread. Every field is checked for type and range; the first problem found becomes the
+ * line's error, with a sentence that names the field. Nothing here allocates beyond the
+ * message it returns.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "attuned.h"
+
+#define MAX_ID_BYTES 1024
+
+static const char *const error_codes[] = {
+    "ok", "invalid_json", "invalid_utf8", "not_object", "missing_field", "bad_field",
+    "unknown_type", "line_too_long", "unauthorized", "overloaded", "shutting_down", "internal",
+};
+
+const char *wire_error_code(enum wire_error e)
+{
+    return (unsigned)e < sizeof error_codes / sizeof *error_codes ? error_codes[e] : "internal";
+}
+
+typedef struct ctx {
+    char *why;
+    size_t why_len;
+    const char *where; /* "" or "turns[3]." */
+} ctx;
+
+static enum wire_error fail(ctx *c, enum wire_error e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static enum wire_error fail(ctx *c, enum wire_error e, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(c->why, c->why_len, "%s", msg);
+    return e;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian), without relying on the time zone. */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)(*p)[i]))
+            return -1;
+        v = v * 10 + ((*p)[i] - '0');
+    }
+    *p += n;
+    *out = v;
+    return 0;
+}
+
+int wire_parse_time(const char *s, int64_t *ms)
+{
+    const char *p = s;
+    int y, mo, d, h, mi, sec, frac_ms = 0;
+    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' ||
+        digits(&p, 2, &d) || (*p != 'T' && *p != 't' && *p != ' '))
+        return -1;
+    p++;
+    if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' ||
+        digits(&p, 2, &sec))
+        return -1;
+    if (*p == '.') {
+        p++;
+        int n = 0;
+        while (isdigit((unsigned char)*p)) {
+            if (n < 3)
+                frac_ms = frac_ms * 10 + (*p - '0');
+            n++;
+            p++;
+        }
+        if (!n)
+            return -1;
+        for (; n < 3; n++)
+            frac_ms *= 10;
+    }
+    int offset_min = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p == '-' ? -1 : 1, oh, om;
+        p++;
+        if (digits(&p, 2, &oh) || *p++ != ':' || digits(&p, 2, &om) || oh > 23 || om > 59)
+            return -1;
+        offset_min = sign * (oh * 60 + om);
+    } else {
+        return -1;
+    }
+    if (*p)
+        return -1;
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
+        h > 23 || mi > 59 || sec > 60)
+        return -1;
+    if (sec == 60)
+        sec = 59; /* a leap second is stored as the last ordinary second */
+    int64_t days = days_from_civil(y, mo, d);
+    *ms = ((days * 86400 + h * 3600 + mi * 60 + sec) - (int64_t)offset_min * 60) * 1000 + frac_ms;
+    return 0;
+}
+
+/* Time bounds: 1970 .. 9999-12-31 in ms. */
+#define TIME_MAX_MS 253402300799999LL
+
+static enum wire_error get_time(ctx *c, json_t *obj, const char *key, int64_t *out)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = WIRE_ABSENT;
+    if (!v || json_is_null(v))
+        return WIRE_OK;
+    if (json_is_integer(v)) {
+        json_int_t n = json_integer_value(v);
+        if (n < 0 || n > TIME_MAX_MS)
+            return fail(c, WIRE_BAD_FIELD, "field \"%s%s\" must be milliseconds since the epoch "
+                        "between 0 and %lld", c->where, key, (long long)TIME_MAX_MS);
+        *out = n;
+        return WIRE_OK;
+    }
+    int64_t ms;
+    if (!json_is_string(v) || wire_parse_time(json_string_value(v), &ms) || ms < 0 ||
+        ms > TIME_MAX_MS)
+        return fail(c, WIRE_BAD_FIELD, "field \"%s%s\" must be an RFC 3339 time such as "
+                    "\"2026-11-25T10:00:03.120Z\" or integer milliseconds since the epoch",
+                    c->where, key);
+    *out = ms;
+    return WIRE_OK;
+}
+
+static enum wire_error get_int(ctx *c, json_t *obj, const char *key, int64_t lo, int64_t hi,
+                               int64_t *out)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = WIRE_ABSENT;
+    if (!v || json_is_null(v))
+        return WIRE_OK;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return fail(c, WIRE_BAD_FIELD, "field \"%s%s\" must be an integer from %lld to %lld",
+                    c->where, key, (long long)lo, (long long)hi);
+    *out = json_integer_value(v);
+    return WIRE_OK;
+}
+
+static enum wire_error get_bool(ctx *c, json_t *obj, const char *key, int *out)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = -1;
+    if (!v || json_is_null(v))
+        return WIRE_OK;
+    if (!json_is_boolean(v))
+        return fail(c, WIRE_BAD_FIELD, "field \"%s%s\" must be true or false", c->where, key);
+    *out = json_is_true(v);
+    return WIRE_OK;
+}
+
+/* An optional string of 1..MAX_ID_BYTES bytes. *out is new (free with free()). */
+static enum wire_error get_str(ctx *c, json_t *obj, const char *key, bool required, char **out)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    if (!v || json_is_null(v)) {
+        if (required)
+            return fail(c, WIRE_MISSING_FIELD, "missing field \"%s%s\"", c->where, key);
+        return WIRE_OK;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0 ||
+        json_string_length(v) > MAX_ID_BYTES ||
+        strlen(json_string_value(v)) != json_string_length(v))
+        return fail(c, WIRE_BAD_FIELD, "field \"%s%s\" must be a non-empty string of at most %d "
+                    "bytes", c->where, key, MAX_ID_BYTES);
+    *out = strdup(json_string_value(v));
+    return *out ? WIRE_OK : WIRE_INTERNAL;
+}
+
+static enum wire_error get_outcome(ctx *c, json_t *obj, conv_facts *f)
+{
+    enum wire_error e;
+    if ((e = get_bool(c, obj, "resolved", &f->resolved)) ||
+        (e = get_time(c, obj, "resolved_at", &f->resolved_at)) ||
+        (e = get_bool(c, obj, "escalated", &f->escalated)) ||
+        (e = get_bool(c, obj, "transferred", &f->transferred)) ||
+        (e = get_int(c, obj, "nps", 0, 10, &f->nps)))
+        return e;
+    json_t *v = json_object_get(obj, "csat");
+    f->csat = NAN;
+    if (v && !json_is_null(v)) {
+        if (!json_is_number(v) || json_number_value(v) < 1 || json_number_value(v) > 5)
+            return fail(c, WIRE_BAD_FIELD, "field \"%scsat\" must be a number from 1 to 5",
+                        c->where);
+        f->csat = json_number_value(v);
+    }
+    return WIRE_OK;
+}
+
+static enum wire_error get_meta(ctx *c, json_t *obj, conv_facts *f)
+{
+    enum wire_error e;
+    static const char *const channels[] = {"chat", "voice", "email", "social", "sms"};
+    if ((e = get_str(c, obj, "channel", false, &f->channel)))
+        return e;
+    if (f->channel) {
+        bool ok = false;
+        for (size_t i = 0; i < 5; i++)
+            ok |= strcmp(f->channel, channels[i]) == 0;
+        if (!ok)
+            return fail(c, WIRE_BAD_FIELD, "field \"channel\" must be chat, voice, email, social "
+                        "or sms");
+    }
+    if ((e = get_str(c, obj, "queue", false, &f->queue)) ||
+        (e = get_str(c, obj, "agent_id", false, &f->agent_id)) ||
+        (e = get_str(c, obj, "customer_id", false, &f->customer_id)) ||
+        (e = get_time(c, obj, "started_at", &f->started_at)))
+        return e;
+    return WIRE_OK;
+}
+
+static enum wire_error get_turn(ctx *c, json_t *obj, turn *t)
+{
+    enum wire_error e;
+    json_t *sp = json_object_get(obj, "speaker");
+    if (!sp)
+        return fail(c, WIRE_MISSING_FIELD, "missing field \"%sspeaker\"", c->where);
+    if (!json_is_string(sp) ||
+        at_speaker_parse(json_string_value(sp), json_string_length(sp), &t->speaker))
+        return fail(c, WIRE_BAD_FIELD, "field \"%sspeaker\" must be agent, customer, bot or "
+                    "system", c->where);
+    json_t *tx = json_object_get(obj, "text");
+    if (!tx)
+        return fail(c, WIRE_MISSING_FIELD, "missing field \"%stext\"", c->where);
+    if (!json_is_string(tx))
+        return fail(c, WIRE_BAD_FIELD, "field \"%stext\" must be a string", c->where);
+    t->text_len = json_string_length(tx);
+    t->text = malloc(t->text_len + 1);
+    if (!t->text)
+        return WIRE_INTERNAL;
+    memcpy(t->text, json_string_value(tx), t->text_len + 1);
+    if ((e = get_int(c, obj, "seq", 0, 9007199254740991LL, &t->seq)) ||
+        (e = get_time(c, obj, "ts", &t->ts)) ||
+        (e = get_int(c, obj, "start_ms", 0, 9007199254740991LL, &t->start_ms)) ||
+        (e = get_int(c, obj, "end_ms", 0, 9007199254740991LL, &t->end_ms)) ||
+        (e = get_str(c, obj, "participant_id", false, &t->participant_id)))
+        return e;
+    if (t->start_ms != WIRE_ABSENT && t->end_ms != WIRE_ABSENT && t->end_ms < t->start_ms)
+        return fail(c, WIRE_BAD_FIELD, "field \"%send_ms\" must not be before \"%sstart_ms\"",
+                    c->where, c->where);
+    return WIRE_OK;
+}
+
+static void facts_init(conv_facts *f)
+{
+    memset(f, 0, sizeof *f);
+    f->started_at = f->ended_at = f->resolved_at = WIRE_ABSENT;
+    f->resolved = f->escalated = f->transferred = -1;
+    f->csat = NAN;
+    f->nps = WIRE_ABSENT;
+}
+
+void message_fini(message *msg)
+{
+    free(msg->id);
+    free(msg->conversation_id);
+    free(msg->facts.channel);
+    free(msg->facts.queue);
+    free(msg->facts.agent_id);
+    free(msg->facts.customer_id);
+    for (size_t i = 0; i < msg->n_turns; i++) {
+        free(msg->turns[i].text);
+        free(msg->turns[i].participant_id);
+    }
+    free(msg->turns);
+    free(msg->token);
+    free(msg->filter_queue);
+    free(msg->filter_agent_id);
+    memset(msg, 0, sizeof *msg);
+}
+
+static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
+{
+    enum wire_error e;
+    json_t *type = json_object_get(obj, "type");
+    if (!type)
+        return fail(c, WIRE_MISSING_FIELD, "missing field \"type\"");
+    if (!json_is_string(type))
+        return fail(c, WIRE_BAD_FIELD, "field \"type\" must be a string");
+    static const char *const types[] = {"hello", "utterance", "conversation", "start",
+                                        "end", "outcome", "subscribe", "ping"};
+    const char *tname = json_string_value(type);
+    int t = -1;
+    for (int i = 0; i < 8; i++)
+        if (strcmp(tname, types[i]) == 0)
+            t = i;
+    if (t < 0)
+        return fail(c, WIRE_UNKNOWN_TYPE, "unknown type \"%.64s\"; expected hello, utterance, "
+                    "conversation, start, end, outcome, subscribe or ping", tname);
+    msg->type = (enum msg_type)t;
+    facts_init(&msg->facts);
+    switch (msg->type) {
+    case MSG_PING:
+        return WIRE_OK;
+    case MSG_HELLO: {
+        json_t *tok = json_object_get(obj, "token");
+        if (tok && !json_is_string(tok))
+            return fail(c, WIRE_BAD_FIELD, "field \"token\" must be a string");
+        if (tok && !(msg->token = strdup(json_string_value(tok))))
+            return WIRE_INTERNAL;
+        json_t *cl = json_object_get(obj, "client");
+        if (cl && !json_is_string(cl))
+            return fail(c, WIRE_BAD_FIELD, "field \"client\" must be a string");
+        json_t *acks = json_object_get(obj, "acks");
+        if (acks) {
+            if (!json_is_string(acks) || (strcmp(json_string_value(acks), "batch") &&
+                                          strcmp(json_string_value(acks), "none")))
+                return fail(c, WIRE_BAD_FIELD, "field \"acks\" must be \"batch\" or \"none\"");
+            msg->acks_none = strcmp(json_string_value(acks), "none") == 0;
+        }
+        return WIRE_OK;
+    }
+    case MSG_SUBSCRIBE: {
+        json_t *ev = json_object_get(obj, "events");
+        if (!ev)
+            return fail(c, WIRE_MISSING_FIELD, "missing field \"events\"");
+        if (!json_is_array(ev) || json_array_size(ev) == 0)
+            return fail(c, WIRE_BAD_FIELD, "field \"events\" must be a non-empty array such as "
+                        "[\"alert\"]");
+        size_t i;
+        json_t *v;
+        json_array_foreach(ev, i, v) {
+            if (!json_is_string(v) || strcmp(json_string_value(v), "alert"))
+                return fail(c, WIRE_BAD_FIELD, "field \"events[%zu]\" must be \"alert\"", i);
+        }
+        json_t *f = json_object_get(obj, "filter");
+        if (f && !json_is_null(f)) {
+            if (!json_is_object(f))
+                return fail(c, WIRE_BAD_FIELD, "field \"filter\" must be an object");
+            c->where = "filter.";
+            if ((e = get_str(c, f, "queue", false, &msg->filter_queue)) ||
+                (e = get_str(c, f, "agent_id", false, &msg->filter_agent_id)))
+                return e;
+            c->where = "";
+        }
+        return WIRE_OK;
+    }
+    default:
+        break;
+    }
+    if ((e = get_str(c, obj, "conversation_id", true, &msg->conversation_id)))
+        return e;
+    switch (msg->type) {
+    case MSG_UTTERANCE:
+        msg->turns = calloc(1, sizeof *msg->turns);
+        if (!msg->turns)
+            return WIRE_INTERNAL;
+        msg->n_turns = 1;
+        return get_turn(c, obj, &msg->turns[0]);
+    case MSG_START:
+        return get_meta(c, obj, &msg->facts);
+    case MSG_END:
+        msg->facts.ended = true;
+        if ((e = get_time(c, obj, "ended_at", &msg->facts.ended_at)))
+            return e;
+        return get_outcome(c, obj, &msg->facts);
+    case MSG_OUTCOME:
+        return get_outcome(c, obj, &msg->facts);
+    case MSG_CONVERSATION: {
+        if ((e = get_meta(c, obj, &msg->facts)))
+            return e;
+        json_t *oc = json_object_get(obj, "outcome");
+        if (oc && !json_is_null(oc)) {
+            if (!json_is_object(oc))
+                return fail(c, WIRE_BAD_FIELD, "field \"outcome\" must be an object");
+            c->where = "outcome.";
+            if ((e = get_outcome(c, oc, &msg->facts)))
+                return e;
+            c->where = "";
+        }
+        json_t *turns = json_object_get(obj, "turns");
+        if (!turns)
+            return fail(c, WIRE_MISSING_FIELD, "missing field \"turns\"");
+        if (!json_is_array(turns))
+            return fail(c, WIRE_BAD_FIELD, "field \"turns\" must be an array of utterances");
+        size_t n = json_array_size(turns);
+        msg->turns = calloc(n ? n : 1, sizeof *msg->turns);
+        if (!msg->turns)
+            return WIRE_INTERNAL;
+        for (size_t i = 0; i < n; i++) {
+            char where[40];
+            snprintf(where, sizeof where, "turns[%zu].", i);
+            c->where = where;
+            json_t *tv = json_array_get(turns, i);
+            msg->n_turns = i + 1;
+            if (!json_is_object(tv))
+                return fail(c, WIRE_BAD_FIELD, "field \"turns[%zu]\" must be an object", i);
+            if ((e = get_turn(c, tv, &msg->turns[i])))
+                return e;
+            /* Turns without seq take their index, so a resent conversation is idempotent. */
+            if (msg->turns[i].seq == WIRE_ABSENT)
+                msg->turns[i].seq = (int64_t)i;
+        }
+        c->where = "";
+        return WIRE_OK;
+    }
+    default:
+        return WIRE_INTERNAL;
+    }
+}
+
+enum wire_error wire_parse(const char *line, size_t len, message *msg, char *why, size_t why_len,
+                           char **id_out)
+{
+    ctx c = {why, why_len, ""};
+    memset(msg, 0, sizeof *msg);
+    *id_out = NULL;
+    json_error_t jerr;
+    json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!obj) {
+        if (json_error_code(&jerr) == json_error_invalid_utf8)
+            return fail(&c, WIRE_INVALID_UTF8, "the line is not valid UTF-8 (byte %d)",
+                        jerr.position);
+        return fail(&c, WIRE_INVALID_JSON, "invalid JSON at byte %d: %s", jerr.position,
+                    jerr.text);
+    }
+    enum wire_error e;
+    if (!json_is_object(obj)) {
+        e = fail(&c, WIRE_NOT_OBJECT, "a line must be one JSON object");
+        goto done;
+    }
+    json_t *id = json_object_get(obj, "id");
+    if (id) {
+        msg->id = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT);
+        if (!msg->id) {
+            e = WIRE_INTERNAL;
+            goto done;
+        }
+    }
+    e = parse_object(&c, obj, msg);
+    if (e == WIRE_INTERNAL)
+        snprintf(why, why_len, "the server ran out of memory parsing the line");
+done:
+    if (e != WIRE_OK) {
+        *id_out = msg->id;
+        msg->id = NULL;
+        message_fini(msg);
+    }
+    json_decref(obj);
+    return e;
+}
