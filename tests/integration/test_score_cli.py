@@ -1,0 +1,187 @@
+"""`attune score`, `attune explain` and `attune eval` driven as a user would run them."""
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BUILD = pathlib.Path(os.environ.get("ATTUNE_BUILD", REPO / "build"))
+ATTUNE = BUILD / "attune"
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def run(args, stdin=""):
+    return subprocess.run([str(ATTUNE)] + args, input=stdin, capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+
+
+def score_lines(lines, args=()):
+    p = run(["score", *args], "".join(l + "\n" for l in lines))
+    return p, [json.loads(l) for l in p.stdout.splitlines()]
+
+
+def test_vader_reference_through_the_cli():
+    # Every reference sentence, scored by the command, must give the reference numbers exactly.
+    lines = []
+    for name in ("rules.jsonl", "tweets.jsonl"):
+        lines += (FIXTURES / "vader" / name).read_text().splitlines()
+    p, out = score_lines(lines)
+    assert p.returncode == 0, p.stderr
+    assert len(out) == len(lines) == 4308
+    bad = [o for o in out
+           if (round(o["neg"], 3), round(o["neu"], 3), round(o["pos"], 3), round(o["compound"], 4))
+           != (o["sentiment"]["neg"], o["sentiment"]["neu"], o["sentiment"]["pos"],
+               o["sentiment"]["compound"])]
+    assert not bad, bad[:3]
+
+
+def test_input_fields_are_copied_byte_for_byte():
+    line = '{"id":"u-1", "text":"Thanks, that is great", "weight":1.50, "meta":{"a":[1,2]}}'
+    p = run(["score"], line + "\n")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.strip()
+    # The original bytes (spacing, number spelling) survive; the scores follow.
+    assert out.startswith(line[:-1] + ',"sentiment":')
+    o = json.loads(out)
+    assert o["weight"] == 1.5 and o["meta"] == {"a": [1, 2]} and o["id"] == "u-1"
+    for key in ("sentiment", "empathy", "dismissive", "frustration", "frustration_score",
+                "markers"):
+        assert key in o
+
+
+def test_output_keys_in_input_are_replaced_not_duplicated():
+    p, out = score_lines(['{"text":"good","sentiment":"stale","markers":5}'])
+    assert p.returncode == 0
+    assert isinstance(out[0]["sentiment"], dict)
+    assert isinstance(out[0]["markers"], list)
+    assert p.stdout.count('"sentiment"') == 1
+
+
+def test_speaker_default_and_flag():
+    text = "I'm so sorry about that, I understand how frustrating this is."
+    _, as_customer = score_lines([json.dumps({"text": text})])
+    _, as_agent = score_lines([json.dumps({"text": text})], ["--speaker", "agent"])
+    assert as_customer[0]["empathy"] == []  # empathy is for agent and bot turns
+    assert "apology" in as_agent[0]["empathy"]
+    assert as_agent[0]["frustration_score"] is None
+    assert 0.0 <= as_customer[0]["frustration_score"] <= 1.0
+
+
+def test_markers_have_offsets_and_pattern_ids():
+    text = "I want to speak to a manager right now"
+    _, out = score_lines([json.dumps({"speaker": "customer", "text": text})])
+    ms = [m for m in out[0]["markers"] if m["category"] == "escalation_request"]
+    assert ms, out[0]
+    m = ms[0]
+    assert m["family"] == "frustration" and m["pattern"]
+    assert 0 <= m["start"] < m["end"] <= len(text.encode())
+    assert "manager" in text.encode()[m["start"]:m["end"]].decode()
+
+
+def test_protocol_messages_and_conversations():
+    lines = [
+        json.dumps({"type": "start", "conversation_id": "c1"}),
+        json.dumps({"type": "utterance", "conversation_id": "c1", "seq": 4, "speaker": "agent",
+                    "text": "Let me fix that for you."}),
+        json.dumps({"type": "conversation", "conversation_id": "c2", "turns": [
+            {"speaker": "customer", "text": "This is ridiculous."},
+            {"speaker": "agent", "text": "I apologize.", "seq": 7}]}),
+        json.dumps({"type": "end", "conversation_id": "c1"}),
+    ]
+    p, out = score_lines(lines)
+    assert p.returncode == 0, p.stderr
+    assert len(out) == 3  # start and end carry no text
+    assert out[0]["seq"] == 4 and out[0]["conversation_id"] == "c1"
+    assert [(o["conversation_id"], o["seq"]) for o in out[1:]] == [("c2", 0), ("c2", 7)]
+    assert out[1]["speaker"] == "customer"
+
+
+def test_plain_text_mode():
+    p, out = score_lines(["The service was good.", "", "awful"], ["--text"])
+    assert p.returncode == 0
+    assert [o["text"] for o in out] == ["The service was good.", "", "awful"]
+    assert out[0]["sentiment"]["compound"] == 0.4404
+    assert out[1]["sentiment"] == {"neg": 0.0, "neu": 0.0, "pos": 0.0, "compound": 0.0}
+
+
+@pytest.mark.parametrize("line,message", [
+    ("not json", "invalid JSON"),
+    ("[1,2]", "expected a JSON object"),
+    ('{"speaker":"agent"}', 'missing field "text"'),
+    ('{"text":42}', 'field "text" must be a string'),
+    ('{"text":"hi","speaker":"robot"}', 'field "speaker"'),
+    ('{"type":"bogus","text":"hi"}', 'unknown type "bogus"'),
+    ('{"type":"conversation","turns":[]}', 'missing field "conversation_id"'),
+    ('{"type":"conversation","conversation_id":"c","turns":[{"speaker":"agent"}]}',
+     'turns[0]: missing field "text"'),
+    ('{"text":"a","text":"b"}', "duplicate"),
+])
+def test_bad_lines_are_reported_with_line_numbers_and_scoring_continues(line, message):
+    good = '{"text":"fine"}'
+    p = run(["score"], good + "\n" + line + "\n" + good + "\n")
+    assert p.returncode == 1
+    out = [json.loads(l) for l in p.stdout.splitlines()]
+    assert len(out) == 2  # both good lines scored, in order
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1
+    assert "<stdin>:2:" in err[0] and message in err[0], err
+
+
+def test_files_are_scored_in_order_and_missing_files_reported(tmp_path):
+    a = tmp_path / "a.jsonl"
+    a.write_text('{"id":1,"text":"good"}\n{"id":2,"text":"bad"}\n')
+    p = run(["score", str(a), str(tmp_path / "missing.jsonl"), str(a)])
+    assert p.returncode == 1
+    assert [json.loads(l)["id"] for l in p.stdout.splitlines()] == [1, 2, 1, 2]
+    assert "missing.jsonl" in p.stderr
+
+
+def test_unknown_speaker_flag_is_a_usage_error():
+    p = run(["score", "--speaker", "robot"], "")
+    assert p.returncode == 2 and "robot" in p.stderr
+
+
+def test_explain_shows_rules_and_suppressed_candidates():
+    p = run(["explain", "--speaker", "customer",
+             "I'm not going to cancel my account, but the service is VERY bad!!"])
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "compound" in out
+    assert "bad" in out and "-2.5" in out  # the lexicon valence of "bad"
+    assert "negated" in out  # the churn threat was suppressed by "not"
+    assert "shouting" in out
+
+
+def test_explain_names_wrong_speaker():
+    p = run(["explain", "--speaker", "customer", "sorry, what was the number?"])
+    assert p.returncode == 0
+    assert "wrong speaker" in p.stdout
+
+
+def test_broken_lexicon_names_file_line_and_reason(tmp_path):
+    import shutil
+    lex = tmp_path / "lexicons"
+    shutil.copytree(REPO / "lexicons", lex)
+    with open(lex / "vader" / "vader_lexicon.txt", "a") as f:
+        f.write("brokenline-without-a-tab\n")
+    p = run(["score", "--lexicons", str(lex)], '{"text":"hi"}\n')
+    assert p.returncode != 0
+    assert "vader_lexicon.txt:" in p.stderr
+
+
+def test_eval_reports_every_category_and_family():
+    p = run(["eval", "--format", "json", str(FIXTURES / "markers" / "dev.jsonl")])
+    assert p.returncode == 0, p.stderr
+    o = json.loads(p.stdout)
+    assert o["utterances"] == 400
+    assert len(o["categories"]) == 23
+    fams = {f["family"]: f for f in o["families"]}
+    assert set(fams) == {"empathy", "dismissive", "frustration"}
+    for f in fams.values():
+        tp, fp, fn = f["tp"], f["fp"], f["fn"]
+        p_ = tp / (tp + fp) if tp + fp else 0
+        r_ = tp / (tp + fn) if tp + fn else 0
+        f1 = 2 * p_ * r_ / (p_ + r_) if p_ + r_ else 0
+        assert abs(f["micro_f1"] - f1) < 1e-3
