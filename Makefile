@@ -72,6 +72,9 @@ $(BUILD)/attuned: $(DAEMON_OBJ) $(BUILD)/libattune.a
 run: all
 	$(BUILD)/attuned --listen 127.0.0.1:7420 --db ./attune.db
 
+# Unit tests of daemon modules include their sources and the generated schema.
+$(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.o): $(BUILD)/schema_sql.c
+
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libattune.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libattune.a $(CMOCKA_LIBS) $(JANSSON_LIBS) $(SQLITE3_LIBS) $(INIH_LIBS) $(UV_LIBS) $(LIB_LIBS) -lpthread $(ALL_LDFLAGS)
