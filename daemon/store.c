@@ -1,0 +1,500 @@
+/*
+ * store.c: the SQLite store. Owns the one database connection of the writer thread: opening it
+ * (WAL, synchronous=FULL, foreign keys, busy timeout), bringing its schema up to date with the
+ * migrations compiled in from schema/ (PRAGMA user_version counts the applied ones), and the
+ * prepared statements that merge conversations and insert utterances and their markers.
+ *
+ * Invariants:
+ *   - Only the writer thread touches a store (the connection is opened NOMUTEX).
+ *   - Every statement is prepared once in store_open, reset (and its bindings cleared) after
+ *     each use, and finalized in store_close.
+ *   - store_put_utterance is all or nothing: it runs inside a savepoint, so a failure leaves no
+ *     half-stored utterance in the caller's batch, and a conversation row always exists for
+ *     every utterance (foreign keys are on).
+ *   - Nothing here logs, and no error message carries transcript text: SQLite's messages name
+ *     columns and constraints, never bound values.
+ */
+#include <math.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "attuned.h"
+
+/* Generated into build/schema_sql.c by packaging/embed_schema.sh from schema/NNNN_name.sql, in
+ * file order, each NULL-terminated. Migration i (0-based) takes user_version from i to i + 1. */
+extern const char *const schema_migrations[];
+extern const char *const schema_names[];
+
+#define BUSY_TIMEOUT_MS 5000
+
+enum stmt_id {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
+    ST_CONV_MERGE,
+    ST_CONV_ENSURE,
+    ST_NEXT_SEQ,
+    ST_UTT_INSERT,
+    ST_MARKER_INSERT,
+    N_STMTS
+};
+
+/* Utterances use ON CONFLICT ... DO NOTHING rather than INSERT OR IGNORE on purpose: OR IGNORE
+ * would also silently drop a row that breaks a NOT NULL or CHECK constraint (a NaN sentiment, a
+ * missing model id), and the writer would then acknowledge data that was never stored. */
+static const char *const stmt_sql[N_STMTS] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT put_utterance",
+    [ST_RELEASE] = "RELEASE put_utterance",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO put_utterance",
+    [ST_CONV_MERGE] =
+        "INSERT INTO conversations (conversation_id, channel, queue, agent_id, customer_id,"
+        " started_at, ended_at, resolved, resolved_at, csat, nps, escalated, transferred,"
+        " created_at, updated_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)"
+        " ON CONFLICT (conversation_id) DO UPDATE SET"
+        " channel = COALESCE(excluded.channel, channel),"
+        " queue = COALESCE(excluded.queue, queue),"
+        " agent_id = COALESCE(excluded.agent_id, agent_id),"
+        " customer_id = COALESCE(excluded.customer_id, customer_id),"
+        " started_at = COALESCE(excluded.started_at, started_at),"
+        " ended_at = COALESCE(excluded.ended_at, ended_at),"
+        " resolved = COALESCE(excluded.resolved, resolved),"
+        " resolved_at = COALESCE(excluded.resolved_at, resolved_at),"
+        " csat = COALESCE(excluded.csat, csat),"
+        " nps = COALESCE(excluded.nps, nps),"
+        " escalated = COALESCE(excluded.escalated, escalated),"
+        " transferred = COALESCE(excluded.transferred, transferred),"
+        " updated_at = excluded.updated_at",
+    [ST_CONV_ENSURE] =
+        "INSERT INTO conversations (conversation_id, created_at, updated_at) VALUES (?1, ?2, ?2)"
+        " ON CONFLICT (conversation_id) DO NOTHING",
+    [ST_NEXT_SEQ] = "SELECT COALESCE(MAX(seq) + 1, 0) FROM utterances WHERE conversation_id = ?1",
+    [ST_UTT_INSERT] =
+        "INSERT INTO utterances (conversation_id, seq, speaker, participant_id, ts, start_ms,"
+        " end_ms, text, neg, neu, pos, compound, frustration_score, model_id)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        " ON CONFLICT (conversation_id, seq) DO NOTHING",
+    [ST_MARKER_INSERT] =
+        "INSERT INTO markers (conversation_id, seq, ordinal, family, category, pattern,"
+        " start_byte, end_byte) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+};
+
+struct store {
+    sqlite3 *db;
+    sqlite3_stmt *stmt[N_STMTS];
+    char errmsg[512]; /* the last failure: what was being done and SQLite's message */
+};
+
+/* Wall-clock time in milliseconds since the epoch, for created_at/updated_at. */
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Records "what: <sqlite3_errmsg>" and returns -1. Call before resetting the statement. */
+static int fail_sql(store *s, const char *what)
+{
+    snprintf(s->errmsg, sizeof s->errmsg, "%s: %s", what, sqlite3_errmsg(s->db));
+    return -1;
+}
+
+static int fail_with(store *s, const char *what)
+{
+    snprintf(s->errmsg, sizeof s->errmsg, "%s", what);
+    return -1;
+}
+
+static void done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* Steps a statement that returns no rows to completion. Returns 0 or -1. */
+static int run(store *s, enum stmt_id id, const char *what)
+{
+    sqlite3_stmt *st = s->stmt[id];
+    int rc = sqlite3_step(st);
+    int ret = rc == SQLITE_DONE ? 0 : fail_sql(s, what);
+    done(st);
+    return ret;
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+/* WIRE_ABSENT is absent. */
+static void bind_int_or_null(sqlite3_stmt *st, int i, int64_t v)
+{
+    if (v == WIRE_ABSENT)
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_int64(st, i, v);
+}
+
+/* -1 (any negative) is absent; anything else is stored as 0 or 1. */
+static void bind_flag_or_null(sqlite3_stmt *st, int i, int v)
+{
+    if (v < 0)
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_int(st, i, v != 0);
+}
+
+/* ---- opening and migrations ------------------------------------------------------------- */
+
+/* Runs one statement through sqlite3_exec on the raw connection (pragmas, migrations). */
+static int exec_sql(sqlite3 *db, const char *sql, char *err, size_t err_len, const char *what)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK)
+        return 0;
+    snprintf(err, err_len, "%s: %s", what, msg ? msg : sqlite3_errmsg(db));
+    sqlite3_free(msg);
+    return -1;
+}
+
+/* Reads a pragma's single value as text (into buf) or integer (into *num, when not NULL). */
+static int read_pragma(sqlite3 *db, const char *sql, char *buf, size_t buf_len, int64_t *num,
+                       char *err, size_t err_len)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        snprintf(err, err_len, "%s: %s", sql, sqlite3_errmsg(db));
+        sqlite3_finalize(st);
+        return -1;
+    }
+    if (buf) {
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        snprintf(buf, buf_len, "%s", t ? (const char *)t : "");
+    }
+    if (num)
+        *num = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return 0;
+}
+
+static int n_known_migrations(void)
+{
+    int n = 0;
+    while (schema_migrations[n])
+        n++;
+    return n;
+}
+
+/* The embedded list must be 0001, 0002, ... with no gap: a migration's position is the
+ * user_version it produces, so a missing or doubled number would skew every later one. */
+static int check_migration_names(int n, char *err, size_t err_len)
+{
+    for (int i = 0; i < n; i++) {
+        const char *name = schema_names[i];
+        char *end = NULL;
+        long num = name ? strtol(name, &end, 10) : 0;
+        if (!name || end != name + 4 || *end != '_' || num != i + 1) {
+            snprintf(err, err_len,
+                     "embedded migration %d is named \"%s\"; expected %04d_name (build error)",
+                     i + 1, name ? name : "(null)", i + 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int refuse_newer(const char *path, int64_t version, int n_known, char *err, size_t err_len)
+{
+    snprintf(err, err_len,
+             "database %s has schema version %lld, newer than this attuned knows (%d, up to "
+             "migration %s); refusing to open it: use the attuned that wrote it or a newer one",
+             path, (long long)version, n_known, n_known > 0 ? schema_names[n_known - 1] : "none");
+    return -1;
+}
+
+/* Applies the missing migrations, each in its own IMMEDIATE transaction that also bumps
+ * user_version. The version is read again under the write lock, so two processes opening the
+ * same new file cannot both apply a migration. */
+static int migrate(sqlite3 *db, const char *path, char *err, size_t err_len)
+{
+    int n_known = n_known_migrations();
+    if (check_migration_names(n_known, err, err_len))
+        return -1;
+    for (;;) {
+        if (exec_sql(db, "BEGIN IMMEDIATE", err, err_len, "cannot lock the database to migrate"))
+            return -1;
+        int64_t version;
+        if (read_pragma(db, "PRAGMA user_version", NULL, 0, &version, err, err_len))
+            goto fail;
+        if (version < 0) {
+            snprintf(err, err_len, "database %s has schema version %lld, which no attuned writes;"
+                     " refusing to open it", path, (long long)version);
+            goto fail;
+        }
+        if (version > n_known) {
+            refuse_newer(path, version, n_known, err, err_len);
+            goto fail;
+        }
+        if (version == n_known)
+            return exec_sql(db, "COMMIT", err, err_len, "migration check");
+
+        char what[128];
+        snprintf(what, sizeof what, "migration %s failed", schema_names[version]);
+        if (exec_sql(db, schema_migrations[version], err, err_len, what))
+            goto fail;
+        char bump[64];
+        snprintf(bump, sizeof bump, "PRAGMA user_version = %lld", (long long)version + 1);
+        if (exec_sql(db, bump, err, err_len, what) || exec_sql(db, "COMMIT", err, err_len, what))
+            goto fail;
+    }
+fail:
+    /* The error message is already in err; a failed ROLLBACK here changes nothing for the
+     * caller, who closes the connection. */
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+int store_open(const char *path, store **out, char *err, size_t err_len)
+{
+    *out = NULL;
+    store *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    int rc = sqlite3_open_v2(path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, err_len, "cannot open database %s: %s", path,
+                 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+
+    /* Refuse a newer database before changing anything in it (even its journal mode). */
+    int64_t version;
+    if (read_pragma(s->db, "PRAGMA user_version", NULL, 0, &version, err, err_len))
+        goto fail;
+    if (version > n_known_migrations()) {
+        refuse_newer(path, version, n_known_migrations(), err, err_len);
+        goto fail;
+    }
+
+    char mode[32];
+    if (read_pragma(s->db, "PRAGMA journal_mode = WAL", mode, sizeof mode, NULL, err, err_len))
+        goto fail;
+    /* An in-memory database (tests) cannot be WAL; a file that stays in another mode would let
+     * analysts' readers block the writer, so it is refused. */
+    if (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0) {
+        snprintf(err, err_len, "database %s: cannot switch to WAL (journal_mode is %s)", path,
+                 mode);
+        goto fail;
+    }
+    if (exec_sql(s->db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON", err, err_len,
+                 "cannot set pragmas"))
+        goto fail;
+
+    if (migrate(s->db, path, err, err_len))
+        goto fail;
+
+    for (int i = 0; i < N_STMTS; i++) {
+        rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i],
+                                NULL);
+        if (rc != SQLITE_OK) {
+            snprintf(err, err_len, "cannot prepare statement %d: %s", i, sqlite3_errmsg(s->db));
+            goto fail;
+        }
+    }
+    *out = s;
+    return 0;
+fail:
+    store_close(s);
+    return -1;
+}
+
+void store_close(store *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < N_STMTS; i++)
+        sqlite3_finalize(s->stmt[i]);
+    /* Every statement is finalized, so this closes (and, as the last connection, checkpoints
+     * the WAL) rather than leaving a zombie connection. */
+    sqlite3_close(s->db);
+    free(s);
+}
+
+/* ---- transactions ----------------------------------------------------------------------- */
+
+int store_begin(store *s)
+{
+    return run(s, ST_BEGIN, "BEGIN IMMEDIATE");
+}
+
+/* A COMMIT that fails (SQLITE_BUSY, a full disk) can leave the transaction open; the caller
+ * then calls store_rollback, which ends it. */
+int store_commit(store *s)
+{
+    return run(s, ST_COMMIT, "COMMIT");
+}
+
+void store_rollback(store *s)
+{
+    /* Some errors (I/O, disk full, out of memory) make SQLite roll back on its own; a second
+     * ROLLBACK would only fail with "no transaction is active". */
+    if (sqlite3_get_autocommit(s->db))
+        return;
+    run(s, ST_ROLLBACK, "ROLLBACK");
+}
+
+const char *store_errmsg(const store *s)
+{
+    return s->errmsg[0] ? s->errmsg : sqlite3_errmsg(s->db);
+}
+
+/* ---- writes ----------------------------------------------------------------------------- */
+
+int store_put_conversation(store *s, const char *conversation_id, const conv_facts *f)
+{
+    if (!conversation_id || !f)
+        return fail_with(s, "store_put_conversation: no conversation_id or facts");
+    sqlite3_stmt *st = s->stmt[ST_CONV_MERGE];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    bind_text_or_null(st, 2, f->channel);
+    bind_text_or_null(st, 3, f->queue);
+    bind_text_or_null(st, 4, f->agent_id);
+    bind_text_or_null(st, 5, f->customer_id);
+    bind_int_or_null(st, 6, f->started_at);
+    bind_int_or_null(st, 7, f->ended_at);
+    bind_flag_or_null(st, 8, f->resolved);
+    bind_int_or_null(st, 9, f->resolved_at);
+    if (isnan(f->csat))
+        sqlite3_bind_null(st, 10);
+    else
+        sqlite3_bind_double(st, 10, f->csat);
+    bind_int_or_null(st, 11, f->nps);
+    bind_flag_or_null(st, 12, f->escalated);
+    bind_flag_or_null(st, 13, f->transferred);
+    sqlite3_bind_int64(st, 14, now_ms());
+    return run(s, ST_CONV_MERGE, "cannot store conversation");
+}
+
+/* The body of store_put_utterance, run inside its savepoint. */
+static int put_utterance(store *s, const stored_utterance *u, bool *inserted)
+{
+    const turn *t = u->turn;
+    sqlite3_stmt *st = s->stmt[ST_CONV_ENSURE];
+    sqlite3_bind_text(st, 1, u->conversation_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now_ms());
+    if (run(s, ST_CONV_ENSURE, "cannot create conversation for utterance"))
+        return -1;
+
+    int64_t seq = t->seq;
+    if (seq == WIRE_ABSENT) {
+        /* Numbered in arrival order: one past the highest stored seq, read under the same
+         * write transaction as the insert, through the primary key index. */
+        st = s->stmt[ST_NEXT_SEQ];
+        sqlite3_bind_text(st, 1, u->conversation_id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            fail_sql(s, "cannot number utterance");
+            done(st);
+            return -1;
+        }
+        seq = sqlite3_column_int64(st, 0);
+        done(st);
+    }
+
+    st = s->stmt[ST_UTT_INSERT];
+    sqlite3_bind_text(st, 1, u->conversation_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, seq);
+    sqlite3_bind_text(st, 3, at_speaker_name(t->speaker), -1, SQLITE_STATIC);
+    bind_text_or_null(st, 4, t->participant_id);
+    bind_int_or_null(st, 5, t->ts);
+    bind_int_or_null(st, 6, t->start_ms);
+    bind_int_or_null(st, 7, t->end_ms);
+    if (u->text)
+        sqlite3_bind_text(st, 8, u->text, (int)u->text_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 8);
+    sqlite3_bind_double(st, 9, u->sentiment.neg);
+    sqlite3_bind_double(st, 10, u->sentiment.neu);
+    sqlite3_bind_double(st, 11, u->sentiment.pos);
+    sqlite3_bind_double(st, 12, u->sentiment.compound);
+    if (isnan(u->frustration_score))
+        sqlite3_bind_null(st, 13);
+    else
+        sqlite3_bind_double(st, 13, u->frustration_score);
+    bind_text_or_null(st, 14, u->model_id);
+    if (run(s, ST_UTT_INSERT, "cannot store utterance"))
+        return -1;
+    if (sqlite3_changes(s->db) != 1) {
+        *inserted = false; /* a resend: the stored row and its markers stay as they are */
+        return 0;
+    }
+
+    st = s->stmt[ST_MARKER_INSERT];
+    for (size_t i = 0; i < u->n_markers; i++) {
+        const at_marker *m = &u->markers[i];
+        sqlite3_bind_text(st, 1, u->conversation_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, seq);
+        sqlite3_bind_int64(st, 3, (int64_t)i);
+        sqlite3_bind_text(st, 4, at_family_name(at_category_family(m->category)), -1,
+                          SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, at_category_name(m->category), -1, SQLITE_STATIC);
+        bind_text_or_null(st, 6, m->pattern_id);
+        sqlite3_bind_int64(st, 7, (int64_t)m->start);
+        sqlite3_bind_int64(st, 8, (int64_t)m->end);
+        if (run(s, ST_MARKER_INSERT, "cannot store marker"))
+            return -1;
+    }
+    *inserted = true;
+    return 0;
+}
+
+int store_put_utterance(store *s, const stored_utterance *u, bool *inserted)
+{
+    bool is_new = false;
+    if (inserted)
+        *inserted = false;
+    if (!u || !u->conversation_id || !u->turn)
+        return fail_with(s, "store_put_utterance: no conversation_id or turn");
+    if (u->text && u->text_len > INT_MAX)
+        return fail_with(s, "cannot store utterance: text longer than 2 GiB");
+    if (u->n_markers && !u->markers)
+        return fail_with(s, "store_put_utterance: n_markers without markers");
+
+    if (run(s, ST_SAVEPOINT, "cannot start utterance savepoint"))
+        return -1;
+    if (put_utterance(s, u, &is_new) || run(s, ST_RELEASE, "cannot release utterance savepoint")) {
+        /* Undo this utterance only; the rest of the caller's batch stays intact. The failure's
+         * message is already in errmsg, so these two statements are stepped without touching it
+         * (after some errors SQLite has already rolled back, and they fail harmlessly). */
+        sqlite3_step(s->stmt[ST_ROLLBACK_TO]);
+        done(s->stmt[ST_ROLLBACK_TO]);
+        sqlite3_step(s->stmt[ST_RELEASE]);
+        done(s->stmt[ST_RELEASE]);
+        return -1;
+    }
+    if (inserted)
+        *inserted = is_new;
+    return 0;
+}

@@ -1,0 +1,600 @@
+/*
+ * test_store.c: the SQLite store against real database files in a temporary directory.
+ *
+ * store.c is compiled into this test (it is daemon code, and unit tests link only lib), together
+ * with the migrations as the build embeds them (build/schema_sql.c from `make
+ * build/schema_sql.c`, found through -I$(BUILD)). Links with -lsqlite3.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../daemon/store.c"
+
+/* embed_schema.sh writes "schema/" "*.sql" into a block comment, which -Wcomment rejects. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wcomment"
+#include "schema_sql.c"
+#pragma GCC diagnostic pop
+
+typedef struct fixture {
+    char dir[64];
+    char path[128];
+    store *s;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/test_store.XXXXXX");
+    if (!mkdtemp(f->dir)) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->path, sizeof f->path, "%s/attune.db", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    store_close(f->s);
+    const char *suffixes[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
+        char p[160];
+        snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
+        unlink(p);
+    }
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static store *open_ok(fixture *f)
+{
+    char err[512] = "";
+    int rc = store_open(f->path, &f->s, err, sizeof err);
+    if (rc != 0)
+        fail_msg("store_open: %s", err);
+    assert_non_null(f->s);
+    return f->s;
+}
+
+static int64_t q_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static bool q_is_null(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    bool is_null = sqlite3_column_type(st, 0) == SQLITE_NULL;
+    sqlite3_finalize(st);
+    return is_null;
+}
+
+/* Returns new text (free with free()), "(null)" for NULL. */
+static char *q_text(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    const unsigned char *t = sqlite3_column_text(st, 0);
+    char *out = strdup(t ? (const char *)t : "(null)");
+    sqlite3_finalize(st);
+    assert_non_null(out);
+    return out;
+}
+
+static void assert_text(sqlite3 *db, const char *sql, const char *want)
+{
+    char *got = q_text(db, sql);
+    if (strcmp(got, want) != 0)
+        fail_msg("%s: got \"%s\", want \"%s\"", sql, got, want);
+    free(got);
+}
+
+static void assert_integrity(store *s)
+{
+    assert_text(s->db, "PRAGMA integrity_check", "ok");
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(s->db, "PRAGMA foreign_key_check", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE); /* no rows: no dangling references */
+    sqlite3_finalize(st);
+}
+
+static int n_migrations(void)
+{
+    int n = 0;
+    while (schema_migrations[n])
+        n++;
+    return n;
+}
+
+static conv_facts no_facts(void)
+{
+    conv_facts c;
+    memset(&c, 0, sizeof c);
+    c.started_at = c.ended_at = c.resolved_at = WIRE_ABSENT;
+    c.resolved = c.escalated = c.transferred = -1;
+    c.csat = NAN;
+    c.nps = WIRE_ABSENT;
+    return c;
+}
+
+static turn make_turn(int64_t seq, at_speaker speaker)
+{
+    turn t;
+    memset(&t, 0, sizeof t);
+    t.seq = seq;
+    t.speaker = speaker;
+    t.ts = t.start_ms = t.end_ms = WIRE_ABSENT;
+    return t;
+}
+
+static stored_utterance make_utt(const char *conversation_id, const turn *t)
+{
+    stored_utterance u;
+    memset(&u, 0, sizeof u);
+    u.conversation_id = conversation_id;
+    u.turn = t;
+    u.sentiment = (at_sentiment){0.1, 0.7, 0.2, 0.25};
+    u.frustration_score = NAN;
+    u.model_id = "model-abc";
+    return u;
+}
+
+static void put_ok(store *s, const stored_utterance *u, bool want_inserted)
+{
+    bool inserted = !want_inserted;
+    if (store_put_utterance(s, u, &inserted) != 0)
+        fail_msg("store_put_utterance: %s", store_errmsg(s));
+    assert_int_equal(inserted, want_inserted);
+}
+
+/* ---- opening and migrations ------------------------------------------------------------- */
+
+static void test_fresh_db(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    assert_true(n_migrations() >= 1);
+    assert_int_equal(q_int(s->db, "PRAGMA user_version"), n_migrations());
+    assert_int_equal(q_int(s->db, "PRAGMA foreign_keys"), 1);
+    assert_int_equal(q_int(s->db, "PRAGMA synchronous"), 2); /* FULL */
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
+                                  " AND name IN ('conversations', 'utterances', 'markers')"),
+                     3);
+    assert_integrity(s);
+
+    /* WAL is a property of the file: a second connection sees it too. */
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open_v2(f->path, &other, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_text(other, "PRAGMA journal_mode", "wal");
+    sqlite3_close(other);
+}
+
+static void test_reopen_is_idempotent(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    conv_facts c = no_facts();
+    c.channel = "chat";
+    assert_int_equal(store_put_conversation(s, "c-1", &c), 0);
+    store_close(s);
+    f->s = NULL;
+
+    for (int i = 0; i < 2; i++) {
+        s = open_ok(f);
+        assert_int_equal(q_int(s->db, "PRAGMA user_version"), n_migrations());
+        assert_int_equal(q_int(s->db, "SELECT count(*) FROM conversations"), 1);
+        assert_text(s->db, "SELECT channel FROM conversations", "chat");
+        assert_integrity(s);
+        store_close(s);
+        f->s = NULL;
+    }
+}
+
+static void test_newer_db_is_refused(void **state)
+{
+    fixture *f = *state;
+    store_close(open_ok(f));
+    f->s = NULL;
+
+    int newer = n_migrations() + 1;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", newer);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    char err[512] = "";
+    store *s = NULL;
+    assert_int_equal(store_open(f->path, &s, err, sizeof err), -1);
+    assert_null(s);
+    char want_db[32], want_known[32];
+    snprintf(want_db, sizeof want_db, "schema version %d", newer);
+    snprintf(want_known, sizeof want_known, "knows (%d", n_migrations());
+    if (!strstr(err, want_db) || !strstr(err, want_known) || !strstr(err, f->path))
+        fail_msg("refusal does not name both versions and the file: %s", err);
+
+    /* Refused untouched. */
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(q_int(db, "PRAGMA user_version"), newer);
+    sqlite3_close(db);
+}
+
+/* A newer database written by someone else keeps even its journal mode. */
+static void test_newer_db_keeps_journal_mode(void **state)
+{
+    fixture *f = *state;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE future (x); PRAGMA user_version = 9999",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+
+    char err[512] = "";
+    store *s = NULL;
+    assert_int_equal(store_open(f->path, &s, err, sizeof err), -1);
+    assert_non_null(strstr(err, "schema version 9999"));
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_text(db, "PRAGMA journal_mode", "delete");
+    sqlite3_close(db);
+}
+
+static void test_not_a_database(void **state)
+{
+    fixture *f = *state;
+    FILE *fp = fopen(f->path, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < 64; i++)
+        fputs("this is not an SQLite database, just text. ", fp);
+    fclose(fp);
+    char err[512] = "";
+    store *s = NULL;
+    assert_int_equal(store_open(f->path, &s, err, sizeof err), -1);
+    assert_null(s);
+    assert_non_null(strstr(err, "not a database"));
+}
+
+static void test_migration_names_checked(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    assert_int_equal(check_migration_names(n_migrations(), err, sizeof err), 0);
+    assert_string_equal(schema_names[0], "0001_init");
+}
+
+/* ---- conversations ---------------------------------------------------------------------- */
+
+static void test_conversation_merge(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+
+    conv_facts start = no_facts();
+    start.channel = "chat";
+    start.queue = "billing";
+    start.agent_id = "a-7";
+    start.customer_id = "u-9";
+    start.started_at = 1795600000000;
+    assert_int_equal(store_put_conversation(s, "c-1", &start), 0);
+
+    conv_facts outcome = no_facts();
+    outcome.resolved = 1;
+    outcome.resolved_at = 1795600300000;
+    outcome.csat = 4.5;
+    outcome.nps = 9;
+    outcome.escalated = 1;
+    assert_int_equal(store_put_conversation(s, "c-1", &outcome), 0);
+
+    /* A later message says escalated=false: the store keeps what the latest message says. */
+    conv_facts end = no_facts();
+    end.ended = true;
+    end.ended_at = 1795600370000;
+    end.escalated = 0;
+    end.transferred = 1;
+    assert_int_equal(store_put_conversation(s, "c-1", &end), 0);
+
+    sqlite3 *db = s->db;
+    assert_int_equal(q_int(db, "SELECT count(*) FROM conversations"), 1);
+    assert_text(db,
+                "SELECT channel || '|' || queue || '|' || agent_id || '|' || customer_id"
+                " FROM conversations WHERE conversation_id = 'c-1'",
+                "chat|billing|a-7|u-9");
+    assert_int_equal(q_int(db, "SELECT started_at FROM conversations"), 1795600000000);
+    assert_int_equal(q_int(db, "SELECT ended_at FROM conversations"), 1795600370000);
+    assert_int_equal(q_int(db, "SELECT resolved FROM conversations"), 1);
+    assert_int_equal(q_int(db, "SELECT resolved_at FROM conversations"), 1795600300000);
+    assert_int_equal(q_int(db, "SELECT csat = 4.5 FROM conversations"), 1);
+    assert_int_equal(q_int(db, "SELECT nps FROM conversations"), 9);
+    assert_int_equal(q_int(db, "SELECT escalated FROM conversations"), 0);
+    assert_int_equal(q_int(db, "SELECT transferred FROM conversations"), 1);
+    assert_int_equal(q_int(db, "SELECT created_at > 1700000000000 AND updated_at >= created_at"
+                               " FROM conversations"),
+                     1);
+
+    /* Only present fields overwrite. */
+    conv_facts requeue = no_facts();
+    requeue.queue = "retention";
+    assert_int_equal(store_put_conversation(s, "c-1", &requeue), 0);
+    assert_text(db, "SELECT queue || '|' || channel FROM conversations", "retention|chat");
+    assert_int_equal(q_int(db, "SELECT csat = 4.5 AND nps = 9 FROM conversations"), 1);
+
+    /* An outcome for a conversation never started creates it with just those facts. */
+    assert_int_equal(store_put_conversation(s, "c-2", &outcome), 0);
+    assert_true(q_is_null(db, "SELECT agent_id FROM conversations WHERE conversation_id = 'c-2'"));
+    assert_true(q_is_null(db, "SELECT transferred FROM conversations"
+                              " WHERE conversation_id = 'c-2'"));
+    assert_integrity(s);
+}
+
+static void test_conversation_check_violation_is_an_error(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    conv_facts c = no_facts();
+    c.csat = 7;
+    assert_int_equal(store_put_conversation(s, "c-1", &c), -1);
+    assert_non_null(strstr(store_errmsg(s), "CHECK constraint failed"));
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM conversations"), 0);
+}
+
+/* ---- utterances ------------------------------------------------------------------------- */
+
+static const at_marker two_markers[] = {
+    {AT_CAT_APOLOGY, "apology.so_sorry", 0, 12},
+    {AT_CAT_OWNERSHIP, "ownership.let_me_fix", 14, 24},
+};
+
+static void test_utterance_idempotent(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    turn t = make_turn(0, AT_SPEAKER_AGENT);
+    t.ts = 1795600031000;
+    t.participant_id = "a-7";
+    static const char text[] = "I'm so sorry; let me fix this. TRAILING BYTES NOT STORED";
+    stored_utterance u = make_utt("c-1", &t);
+    u.text = text;
+    u.text_len = 29;
+    u.markers = two_markers;
+    u.n_markers = 2;
+
+    assert_int_equal(store_begin(s), 0);
+    put_ok(s, &u, true);
+    put_ok(s, &u, false);
+    assert_int_equal(store_commit(s), 0);
+    /* A resend in a later batch is still one row. */
+    put_ok(s, &u, false);
+
+    sqlite3 *db = s->db;
+    assert_int_equal(q_int(db, "SELECT count(*) FROM utterances"), 1);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM markers"), 2);
+    assert_text(db, "SELECT text FROM utterances", "I'm so sorry; let me fix this");
+    assert_text(db, "SELECT speaker || '|' || participant_id || '|' || model_id FROM utterances",
+                "agent|a-7|model-abc");
+    assert_int_equal(q_int(db, "SELECT ts FROM utterances"), 1795600031000);
+    assert_true(q_is_null(db, "SELECT start_ms FROM utterances"));
+    assert_true(q_is_null(db, "SELECT end_ms FROM utterances"));
+    assert_true(q_is_null(db, "SELECT frustration_score FROM utterances"));
+    assert_int_equal(q_int(db, "SELECT neg = 0.1 AND neu = 0.7 AND pos = 0.2 AND compound = 0.25"
+                               " FROM utterances"),
+                     1);
+    assert_text(db,
+                "SELECT group_concat(ordinal || ':' || family || ':' || category || ':' || pattern"
+                " || ':' || start_byte || '-' || end_byte, ' ')"
+                " FROM (SELECT * FROM markers WHERE conversation_id = 'c-1' AND seq = 0"
+                " ORDER BY ordinal)",
+                "0:empathy:apology:apology.so_sorry:0-12 1:empathy:ownership:ownership.let_me_fix:14-24");
+    assert_integrity(s);
+}
+
+static void test_utterance_fields_for_customer_voice_turn(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    turn t = make_turn(3, AT_SPEAKER_CUSTOMER);
+    t.start_ms = 12000;
+    t.end_ms = 15500;
+    stored_utterance u = make_utt("call-1", &t);
+    u.text = NULL; /* store_text = none */
+    u.frustration_score = 0.75;
+    put_ok(s, &u, true);
+    assert_true(q_is_null(s->db, "SELECT text FROM utterances"));
+    assert_true(q_is_null(s->db, "SELECT ts FROM utterances"));
+    assert_true(q_is_null(s->db, "SELECT participant_id FROM utterances"));
+    assert_int_equal(q_int(s->db, "SELECT start_ms * 100000 + end_ms FROM utterances"),
+                     12000 * (int64_t)100000 + 15500);
+    assert_int_equal(q_int(s->db, "SELECT frustration_score = 0.75 FROM utterances"), 1);
+    assert_text(s->db, "SELECT speaker FROM utterances", "customer");
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM markers"), 0);
+}
+
+static void test_seq_autonumbering(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    turn t = make_turn(WIRE_ABSENT, AT_SPEAKER_CUSTOMER);
+    stored_utterance u = make_utt("c-1", &t);
+    static const at_marker anger[] = {{AT_CAT_ANGER, "anger.furious", 5, 12}};
+    u.markers = anger;
+    u.n_markers = 1;
+
+    assert_int_equal(store_begin(s), 0);
+    for (int i = 0; i < 3; i++)
+        put_ok(s, &u, true);
+    assert_int_equal(store_commit(s), 0);
+    assert_text(s->db, "SELECT group_concat(seq, ',') FROM (SELECT seq FROM utterances"
+                       " WHERE conversation_id = 'c-1' ORDER BY seq)",
+                "0,1,2");
+    /* Markers carry the seq the store assigned. */
+    assert_text(s->db, "SELECT group_concat(seq, ',') FROM (SELECT seq FROM markers"
+                       " ORDER BY seq)",
+                "0,1,2");
+
+    /* After an explicit seq, numbering continues past the highest one. */
+    turn t10 = make_turn(10, AT_SPEAKER_AGENT);
+    stored_utterance u10 = make_utt("c-1", &t10);
+    put_ok(s, &u10, true);
+    put_ok(s, &u, true);
+    assert_int_equal(q_int(s->db, "SELECT max(seq) FROM utterances"), 11);
+
+    /* Each conversation numbers on its own. */
+    stored_utterance other = make_utt("c-2", &t);
+    put_ok(s, &other, true);
+    assert_int_equal(q_int(s->db, "SELECT seq FROM utterances WHERE conversation_id = 'c-2'"),
+                     0);
+    assert_integrity(s);
+}
+
+static void test_utterance_creates_conversation(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    turn t = make_turn(0, AT_SPEAKER_CUSTOMER);
+    stored_utterance u = make_utt("c-early", &t);
+    put_ok(s, &u, true);
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM conversations"
+                                  " WHERE conversation_id = 'c-early'"),
+                     1);
+    assert_true(q_is_null(s->db, "SELECT started_at FROM conversations"));
+
+    /* The start that arrives late merges into the row the utterance created. */
+    conv_facts start = no_facts();
+    start.agent_id = "a-1";
+    start.started_at = 1795600000000;
+    assert_int_equal(store_put_conversation(s, "c-early", &start), 0);
+    assert_text(s->db, "SELECT agent_id FROM conversations", "a-1");
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM conversations"), 1);
+    assert_integrity(s);
+}
+
+/* ---- transactions ----------------------------------------------------------------------- */
+
+static void test_rollback_leaves_nothing(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    conv_facts c = no_facts();
+    c.queue = "billing";
+    turn t = make_turn(0, AT_SPEAKER_AGENT);
+    stored_utterance u = make_utt("c-1", &t);
+    u.markers = two_markers;
+    u.n_markers = 2;
+
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_put_conversation(s, "c-1", &c), 0);
+    put_ok(s, &u, true);
+    store_rollback(s);
+    assert_int_equal(q_int(s->db, "SELECT (SELECT count(*) FROM conversations)"
+                                  " + (SELECT count(*) FROM utterances)"
+                                  " + (SELECT count(*) FROM markers)"),
+                     0);
+    store_rollback(s); /* nothing open: harmless */
+
+    /* The same rows go in on a later batch. */
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_put_conversation(s, "c-1", &c), 0);
+    put_ok(s, &u, true);
+    assert_int_equal(store_commit(s), 0);
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM markers"), 2);
+    assert_integrity(s);
+}
+
+static void test_begin_twice_fails(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_begin(s), -1);
+    assert_non_null(strstr(store_errmsg(s), "within a transaction"));
+    store_rollback(s);
+    assert_int_equal(store_commit(s), -1); /* no transaction is active */
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_commit(s), 0);
+}
+
+/* A bad utterance fails alone: the rest of its batch commits, and the message names the column
+ * but not the transcript. */
+static void test_failed_utterance_keeps_batch(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    static const char secret[] = "SECRET account number 1234";
+    turn t0 = make_turn(0, AT_SPEAKER_CUSTOMER), t1 = make_turn(1, AT_SPEAKER_AGENT),
+         t2 = make_turn(2, AT_SPEAKER_CUSTOMER);
+    stored_utterance u0 = make_utt("c-1", &t0), u1 = make_utt("c-1", &t1),
+                     u2 = make_utt("c-new", &t2);
+    u1.text = secret;
+    u1.text_len = strlen(secret);
+    u1.markers = two_markers;
+    u1.n_markers = 2;
+    u1.sentiment.compound = NAN; /* NULL in SQLite: breaks NOT NULL */
+    u2.model_id = NULL;
+
+    assert_int_equal(store_begin(s), 0);
+    put_ok(s, &u0, true);
+    bool inserted = true;
+    assert_int_equal(store_put_utterance(s, &u1, &inserted), -1);
+    assert_false(inserted);
+    assert_non_null(strstr(store_errmsg(s), "utterances.compound"));
+    assert_null(strstr(store_errmsg(s), "SECRET"));
+    /* The failed utterance's conversation row creation was undone with it. */
+    assert_int_equal(store_put_utterance(s, &u2, &inserted), -1);
+    assert_non_null(strstr(store_errmsg(s), "utterances.model_id"));
+    assert_int_equal(store_commit(s), 0);
+
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM utterances"), 1);
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM markers"), 0);
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM conversations"
+                                  " WHERE conversation_id = 'c-new'"),
+                     0);
+    assert_integrity(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_fresh_db, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_is_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_db_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_db_keeps_journal_mode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_a_database, setup, teardown),
+        cmocka_unit_test(test_migration_names_checked),
+        cmocka_unit_test_setup_teardown(test_conversation_merge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conversation_check_violation_is_an_error, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_utterance_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_utterance_fields_for_customer_voice_turn, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_seq_autonumbering, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_utterance_creates_conversation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback_leaves_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_begin_twice_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_utterance_keeps_batch, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
