@@ -19,11 +19,7 @@
 
 #include "../../daemon/store.c"
 
-/* embed_schema.sh writes "schema/" "*.sql" into a block comment, which -Wcomment rejects. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wcomment"
 #include "schema_sql.c"
-#pragma GCC diagnostic pop
 
 typedef struct fixture {
     char dir[64];
