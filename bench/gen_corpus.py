@@ -89,6 +89,19 @@ def day_ref(rng):
     return "%d %s" % (rng.randint(1, 28), rng.choice(MONTHS))
 
 
+def future_day(rng):
+    r = rng.random()
+    if r < 0.2:
+        return "tomorrow"
+    if r < 0.6:
+        return rng.choice(WEEKDAYS)
+    if r < 0.75:
+        return "next " + rng.choice(WEEKDAYS)
+    d = rng.randint(1, 28)
+    suffix = "th" if 10 <= d % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(d % 10, "th")
+    return "the %d%s" % (d, suffix)
+
+
 def account_no(rng):
     return rng.choice(["%08d" % rng.randint(0, 99999999),
                        "%04d %04d %04d" % (rng.randint(0, 9999), rng.randint(0, 9999),
@@ -244,7 +257,7 @@ AGENT_EXPLAIN = {
         "The security team flagged a login from a new device on {day}.",
     ],
     "retention": [
-        "Your current deal ends on {day} and you'd move to our standard tariff.",
+        "Your current deal ends on {fday} and you'd move to our standard tariff.",
         "The early exit fee would be {amount} based on the months left.",
     ],
     "returns": [
@@ -262,17 +275,17 @@ FIXES = {
         "The duplicate payment is reversed now, you'll see it on your next statement.",
     ],
     "technical": [
-        "I've reset the line from our side, can you restart the {product} for me?",
-        "I've booked an engineer for {day} between 8am and 1pm.",
+        "I've reset the line from our side, can you restart the {device} for me?",
+        "I've booked an engineer for {fday} between 8am and 1pm.",
         "There was a fault at the exchange, it's fixed now so you should be back online.",
-        "I'm sending you a replacement {product}, it'll arrive by {day}.",
+        "I'm sending you a replacement {device}, it'll arrive by {fday}.",
         "I've sent a password reset link to your email, it's valid for 24 hours.",
     ],
     "orders": [
-        "I've arranged a redelivery for {day}, you'll get a text with a one hour slot.",
+        "I've arranged a redelivery for {fday}, you'll get a text with a one hour slot.",
         "I've sent out a replacement {product} on next day delivery.",
         "I've opened a claim with {courier} and refunded the {amount} in the meantime.",
-        "The delivery is now booked for {day}, order {order}.",
+        "The delivery is now booked for {fday}, order {order}.",
         "I've reinstated the order and waived the delivery charge.",
     ],
     "accounts": [
@@ -291,7 +304,7 @@ FIXES = {
     "returns": [
         "The refund of {amount} has been processed, it'll be back in 3 to 5 days.",
         "I've emailed you a new returns label, you can drop it at any post office.",
-        "I've booked a collection with {courier} for {day}.",
+        "I've booked a collection with {courier} for {fday}.",
         "I've overridden the decision and approved the return.",
     ],
 }
@@ -367,7 +380,7 @@ SARCASM = [
 CUSTOMER_CONTEXT = [
     "All I want is for {issue_ref} to be sorted.", "Nobody has told me what's going on.",
     "I just need a straight answer about {issue_ref}.", "I've got two kids and no time for this.",
-    "I was told it would be done by {day}.", "I need this fixed before {day}, not next month.",
+    "I was told it would be done by {day}.", "I need this fixed before {fday}, not next month.",
     "Can you just tell me when it'll actually be fixed?", "I pay {amount} a month for this.",
     "It's been going on since {month}.", "What are you actually going to do about it?",
 ]
@@ -377,12 +390,12 @@ CUSTOMER_HARD_NEGATIVES = [
     "I'm not angry, I'm just a bit confused by the bill.",
     "I don't want to cancel, I just want it working.",
     "My manager at work asked me to check this.", "No rush, whenever you're ready.",
-    "I'm not going anywhere, I just want an answer.", "Can I cancel the engineer visit on {day}?",
+    "I'm not going anywhere, I just want an answer.", "Can I cancel the engineer visit on {fday}?",
     "I'm not complaining, it was a good deal.", "It's not a big problem, just odd.",
 ]
 CALM_CUSTOMER_MID = [
     "When will the refund arrive?", "Do I need to send the {product} back?",
-    "Can you change the delivery date to {day}?", "Will I get an email to confirm that?",
+    "Can you change the delivery date to {fday}?", "Will I get an email to confirm that?",
     "How long will that take?", "Is there anything I need to do my end?",
     "OK, and will that affect my next bill?", "Can you text me the reference number?",
     "Right, and what if it happens again?", "Sure, I can wait.", "Yes, that's right.",
@@ -399,7 +412,7 @@ CUSTOMER_THANKS = [
     "That's great, thank you.", "OK thanks, that's sorted then.",
     "Oh brilliant, that's exactly what I needed, thank you.",
     "Thank you, that's a weight off my mind honestly.",
-    "Great, as long as it's sorted by {day} that's fine.",
+    "Great, as long as it's sorted by {fday} that's fine.",
     "Thanks {agent}, you've been really helpful.",
 ]
 CUSTOMER_UNHAPPY_END = [
@@ -518,8 +531,8 @@ AGENT_INVESTIGATE = [
     "The system says {issue_ref} was logged on {day}.",
 ]
 TECH_INVESTIGATE = [
-    "Are you able to restart the {product} for me while I'm on the line?",
-    "Can you tell me what lights are showing on the {product} at the moment?",
+    "Are you able to restart the {device} for me while I'm on the line?",
+    "Can you tell me what lights are showing on the {device} at the moment?",
     "I'm going to run a line test now, it takes about a minute.",
 ]
 AGENT_TRANSFER = [
@@ -545,7 +558,7 @@ AGENT_RECAP = [
     "I've added notes to the account so anyone you speak to can see what we've done.",
     "You'll get a text and an email confirming everything we've discussed.",
     "Your reference number for today is {ref} if you need to call back.",
-    "I've set a reminder to check on this on {day}.",
+    "I've set a reminder to check on this {fday}.",
 ]
 AGENT_BYE = [
     "Thanks for calling {company}, have a lovely {daypart}.", "Take care, bye now, and do get back in touch if anything changes.",
@@ -568,6 +581,8 @@ SYSTEM_JOIN = ["{agent} has joined the chat.", "Chat transferred to {agent}.",
 DEPTS = {"billing": "billing", "technical": "technical support", "orders": "deliveries",
          "accounts": "account security", "retention": "customer loyalty", "returns": "returns"}
 COMPETITORS = ["Octopus", "Sky", "Virgin", "BT", "Vodafone", "Amazon", "EE", "Three"]
+EMOJI_CALM = ["\U0001F642", "\U0001F44D", "\U0001F60A", "\U0001F64F", ":)", "x"]
+EMOJI_UPSET = ["\U0001F621", "\U0001F644", "\U0001F624", "\U0001F612", ":(", "\U0001F92C"]
 VOICE_FILLERS = ["um", "uh", "erm", "you know", "like", "so", "right"]
 
 
@@ -583,7 +598,7 @@ class Filler:
         if "{" not in template:
             return template
         slots = {
-            "company": c["company"], "agent": c["agent_name"], "cust": c["cust_first"],
+            "company": c["company"], "agent": c["agent_name"], "device": c["device"], "cust": c["cust_first"],
             "cust_full": c["cust_first"] + " " + c["cust_last"], "product": c["product"],
             "issue_ref": c["issue_ref"], "order": c["order"], "account": c["account"],
             "address": c["address"], "postcode": c["address"].rsplit(", ", 1)[-1].split(" ", 1)[-1],
@@ -591,6 +606,7 @@ class Filler:
             "courier": c["courier"], "dept": DEPTS[c["queue"]], "bot": c["bot"],
             "competitor": rng.choice(COMPETITORS),
             "amount": money(rng), "amount2": money(rng), "day": day_ref(rng),
+            "fday": future_day(rng),
             "daynum": str(rng.randint(1, 28)) + "th", "month": rng.choice(MONTHS),
             "ordinal": c["ordinal"], "duration": rng.choice(DURATIONS),
             "count": str(rng.randint(3, 12)), "weeks": str(rng.randint(2, 6)),
@@ -760,7 +776,8 @@ def make_conversation(world, idx, start_ms, agent, shift_pos, cust, prev):
     hour = (start_ms // 3600000) % 24
     conv = {
         "company": crng.choice(COMPANIES), "agent_name": agent["name"], "cust_first": first,
-        "cust_last": last, "product": rng.choice(products), "order": order_no(rng),
+        "cust_last": last, "product": rng.choice(products),
+        "device": rng.choice(["router", "TV box", "smart meter", "set-top box", "hub"]), "order": order_no(rng),
         "account": account_no(crng), "address": address(crng), "email": email(crng, first, last),
         "dob": dob(crng), "courier": rng.choice(COURIERS), "queue": queue,
         "bot": rng.choice(BOT_NAMES), "ordinal": ORDINALS[min(contacts, len(ORDINALS)) - 1],
@@ -788,6 +805,8 @@ def make_conversation(world, idx, start_ms, agent, shift_pos, cust, prev):
             text = voice_style(rng, text)
         elif speaker == "customer":
             text = chat_style(rng, text, casual)
+            if rng.random() < 0.05:
+                text = text + " " + rng.choice(EMOJI_CALM if mood == 0 else EMOJI_UPSET)
         turns.append({"speaker": speaker, "text": text, "_kind": kind})
 
     def customer_signals(level, allow_churn=True):
@@ -967,7 +986,7 @@ def make_conversation(world, idx, start_ms, agent, shift_pos, cust, prev):
             say("customer", f.fill(rng.choice([
                 "OK, I'll wait to hear then.", "Alright, thanks. How long do they usually take?",
                 "Fine, thanks. Can you make sure someone actually calls me back?",
-                "OK, as long as someone gets back to me by {day}."])))
+                "OK, as long as someone gets back to me by {fday}."])))
     if closed_by_customer:
         say("agent", join(f.fill(rng.choice(GRATITUDE)) if rng.random() < emp_p else "",
                           f.fill(rng.choice(AGENT_BYE))))
