@@ -603,22 +603,17 @@ int config_set(config *c, const char *key, const char *value, char *err, size_t 
                 }
             }
             if (matches > 1) {
-                snprintf(err, err_len, "%s: ambiguous setting (expected section.%s)", key, key);
+                snprintf(err, err_len, "ambiguous setting (expected section.%s)", key);
                 return -1;
             }
         }
     }
     if (k == NULL) {
-        snprintf(err, err_len, "%s: unknown setting (expected section.key as in the config file)",
-                 key);
+        snprintf(err, err_len, "unknown setting (expected section.key as in the config file)");
         return -1;
     }
-    char why[512];
-    if (set_value(c, k, value != NULL ? value : "", why, sizeof why) != 0) {
-        snprintf(err, err_len, "%s: %s", key, why);
-        return -1;
-    }
-    return 0;
+    /* The caller names the flag; err is only the reason. */
+    return set_value(c, k, value != NULL ? value : "", err, err_len);
 }
 
 void config_apply_reloadable(config *dst, const config *src)

@@ -284,7 +284,7 @@ static void test_bad_values(void **state)
     char err[1024];
     config_defaults(&c);
     assert_int_equal(config_set(&c, "auth_token", token, err, sizeof err), -1);
-    assert_non_null(strstr(err, "auth_token: too long"));
+    assert_non_null(strncmp(err, "too long", 8) == 0 ? err : NULL);
     assert_null(strstr(err, "0000000007"));
     expect_error("[server]\nauth_token = \"abc\"\n", 2, "[server] auth_token: values are taken",
                  NULL);
@@ -373,12 +373,12 @@ static void test_set(void **state)
     assert_int_equal(c.store_text, STORE_TEXT_FULL);
 
     assert_int_equal(config_set(&c, "nope", "1", err, sizeof err), -1);
-    assert_non_null(strstr(err, "nope: unknown setting"));
+    assert_non_null(strncmp(err, "unknown setting", 15) == 0 ? err : NULL);
     assert_int_equal(config_set(&c, "server.nope", "1", err, sizeof err), -1);
     assert_int_equal(config_set(&c, "metrics.listen", "bad", err, sizeof err), -1);
-    assert_non_null(strstr(err, "metrics.listen: missing port"));
+    assert_non_null(strncmp(err, "missing port", 12) == 0 ? err : NULL);
     assert_int_equal(config_set(&c, "log-level", "loud", err, sizeof err), -1);
-    assert_non_null(strstr(err, "log-level: unknown value (expected one of error, warn, info, debug"));
+    assert_non_null(strstr(err, "unknown value (expected one of error, warn, info, debug"));
     assert_int_equal(config_set(&c, "batch_rows", "0", err, sizeof err), -1);
     assert_int_equal(c.batch_rows, 77);
     assert_int_equal(c.log_level, LOG_DEBUG);
