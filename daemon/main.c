@@ -31,6 +31,10 @@ typedef struct daemon_state {
     pipeline *pipe;
     uv_signal_t sig_term, sig_int, sig_hup;
     int n_sigint;
+    /* Command-line settings, re-applied over the file on reload (flags always win). */
+    const char *flag_keys[8];
+    const char *flag_vals[8];
+    int n_flags;
 } daemon_state;
 
 static daemon_state D;
@@ -87,7 +91,10 @@ static void on_hup(uv_signal_t *h, int signum)
     config fresh;
     config_defaults(&fresh);
     char err[1024];
-    if (D.config_path && config_load(&fresh, D.config_path, err, sizeof err)) {
+    bool ok = !D.config_path || config_load(&fresh, D.config_path, err, sizeof err) == 0;
+    for (int i = 0; ok && i < D.n_flags; i++)
+        ok = config_set(&fresh, D.flag_keys[i], D.flag_vals[i], err, sizeof err) == 0;
+    if (!ok) {
         log_msg(LOG_ERROR, "main", "reload failed, keeping the running configuration: %s", err);
     } else {
         config_finish(&fresh);
@@ -115,8 +122,8 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    const char *flag_keys[8];
-    const char *flag_vals[8];
+    const char **flag_keys = D.flag_keys;
+    const char **flag_vals = D.flag_vals;
     int n_flags = 0;
     bool check_only = false;
     int c;
@@ -140,6 +147,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    D.n_flags = n_flags;
     char err[2048];
     config_defaults(&D.cfg);
     if (D.config_path && config_load(&D.cfg, D.config_path, err, sizeof err)) {
