@@ -21,7 +21,7 @@
 #include "server.h"
 
 #define READ_CHUNK 65536
-#define MAX_INFLIGHT_BYTES (256u << 20)
+#define MAX_INFLIGHT_BYTES (64u << 20)
 
 typedef struct conn conn;
 
