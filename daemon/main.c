@@ -26,7 +26,12 @@ typedef struct daemon_state {
     uv_loop_t *loop;
     config cfg;
     const char *config_path;
-    at_model *model;
+    at_model *model; /* until the pipeline takes it */
+    uv_work_t rebuild;
+    bool rebuilding;
+    at_model *rebuilt;
+    char rebuild_dir[4096];
+    char rebuild_err[1024];
     server *srv;
     pipeline *pipe;
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -83,6 +88,55 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     server_drain(D.srv, on_drained);
 }
 
+static void lexicon_dir(const config *cfg, char *out, size_t len)
+{
+    if (cfg->lexicon_dir[0])
+        snprintf(out, len, "%s", cfg->lexicon_dir);
+    else
+        at_lexicon_dir_default(out, len);
+}
+
+/* Threadpool: reading lexicons and compiling patterns stays off the loop thread. */
+static void rebuild_work(uv_work_t *req)
+{
+    (void)req;
+    D.rebuilt = NULL;
+    D.rebuild_err[0] = '\0';
+    int rc = at_model_new(D.rebuild_dir, &D.rebuilt, D.rebuild_err, sizeof D.rebuild_err);
+    if (rc && !D.rebuild_err[0])
+        snprintf(D.rebuild_err, sizeof D.rebuild_err, "%s", at_strerror(rc));
+}
+
+static void rebuild_done(uv_work_t *req, int status)
+{
+    (void)req;
+    D.rebuilding = false;
+    if (status || !D.rebuilt) {
+        log_msg(LOG_ERROR, "main", "lexicon reload failed, keeping model %s: %s",
+                at_model_id(pipeline_model(D.pipe)), D.rebuild_err);
+    } else if (!D.pipe) {
+        at_model_free(D.rebuilt); /* shutting down */
+    } else if (strcmp(at_model_id(D.rebuilt), at_model_id(pipeline_model(D.pipe))) == 0) {
+        log_msg(LOG_INFO, "main", "lexicons unchanged (model %s)", at_model_id(D.rebuilt));
+        at_model_free(D.rebuilt);
+    } else {
+        char old_id[32];
+        snprintf(old_id, sizeof old_id, "%s", at_model_id(pipeline_model(D.pipe)));
+        char new_id[32];
+        snprintf(new_id, sizeof new_id, "%s", at_model_id(D.rebuilt));
+        double ms = at_model_build_ms(D.rebuilt);
+        if (pipeline_set_model(D.pipe, D.rebuilt)) {
+            log_msg(LOG_ERROR, "main", "lexicon reload deferred: earlier models still in use");
+            at_model_free(D.rebuilt);
+        } else {
+            log_msg(LOG_INFO, "main", "model %s replaces %s (built in %.1f ms)", new_id, old_id,
+                    ms);
+        }
+    }
+    D.rebuilt = NULL;
+    sd_notify(0, "READY=1");
+}
+
 static void on_hup(uv_signal_t *h, int signum)
 {
     (void)h;
@@ -106,7 +160,16 @@ static void on_hup(uv_signal_t *h, int signum)
         pipeline_set_batch(D.pipe, D.cfg.batch_rows, D.cfg.batch_ms);
         log_msg(LOG_INFO, "main", "configuration reloaded");
     }
-    sd_notify(0, "READY=1");
+    if (D.rebuilding) {
+        log_msg(LOG_WARN, "main", "a lexicon reload is already running");
+        return;
+    }
+    lexicon_dir(&D.cfg, D.rebuild_dir, sizeof D.rebuild_dir);
+    D.rebuilding = true;
+    if (uv_queue_work(D.loop, &D.rebuild, rebuild_work, rebuild_done)) {
+        D.rebuilding = false;
+        sd_notify(0, "READY=1");
+    }
 }
 
 int main(int argc, char **argv)
@@ -168,10 +231,7 @@ int main(int argc, char **argv)
     }
 
     char lexdir[4096];
-    if (D.cfg.lexicon_dir[0])
-        snprintf(lexdir, sizeof lexdir, "%s", D.cfg.lexicon_dir);
-    else
-        at_lexicon_dir_default(lexdir, sizeof lexdir);
+    lexicon_dir(&D.cfg, lexdir, sizeof lexdir);
     int rc = at_model_new(lexdir, &D.model, err, sizeof err);
     if (rc) {
         log_msg(LOG_ERROR, "main", "cannot build the model from %s: %s", lexdir,
@@ -210,6 +270,7 @@ int main(int argc, char **argv)
         log_msg(LOG_ERROR, "main", "cannot start the pipeline");
         return 1;
     }
+    D.model = NULL; /* the pipeline owns it now */
     server_start(D.srv, D.pipe);
     uv_signal_init(D.loop, &D.sig_term);
     uv_signal_init(D.loop, &D.sig_int);
@@ -226,7 +287,6 @@ int main(int argc, char **argv)
 
     server_free(D.srv);
     uv_loop_close(D.loop);
-    at_model_free(D.model);
     log_msg(LOG_INFO, "main", "stopped");
     log_close();
     return 0;

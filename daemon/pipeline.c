@@ -1,6 +1,10 @@
 /*
  * pipeline.c: scoring workers and the writer thread.
  *
+ * Models: the current model is an atomic pointer. A worker publishes the model it is about to
+ * use (a hazard pointer) and confirms it is still current before using it; a replaced model is
+ * retired and freed by the loop thread once no worker has it published.
+ *
  * Invariants: an item is owned by exactly one queue or thread at a time; the store is touched
  * only by the writer thread; completions reach the loop thread only after the COMMIT that
  * covers them has returned. A failed batch is rolled back and retried as a whole, so nothing is
@@ -28,10 +32,15 @@ typedef struct worker {
     pthread_t thread;
     queue q;
     at_scratch *scratch;
+    _Atomic(const at_model *) hazard; /* the model this worker may be using, or NULL */
 } worker;
 
+#define MAX_RETIRED 16
+
 struct pipeline {
-    const at_model *model;
+    _Atomic(const at_model *) model;
+    at_model *retired[MAX_RETIRED]; /* replaced models not yet freed (loop thread only) */
+    size_t n_retired;
     store *st;
     enum store_text_policy store_text;
     worker *workers;
@@ -129,10 +138,21 @@ void work_free(work *w)
 
 /* ---- workers --------------------------------------------------------------------------- */
 
+static const at_model *acquire_model(worker *wk)
+{
+    const at_model *m;
+    do {
+        m = atomic_load(&wk->p->model);
+        atomic_store(&wk->hazard, m);
+    } while (m != atomic_load(&wk->p->model));
+    return m;
+}
+
 static void score_work(worker *wk, work *w)
 {
     pipeline *p = wk->p;
-    snprintf(w->model_id, sizeof w->model_id, "%s", at_model_id(p->model));
+    const at_model *model = acquire_model(wk);
+    snprintf(w->model_id, sizeof w->model_id, "%s", at_model_id(model));
     if (!w->msg.n_turns)
         return;
     w->scored = calloc(w->msg.n_turns, sizeof *w->scored);
@@ -140,7 +160,7 @@ static void score_work(worker *wk, work *w)
         const turn *t = &w->msg.turns[i];
         scored_turn *s = &w->scored[i];
         at_result r;
-        int rc = at_score(p->model, wk->scratch, t->text, t->text_len, t->speaker, 0, &r);
+        int rc = at_score(model, wk->scratch, t->text, t->text_len, t->speaker, 0, &r);
         if (rc) {
             log_msg(LOG_ERROR, "worker", "scoring failed: %s; storing neutral scores",
                     at_strerror(rc));
@@ -169,6 +189,7 @@ static void *worker_main(void *arg)
     work *w;
     while ((w = queue_pop(&wk->q, NULL))) {
         score_work(wk, w);
+        atomic_store(&wk->hazard, NULL);
         queue_push(&wk->p->wq, w);
     }
     return NULL;
@@ -305,9 +326,43 @@ static void *writer_main(void *arg)
 
 /* ---- loop side ------------------------------------------------------------------------- */
 
+/* Frees retired models that no worker has published. */
+static void reap_models(pipeline *p)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < p->n_retired; i++) {
+        bool busy = false;
+        for (int j = 0; j < p->n_workers && !busy; j++)
+            busy = atomic_load(&p->workers[j].hazard) == p->retired[i];
+        if (busy)
+            p->retired[kept++] = p->retired[i];
+        else
+            at_model_free(p->retired[i]);
+    }
+    p->n_retired = kept;
+}
+
+int pipeline_set_model(pipeline *p, at_model *model)
+{
+    reap_models(p);
+    if (p->n_retired == MAX_RETIRED)
+        return -1;
+    at_model *old = (at_model *)atomic_exchange(&p->model, model);
+    p->retired[p->n_retired++] = old;
+    reap_models(p);
+    return 0;
+}
+
+const at_model *pipeline_model(pipeline *p)
+{
+    return atomic_load(&p->model);
+}
+
 static void on_async(uv_async_t *h)
 {
     pipeline *p = h->data;
+    if (p->n_retired)
+        reap_models(p);
     pthread_mutex_lock(&p->done_mu);
     completion *done = p->done;
     size_t n = p->n_done;
@@ -319,13 +374,13 @@ static void on_async(uv_async_t *h)
     free(done);
 }
 
-int pipeline_new(const config *cfg, const at_model *model, store *st, uv_loop_t *loop,
+int pipeline_new(const config *cfg, at_model *model, store *st, uv_loop_t *loop,
                  pipeline_done_cb done, void *ud, pipeline **out)
 {
     pipeline *p = calloc(1, sizeof *p);
     if (!p)
         return -1;
-    p->model = model;
+    atomic_store(&p->model, model);
     p->st = st;
     p->store_text = cfg->store_text;
     p->done_cb = done;
@@ -415,6 +470,9 @@ void pipeline_free(pipeline *p)
     pthread_join(p->writer, NULL);
     queue_fini(&p->wq);
     store_close(p->st);
+    for (size_t i = 0; i < p->n_retired; i++)
+        at_model_free(p->retired[i]);
+    at_model_free((at_model *)atomic_load(&p->model));
     /* Completions delivered after the loop stopped are moot: the connections are gone. */
     uv_close((uv_handle_t *)&p->async, on_async_closed);
 }

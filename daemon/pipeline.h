@@ -44,10 +44,16 @@ typedef void (*pipeline_done_cb)(void *ud, const completion *done, size_t n_done
 
 typedef struct pipeline pipeline;
 
-/* Starts cfg->workers scoring threads and the writer thread, which takes over st. The model is
- * borrowed and must outlive the pipeline. Returns 0 or -1. */
-int pipeline_new(const config *cfg, const at_model *model, store *st, uv_loop_t *loop,
+/* Starts cfg->workers scoring threads and the writer thread, which takes over st and model.
+ * Returns 0 or -1. */
+int pipeline_new(const config *cfg, at_model *model, store *st, uv_loop_t *loop,
                  pipeline_done_cb done, void *ud, pipeline **out);
+/* Replaces the model (takes model; loop thread). Workers switch between items; the old model is
+ * freed once no worker uses it. Returns -1 (and does not take model) when too many replaced
+ * models are still in use. */
+int pipeline_set_model(pipeline *p, at_model *model);
+/* The current model, borrowed (loop thread). */
+const at_model *pipeline_model(pipeline *p);
 /* Takes w (loop thread). */
 void pipeline_submit(pipeline *p, work *w);
 /* Applies reloadable batch settings. */
