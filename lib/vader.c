@@ -9,12 +9,16 @@
  *
  * Text is handled as UTF-8 bytes, but every rule follows the reference's Python code-point
  * semantics: splitting and stripping on Unicode whitespace, lengths in code points, str.isupper()
- * and str.lower() by Unicode properties. Invalid UTF-8 never fails: each byte that does not start
- * a valid sequence counts as one uncased, non-space character (as U+FFFD would).
+ * by Unicode properties (PCRE2), str.lower() as far as any key can tell (see lower_utf8). Invalid
+ * UTF-8 never fails: each byte that does not start a valid sequence counts as one uncased,
+ * non-space character (as U+FFFD would).
  *
  * All words of the data files live in one map from the lower-cased word to its lexicon valence
- * and a tag of flags (lexicon, booster, negation, part of a multi-word idiom, which of the
- * keywords the rules compare against), so each token costs one hash lookup.
+ * and a tag of flags (lexicon, booster, negation, place in a multi-word idiom, which of the
+ * keywords the rules compare against), so each token costs at most one hash lookup, and a Bloom
+ * filter answers most tokens, which are in no list, without one. Keys that lower-casing changes
+ * (":-D", ":-Þ") are dropped at load: the reference looks up lower-cased tokens only, so they
+ * can never match.
  */
 #include <locale.h>
 #include <math.h>
@@ -38,10 +42,12 @@ enum {
     W_BOOST = 1 << 1,  /* a one-word booster or dampener; the value is boosts[tag >> W_BOOST_SHIFT] */
     W_NEG = 1 << 2,    /* a negation word */
     W_PHRASE = 1 << 3, /* a word of a multi-word special case or booster phrase */
+    W_FIRST = 1 << 4,  /* the first word of such a phrase */
+    W_LAST = 1 << 5,   /* the last word of such a phrase */
 };
-#define W_KW_SHIFT 4    /* 4 bits: the keyword (enum kw) the word is */
+#define W_KW_SHIFT 6    /* 4 bits: the keyword (enum kw) the word is */
 #define W_KW_MASK 0xf
-#define W_BOOST_SHIFT 8
+#define W_BOOST_SHIFT 10
 
 /* Byte classes, so that the loops over the text read one table entry per byte: the low 8 bits
  * are the byte lower-cased (ASCII), the bits above are these classes. */
@@ -207,9 +213,9 @@ static void strip_space(const char **s, size_t *n)
 
 /* Writes the str.lower() of src (n bytes) to dst (room for n bytes) and returns its length.
  * ASCII letters are lower-cased, and so is U+212A KELVIN SIGN, the only non-ASCII character whose
- * lower case is ASCII. Other non-ASCII characters are copied: every key the rules can match is
- * ASCII (keys that lower-casing changes are dropped at load), so a token that keeps a non-ASCII
- * character matches nothing either way. */
+ * lower case is ASCII. Other non-ASCII characters are copied. That is exact for ASCII keys, which
+ * all shipped data are: a token keeping a non-ASCII character matches none of them either way.
+ * A non-ASCII key (say "café") would match only tokens already lower-case in those characters. */
 static size_t lower_utf8(const char *src, size_t n, char *dst)
 {
     const unsigned char *p = (const unsigned char *)src;
@@ -238,7 +244,7 @@ static bool re_find(const pcre2_code *re, const char *s, size_t n, pcre2_match_d
 
 /* The hash of the Bloom filter. It takes 8 bytes a step, as words are short and a chain of
  * multiplications per byte would cost more than the lookup it saves. */
-static uint64_t word_hash(const char *w, size_t n)
+static inline uint64_t word_hash(const char *w, size_t n)
 {
     const unsigned char *p = (const unsigned char *)w;
     uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
@@ -309,7 +315,8 @@ static int mark_phrase_words(at__vader *v, const char *k, size_t n)
     for (size_t i = 0; i <= n; i++) {
         if (i < n && k[i] != ' ')
             continue;
-        if (i > start && word_merge(v, k + start, i - start, W_PHRASE, false, 0.0))
+        int flags = W_PHRASE | (start == 0 ? W_FIRST : 0) | (i == n ? W_LAST : 0);
+        if (word_merge(v, k + start, i - start, flags, false, 0.0))
             return AT_ENOMEM;
         start = i + 1;
     }
@@ -906,10 +913,11 @@ static bool so_or_this(const struct tok *tk)
 static const at__strmap_entry *gram_get(const at__strmap *m, at__vscratch *s,
                                         const size_t *idx, int n)
 {
-    /* Most windows hold a word of no idiom; they need no string. */
-    if (!m->n_used)
+    /* Most windows cannot be a phrase, judging by where their words stand in the phrases; they
+     * need no string. */
+    if (!m->n_used || !(s->toks[idx[0]].flags & W_FIRST) || !(s->toks[idx[n - 1]].flags & W_LAST))
         return NULL;
-    for (int j = 0; j < n; j++)
+    for (int j = 1; j < n - 1; j++)
         if (!(s->toks[idx[j]].flags & W_PHRASE))
             return NULL;
     s->gram.len = 0;
@@ -1078,13 +1086,9 @@ static double token_valence(const at__vader *v, at__vscratch *s, size_t i, bool 
 /* The reference's _but_check, quirk included: for each position j in order it scales the FIRST
  * position holding a value equal to the value at j (x0.5 before "but", x1.5 after), so equal
  * valences interact. Zeros are skipped: scaling a zero leaves a zero. */
-static void but_check(at__vscratch *s, at__buf *trace)
+static void but_check(at__vscratch *s, size_t bi, at__buf *trace)
 {
-    size_t n = s->n_toks, bi = 0, n_nz = 0;
-    while (bi < n && kw(&s->toks[bi]) != KW_BUT)
-        bi++;
-    if (bi == n)
-        return;
+    size_t n = s->n_toks, n_nz = 0;
     double *val = s->val;
     for (size_t j = 0; j < n; j++)
         if (val[j] != 0)
@@ -1163,8 +1167,11 @@ int at__vader_score(const at__vader *v, at__vscratch *s, const char *text, size_
     /* Caps only count as emphasis when some tokens are ALL CAPS and some are not. */
     bool cap_diff = n_upper > 0 && n_upper < n;
 
+    size_t bi = n; /* the first "but" */
     for (size_t i = 0; i < n; i++) {
         const struct tok *tk = &s->toks[i];
+        if (kw(tk) == KW_BUT && bi == n)
+            bi = i;
         TRACE("  token \"%.*s\"", (int)tk->len, t + tk->off);
         double val = 0.0;
         if (tk->flags & W_BOOST)
@@ -1180,12 +1187,22 @@ int at__vader_score(const at__vader *v, at__vscratch *s, const char *text, size_
     }
     if (s->deferred_rc)
         return s->deferred_rc;
-    but_check(s, trace);
+    if (bi < n)
+        but_check(s, bi, trace);
 
     /* Sums in the reference's order, so that the last bits agree. */
-    double sum = 0.0;
-    for (size_t i = 0; i < n; i++)
-        sum += s->val[i];
+    double sum = 0.0, pos_sum = 0.0, neg_sum = 0.0;
+    size_t neu_count = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = s->val[i];
+        sum += x;
+        if (x > 0)
+            pos_sum += x + 1;
+        if (x < 0)
+            neg_sum += x - 1;
+        if (x == 0)
+            neu_count++;
+    }
     double ep = (double)(n_excl > 4 ? 4 : n_excl) * 0.292;
     double qm = n_quest > 1 ? (n_quest <= 3 ? (double)n_quest * 0.18 : 0.96) : 0.0;
     double punct = ep + qm;
@@ -1199,17 +1216,6 @@ int at__vader_score(const at__vader *v, at__vscratch *s, const char *text, size_
         compound = -1.0;
     else if (compound > 1.0)
         compound = 1.0;
-    double pos_sum = 0.0, neg_sum = 0.0;
-    size_t neu_count = 0;
-    for (size_t i = 0; i < n; i++) {
-        double x = s->val[i];
-        if (x > 0)
-            pos_sum += x + 1;
-        if (x < 0)
-            neg_sum += x - 1;
-        if (x == 0)
-            neu_count++;
-    }
     if (pos_sum > fabs(neg_sum))
         pos_sum += punct;
     else if (pos_sum < fabs(neg_sum))
@@ -1219,8 +1225,7 @@ int at__vader_score(const at__vader *v, at__vscratch *s, const char *text, size_
     out->neg = at_round(fabs(neg_sum / total), 3);
     out->neu = at_round(fabs((double)neu_count / total), 3);
     out->compound = at_round(compound, 4);
-    tracef(s, trace,
-           "  sum %g, punctuation emphasis %g (! x %zu, ? x %zu), compound %.4f, "
+    TRACE("  sum %g, punctuation emphasis %g (! x %zu, ? x %zu), compound %.4f, "
            "pos %.3f neu %.3f neg %.3f\n",
            sum, punct, n_excl, n_quest, out->compound, out->pos, out->neu, out->neg);
     return s->deferred_rc;
