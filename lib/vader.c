@@ -242,18 +242,33 @@ static bool re_find(const pcre2_code *re, const char *s, size_t n, pcre2_match_d
     return pcre2_match(re, (PCRE2_SPTR)s, n, 0, PCRE2_NO_UTF_CHECK, md, NULL) >= 0;
 }
 
+/* Returns the k (at most 8) bytes at p as a number, reading 8 bytes: the caller guarantees that
+ * they are readable. */
+static inline uint64_t load_bytes(const unsigned char *p, size_t k)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    if (k >= 8)
+        return x;
+    if (k == 0)
+        return 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return x >> (8 * (8 - k));
+#else
+    return x & ((UINT64_C(1) << (8 * k)) - 1);
+#endif
+}
+
 /* The hash of the Bloom filter. It takes 8 bytes a step, as words are short and a chain of
- * multiplications per byte would cost more than the lookup it saves. */
+ * multiplications per byte would cost more than the lookup it saves. Reads up to 7 bytes past
+ * the word: callers keep BLOOM_SLACK readable bytes after it. */
+#define BLOOM_SLACK 8
 static inline uint64_t word_hash(const char *w, size_t n)
 {
     const unsigned char *p = (const unsigned char *)w;
     uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
     for (;;) {
-        size_t k = n < 8 ? n : 8;
-        uint64_t x = 0;
-        for (size_t i = 0; i < k; i++)
-            x |= (uint64_t)p[i] << (8 * i);
-        h = (h ^ x) * 0xbf58476d1ce4e5b9ULL;
+        h = (h ^ load_bytes(p, n)) * 0xbf58476d1ce4e5b9ULL;
         h ^= h >> 31;
         if (n <= 8)
             break;
@@ -264,12 +279,18 @@ static inline uint64_t word_hash(const char *w, size_t n)
     return h ^ (h >> 29);
 }
 
-static void bloom_add(at__vader *v, const char *w, size_t n)
+static int bloom_add(at__vader *v, const char *w, size_t n)
 {
-    uint64_t h = word_hash(w, n);
+    char *padded = calloc(1, n + BLOOM_SLACK);
+    if (!padded)
+        return AT_ENOMEM;
+    memcpy(padded, w, n);
+    uint64_t h = word_hash(padded, n);
+    free(padded);
     uint32_t a = (uint32_t)h % BLOOM_BITS, b = (uint32_t)(h >> 32) % BLOOM_BITS;
     v->bloom[a / 64] |= UINT64_C(1) << (a % 64);
     v->bloom[b / 64] |= UINT64_C(1) << (b % 64);
+    return 0;
 }
 
 /* Returns false when w is certainly not a key of v->words. */
@@ -604,8 +625,9 @@ int at__vader_new(const char *dir, uint64_t *hash, at__vader **out, char *err, s
         if (v->emoji_lead[c])
             v->cls[c] |= B_EMOJI;
     for (size_t i = 0; i < v->words.n_slots; i++)
-        if (v->words.slots[i].key)
-            bloom_add(v, v->words.slots[i].key, v->words.slots[i].key_len);
+        if (v->words.slots[i].key &&
+            bloom_add(v, v->words.slots[i].key, v->words.slots[i].key_len))
+            goto fail;
     freelocale(ln.c_locale);
     pcre2_match_data_free(ln.md);
     *out = v;
@@ -639,8 +661,8 @@ bool at__vader_valence(const at__vader *v, const char *word, size_t len, double 
 {
     /* Lower-casing never lengthens a word, so a longer word can only match after shrinking
      * KELVIN SIGNs; only then is the heap needed. */
-    char stack[256];
-    char *buf = len <= sizeof stack ? stack : malloc(len);
+    char stack[256 + BLOOM_SLACK];
+    char *buf = len <= 256 ? stack : malloc(len + BLOOM_SLACK);
     if (!buf)
         return false;
     size_t n = lower_utf8(word, len, buf);
@@ -777,7 +799,7 @@ static int tokenize(const at__vader *v, at__vscratch *s, const char *t, size_t l
     size_t n = 0, ne = 0, nq = 0;
     unsigned all = 0;
     s->lower.len = 0;
-    if (at__buf_reserve(&s->lower, len))
+    if (at__buf_reserve(&s->lower, len + BLOOM_SLACK))
         return AT_ENOMEM;
     unsigned char *lo = (unsigned char *)s->lower.data;
     for (size_t i = 0; i < len;) {
