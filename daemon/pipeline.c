@@ -60,6 +60,11 @@ struct pipeline {
 
     _Atomic uint64_t utterances_scored, rows_committed, batches_committed, commit_failures,
         duplicates;
+
+    /* Writer health (see pipeline_stats) and commit durations. */
+    _Atomic uint64_t writer_beat_ns, failing_since_ns;
+    _Atomic bool writer_idle;
+    histogram commit_latency;
 };
 
 static void queue_init(queue *q)
@@ -264,7 +269,7 @@ static void deliver(pipeline *p, work *batch)
             p->done = c;
             p->cap_done = n;
         }
-        p->done[p->n_done++] = (completion){w->conn_id, w->line_no, w->bytes};
+        p->done[p->n_done++] = (completion){w->conn_id, w->line_no, w->bytes, w->read_ns};
     }
     pthread_mutex_unlock(&p->done_mu);
     uv_async_send(&p->async);
@@ -281,11 +286,41 @@ static void deadline_after(struct timespec *ts, int ms)
     }
 }
 
+static void writer_beat(pipeline *p, bool idle)
+{
+    atomic_store(&p->writer_beat_ns, uv_hrtime());
+    atomic_store(&p->writer_idle, idle);
+}
+
+/* queue_pop for the writer: waiting on an empty queue counts as healthy for the watchdog. */
+static work *writer_pop(pipeline *p, const struct timespec *deadline)
+{
+    writer_beat(p, true);
+    work *w = queue_pop(&p->wq, deadline);
+    writer_beat(p, false);
+    return w;
+}
+
+/* One commit attempt: apply_batch, timed, with the heartbeat and failure streak updated. */
+static int commit_batch(pipeline *p, work *batch)
+{
+    uint64_t t0 = uv_hrtime();
+    atomic_store(&p->writer_beat_ns, t0);
+    if (apply_batch(p, batch)) {
+        uint64_t zero = 0;
+        atomic_compare_exchange_strong(&p->failing_since_ns, &zero, t0);
+        return -1;
+    }
+    histogram_observe_us(&p->commit_latency, (uv_hrtime() - t0) / 1000);
+    atomic_store(&p->failing_since_ns, 0);
+    return 0;
+}
+
 static void *writer_main(void *arg)
 {
     pipeline *p = arg;
     work *first;
-    while ((first = queue_pop(&p->wq, NULL))) {
+    while ((first = writer_pop(p, NULL))) {
         /* Group commit: the batch closes after batch_rows rows or batch_ms milliseconds. */
         work *batch = first, *tail = first;
         first->next = NULL;
@@ -294,7 +329,7 @@ static void *writer_main(void *arg)
         struct timespec deadline;
         deadline_after(&deadline, atomic_load(&p->batch_ms));
         while (rows < (size_t)batch_rows) {
-            work *w = queue_pop(&p->wq, &deadline);
+            work *w = writer_pop(p, &deadline);
             if (!w)
                 break;
             w->next = NULL;
@@ -303,7 +338,7 @@ static void *writer_main(void *arg)
             rows += work_rows(w);
         }
         int backoff_ms = 50;
-        while (apply_batch(p, batch)) {
+        while (commit_batch(p, batch)) {
             atomic_fetch_add_explicit(&p->commit_failures, 1, memory_order_relaxed);
             log_msg(LOG_WARN, "writer", "batch of %zu rows not committed (%s); retrying in %d ms",
                     rows, store_errmsg(p->st), backoff_ms);
@@ -387,6 +422,7 @@ int pipeline_new(const config *cfg, at_model *model, store *st, uv_loop_t *loop,
     p->done_ud = ud;
     atomic_store(&p->batch_rows, cfg->batch_rows);
     atomic_store(&p->batch_ms, cfg->batch_ms);
+    atomic_store(&p->writer_beat_ns, uv_hrtime());
     pthread_mutex_init(&p->done_mu, NULL);
     queue_init(&p->wq);
     if (uv_async_init(loop, &p->async, on_async)) {
@@ -444,6 +480,14 @@ void pipeline_get_stats(pipeline *p, pipeline_stats *out)
     out->batches_committed = atomic_load_explicit(&p->batches_committed, memory_order_relaxed);
     out->commit_failures = atomic_load_explicit(&p->commit_failures, memory_order_relaxed);
     out->duplicates = atomic_load_explicit(&p->duplicates, memory_order_relaxed);
+    out->writer_beat_ns = atomic_load(&p->writer_beat_ns);
+    out->writer_idle = atomic_load(&p->writer_idle);
+    out->failing_since_ns = atomic_load(&p->failing_since_ns);
+}
+
+const histogram *pipeline_commit_latency(pipeline *p)
+{
+    return &p->commit_latency;
 }
 
 static void on_async_closed(uv_handle_t *h)

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "attuned.h"
+#include "histogram.h"
 
 /* Scores of one turn, filled by the worker. */
 typedef struct scored_turn {
@@ -28,6 +29,7 @@ typedef struct work {
     uint64_t conn_id;
     uint64_t line_no;
     size_t bytes;     /* the line's length, for in-flight accounting */
+    uint64_t read_ns; /* uv_hrtime() when the loop thread read the line (ack latency) */
     message msg;      /* owned */
     scored_turn *scored; /* msg.n_turns entries, owned */
     char model_id[32];
@@ -37,6 +39,7 @@ typedef struct completion {
     uint64_t conn_id;
     uint64_t line_no;
     size_t bytes;
+    uint64_t read_ns; /* from the work item */
 } completion;
 
 /* Called on the loop thread with the lines a commit covered. */
@@ -69,8 +72,16 @@ typedef struct pipeline_stats {
     uint64_t batches_committed;
     uint64_t commit_failures;
     uint64_t duplicates;
+    /* Writer health, for the watchdog: the uv_hrtime() of its latest heartbeat (it beats before
+     * and after waiting on its queue and before every commit attempt), whether it is waiting on
+     * an empty queue, and since when commits have been failing (0 = the latest succeeded). */
+    uint64_t writer_beat_ns;
+    bool writer_idle;
+    uint64_t failing_since_ns;
 } pipeline_stats;
 void pipeline_get_stats(pipeline *p, pipeline_stats *out);
+/* Durations of successful batch commits (BEGIN to COMMIT), borrowed. */
+const histogram *pipeline_commit_latency(pipeline *p);
 
 void work_free(work *w);
 

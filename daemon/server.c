@@ -38,6 +38,7 @@ struct server {
     size_t inflight_lines, inflight_bytes;
     size_t ring_size; /* per-connection lines in flight */
     server_stats stats;
+    histogram ack_latency; /* line read to its completion, when its ack is due */
 };
 
 struct conn {
@@ -300,6 +301,7 @@ static void handle_line(conn *c, const char *line, size_t len)
     w->conn_id = (uint64_t)(uintptr_t)c;
     w->line_no = line_no;
     w->bytes = len;
+    w->read_ns = uv_hrtime();
     w->msg = msg;
     c->inflight++;
     srv->inflight_lines++;
@@ -504,6 +506,7 @@ void server_on_done(void *ud, const completion *done, size_t n_done)
     server *srv = ud;
     conn *touched[256];
     size_t n_touched = 0;
+    uint64_t now_ns = uv_hrtime();
     for (size_t i = 0; i < n_done; i++) {
         conn *c = (conn *)(uintptr_t)done[i].conn_id;
         srv->inflight_lines--;
@@ -514,6 +517,8 @@ void server_on_done(void *ud, const completion *done, size_t n_done)
             continue;
         }
         mark_done(c, done[i].line_no);
+        if (!c->acks_none)
+            histogram_observe_us(&srv->ack_latency, (now_ns - done[i].read_ns) / 1000);
         if (!c->touched) {
             if (n_touched == sizeof touched / sizeof *touched) {
                 send_ack(c); /* the array is full: ack this one now */
@@ -612,6 +617,11 @@ int server_start(server *srv, pipeline *p)
     return 0;
 }
 
+int server_parse_address(const char *s, struct sockaddr_storage *out)
+{
+    return parse_listen(s, out);
+}
+
 int server_port(const server *srv)
 {
     struct sockaddr_storage addr;
@@ -663,4 +673,9 @@ void server_get_stats(const server *srv, server_stats *out)
     *out = srv->stats;
     out->inflight_lines = srv->inflight_lines;
     out->inflight_bytes = srv->inflight_bytes;
+}
+
+const histogram *server_ack_latency(const server *srv)
+{
+    return &srv->ack_latency;
 }

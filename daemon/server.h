@@ -35,6 +35,13 @@ void server_drain(server *srv, void (*cb)(server *srv));
 void server_close(server *srv);
 void server_free(server *srv);
 void server_get_stats(const server *srv, server_stats *out);
+/* Time from reading a line to its completion (the commit that stored it has returned and its
+ * ack is sent, unless an earlier line of its connection is still in flight), for lines that go
+ * through the pipeline on connections that want acks. Borrowed. */
+const histogram *server_ack_latency(const server *srv);
+/* Parses a HOST:PORT as [server] listen takes it (numeric IPv4, or bracketed IPv6) into out.
+ * Returns 0 or -1. */
+int server_parse_address(const char *s, struct sockaddr_storage *out);
 /* The bound address (useful with port 0). */
 int server_port(const server *srv);
 
