@@ -67,7 +67,7 @@ $(BUILD)/daemon/%.o: daemon/%.c $(BUILD)/config.mk
 	$(CC) $(ALL_CFLAGS) -Idaemon $(UV_CFLAGS) $(JANSSON_CFLAGS) $(SQLITE3_CFLAGS) $(INIH_CFLAGS) $(SYSTEMD_CFLAGS) -c $< -o $@
 
 $(BUILD)/attuned: $(DAEMON_OBJ) $(BUILD)/libattune.a
-	$(CC) $(ALL_CFLAGS) -o $@ $(DAEMON_OBJ) $(BUILD)/libattune.a $(UV_LIBS) $(JANSSON_LIBS) $(SQLITE3_LIBS) $(INIH_LIBS) $(SYSTEMD_LIBS) $(LIB_LIBS) -lpthread $(ALL_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(DAEMON_OBJ) $(BUILD)/libattune.a $(UV_LIBS) $(JANSSON_LIBS) $(SQLITE3_LIBS) $(INIH_LIBS) $(SYSTEMD_LIBS) -lhttp_parser $(LIB_LIBS) -lpthread $(ALL_LDFLAGS)
 
 run: all
 	$(BUILD)/attuned --listen 127.0.0.1:7420 --db ./attune.db

@@ -1,9 +1,10 @@
 /*
  * main.c: attuned start-up and shut-down order, and nothing else.
  *
- * Start: flags, config file, flags again (flags win), logging, model, store, listener,
- * pipeline, signals, READY. Stop (SIGTERM/SIGINT): stop accepting and reading, let everything
- * in flight commit and be acknowledged, close connections, stop threads, exit 0. A second
+ * Start: flags, config file, flags again (flags win), logging, model, store, listeners
+ * (protocol, metrics), pipeline, signals, watchdog, READY. Stop (SIGTERM/SIGINT): stop
+ * accepting and reading, let everything in flight commit and be acknowledged, close
+ * connections and the metrics endpoint, stop the watchdog and threads, exit 0. A second
  * SIGINT exits at once.
  *
  * Exit codes: 0 clean stop (or --check-config valid), 1 runtime failure (cannot listen, open
@@ -19,8 +20,10 @@
 #include <unistd.h>
 
 #include "attuned.h"
+#include "metrics.h"
 #include "pipeline.h"
 #include "server.h"
+#include "watchdog.h"
 
 typedef struct daemon_state {
     uv_loop_t *loop;
@@ -34,6 +37,8 @@ typedef struct daemon_state {
     char rebuild_err[1024];
     server *srv;
     pipeline *pipe;
+    metrics *metrics; /* NULL when [metrics] listen is empty */
+    watchdog *wd;     /* NULL unless systemd asked for a watchdog */
     uv_signal_t sig_term, sig_int, sig_hup;
     int n_sigint;
     /* Command-line settings, re-applied over the file on reload (flags always win). */
@@ -48,17 +53,22 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: attuned [-c FILE] [--listen HOST:PORT] [--db PATH] [--lexicons DIR]\n"
-            "               [--log-level error|warn|info|debug] [--check-config]\n"
+            "               [--log-level error|warn|info|debug] [--metrics-listen HOST:PORT]\n"
+            "               [--check-config]\n"
             "\n"
             "  -c, --config FILE   INI configuration (see config.example.ini)\n"
             "  --listen HOST:PORT  address for the transcript protocol (default 127.0.0.1:7420)\n"
             "  --db PATH           SQLite database (default ./attune.db)\n"
             "  --lexicons DIR      lexicon directory (default: in-tree or installed lexicons/)\n"
             "  --log-level LEVEL   error, warn, info (default) or debug\n"
+            "  --metrics-listen HOST:PORT\n"
+            "                      address of GET /metrics and /healthz (default\n"
+            "                      127.0.0.1:9420; \"\" = off)\n"
             "  --check-config      validate the configuration and lexicons, then exit 0 or 2\n"
             "\n"
             "signals: SIGTERM/SIGINT drain and exit 0 (a second SIGINT exits at once),\n"
-            "         SIGHUP reloads the reloadable settings and reopens the log file.\n"
+            "         SIGHUP reloads the reloadable settings, reopens the log file and\n"
+            "         rebuilds the lexicons.\n"
             "exit codes: 0 clean stop, 1 runtime failure, 2 bad flags or configuration.\n");
 }
 
@@ -67,6 +77,8 @@ static void on_drained(server *srv)
     (void)srv;
     log_msg(LOG_INFO, "main", "drained: everything received is stored and acknowledged");
     server_close(D.srv);
+    metrics_close(D.metrics);
+    watchdog_stop(D.wd);
     pipeline_free(D.pipe);
     D.pipe = NULL;
     uv_close((uv_handle_t *)&D.sig_term, NULL);
@@ -141,7 +153,8 @@ static void on_hup(uv_signal_t *h, int signum)
 {
     (void)h;
     (void)signum;
-    sd_notify(0, "RELOADING=1");
+    /* systemd 253 and later want the monotonic time with RELOADING=1. */
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(uv_hrtime() / 1000));
     config fresh;
     config_defaults(&fresh);
     char err[1024];
@@ -180,6 +193,7 @@ int main(int argc, char **argv)
         {"db", required_argument, NULL, 'd'},
         {"lexicons", required_argument, NULL, 'L'},
         {"log-level", required_argument, NULL, 'v'},
+        {"metrics-listen", required_argument, NULL, 'M'},
         {"check-config", no_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -197,6 +211,7 @@ int main(int argc, char **argv)
         case 'd': flag_keys[n_flags] = "db", flag_vals[n_flags++] = optarg; break;
         case 'L': flag_keys[n_flags] = "lexicons", flag_vals[n_flags++] = optarg; break;
         case 'v': flag_keys[n_flags] = "log-level", flag_vals[n_flags++] = optarg; break;
+        case 'M': flag_keys[n_flags] = "metrics-listen", flag_vals[n_flags++] = optarg; break;
         case 'C': check_only = true; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("%s\n", ATTUNED_VERSION); return 0;
@@ -266,12 +281,22 @@ int main(int argc, char **argv)
         at_model_free(D.model);
         return 1;
     }
+    if (metrics_new(D.loop, &D.cfg, &D.metrics, err, sizeof err)) {
+        log_msg(LOG_ERROR, "main", "%s", err);
+        server_close(D.srv);
+        uv_run(D.loop, UV_RUN_NOWAIT);
+        server_free(D.srv);
+        store_close(st);
+        at_model_free(D.model);
+        return 1;
+    }
     if (pipeline_new(&D.cfg, D.model, st, D.loop, server_on_done, D.srv, &D.pipe)) {
         log_msg(LOG_ERROR, "main", "cannot start the pipeline");
         return 1;
     }
     D.model = NULL; /* the pipeline owns it now */
     server_start(D.srv, D.pipe);
+    metrics_start(D.metrics, D.srv, D.pipe);
     uv_signal_init(D.loop, &D.sig_term);
     uv_signal_init(D.loop, &D.sig_int);
     uv_signal_init(D.loop, &D.sig_hup);
@@ -281,11 +306,19 @@ int main(int argc, char **argv)
     log_msg(LOG_INFO, "main", "%s listening on %.*s:%d, db %s, %d workers", ATTUNED_VERSION,
             (int)(strrchr(D.cfg.listen, ':') - D.cfg.listen), D.cfg.listen, server_port(D.srv),
             D.cfg.db_path, D.cfg.workers);
+    if (D.metrics)
+        log_msg(LOG_INFO, "main", "metrics on %.*s:%d (GET /metrics, /healthz)",
+                (int)(strrchr(D.cfg.metrics_listen, ':') - D.cfg.metrics_listen),
+                D.cfg.metrics_listen, metrics_port(D.metrics));
+    if (watchdog_new(D.loop, D.pipe, &D.wd))
+        log_msg(LOG_ERROR, "main", "cannot start the watchdog: out of memory");
     sd_notify(0, "READY=1");
 
     uv_run(D.loop, UV_RUN_DEFAULT);
 
     server_free(D.srv);
+    metrics_free(D.metrics);
+    watchdog_free(D.wd);
     uv_loop_close(D.loop);
     log_msg(LOG_INFO, "main", "stopped");
     log_close();

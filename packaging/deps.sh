@@ -23,6 +23,9 @@ if ! /usr/bin/python3 -c 'import pytest' >/dev/null 2>&1; then
     missing="$missing python3-pytest"
 fi
 [ -x /usr/bin/sqlite3 ] || missing="$missing sqlite3"
+# http_parser (the metrics endpoint's HTTP parser) ships no pkg-config file: look for its header;
+# the Makefile links it with -lhttp_parser.
+[ -f /usr/include/http_parser.h ] || missing="$missing libhttp-parser-dev"
 
 if [ -n "$missing" ]; then
     echo "deps.sh: installing:$missing" >&2
