@@ -168,6 +168,61 @@ int at_score(const at_model *model, at_scratch *scratch, const char *text, size_
 int at_explain(const at_model *model, const char *text, size_t len, at_speaker speaker,
                char **out);
 
+/* ---- conversation metrics (ANALYTICS.md section 2) ------------------------------------- */
+
+/* Absent integers hold AT_NULL_INT; absent reals hold NAN. */
+#define AT_NULL_INT INT64_MIN
+
+/* One turn as the metrics need it. */
+typedef struct at_turn {
+    int64_t seq;
+    at_speaker speaker;
+    int64_t ts_ms;            /* wall time, ms since the epoch, or AT_NULL_INT */
+    int64_t start_ms, end_ms; /* voice offsets from the call start, or AT_NULL_INT */
+    double compound;
+    double frustration_score; /* customer turns; NAN otherwise */
+    uint32_t category_mask;   /* bit (1u << at_category) per category that fired */
+    int solution_first;       /* agent turns: 1 when the turn offers a fix (an ownership marker)
+                               * before any empathy marker, 0 when after one, -1 when no fix */
+} at_turn;
+
+/* Conversation-level facts (from start, end and outcome messages). */
+typedef struct at_conv_facts {
+    int64_t started_at, ended_at, resolved_at; /* ms since the epoch, or AT_NULL_INT */
+    int resolved, escalated, transferred;      /* 0, 1, or -1 when unknown */
+    double csat;                               /* NAN when unknown */
+    int64_t nps;                               /* AT_NULL_INT when unknown */
+} at_conv_facts;
+
+/* Every metric of ANALYTICS.md section 2, under the names used there. NULL (not applicable) is
+ * AT_NULL_INT or NAN. */
+typedef struct at_conv_metrics {
+    int64_t turns, agent_turns, customer_turns;
+    int64_t duration_ms, first_response_ms, max_response_ms;
+    double avg_response_ms;
+    double customer_sentiment_q[4]; /* q1..q4 */
+    double customer_sentiment_start, customer_sentiment_end, customer_sentiment_min,
+        customer_sentiment_mean, sentiment_trend;
+    int64_t empathy_opportunities, empathy_responses;
+    double empathy_response_rate;
+    int64_t solution_before_acknowledgement;
+    double empathy_score;
+    double frustration_peak, frustration_end, recovery;
+    int64_t escalation_requested, churn_threat, legal_threat, abuse;
+    int64_t interruptions_agent, interruptions_customer;
+    double talk_ratio_agent;
+    int64_t silence_ms;
+    int64_t resolved, resolution_ms;
+    double csat;
+    int64_t nps, escalated, transferred;
+} at_conv_metrics;
+
+/* Computes the metrics of a conversation from its turns (any order; they are taken in seq
+ * order) and facts. silence_threshold_ms: gaps longer than this count as silence. Returns 0 or
+ * AT_ENOMEM. */
+int at_conversation_metrics(const at_turn *turns, size_t n_turns, const at_conv_facts *facts,
+                            int64_t silence_threshold_ms, at_conv_metrics *out);
+
 /* Finds the lexicon directory used when none is configured: $ATTUNE_LEXICONS, else lexicons/
  * beside the build directory of the running executable (an in-tree build), else the installed
  * data directory (ATTUNE_DATADIR/lexicons). Writes it into out (len bytes). Returns 0, or
