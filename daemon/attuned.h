@@ -168,6 +168,8 @@ typedef struct stored_utterance {
     double frustration_score;  /* NAN for non-customer turns */
     const at_marker *markers;
     size_t n_markers;
+    uint32_t category_mask;    /* bit per category that fired */
+    int solution_first;        /* see at_turn: 1, 0, or -1 for no fix offered */
     const char *model_id;
 } stored_utterance;
 
@@ -184,6 +186,9 @@ int store_put_conversation(store *s, const char *conversation_id, const conv_fac
 /* Inserts an utterance unless (conversation_id, seq) exists; *inserted tells which. Creates
  * the conversation when unknown. Markers are stored only when the utterance is new. */
 int store_put_utterance(store *s, const stored_utterance *u, bool *inserted);
+/* Recomputes the section-2 metrics of a conversation from its stored turns and facts and
+ * writes them into its row (inside the caller's transaction). */
+int store_update_metrics(store *s, const char *conversation_id, int64_t silence_threshold_ms);
 /* The last SQLite error, for logs. */
 const char *store_errmsg(const store *s);
 

@@ -43,6 +43,9 @@ struct pipeline {
     size_t n_retired;
     store *st;
     enum store_text_policy store_text;
+    int64_t silence_threshold_ms;
+    const char **touched; /* writer: conversations of the current batch */
+    size_t cap_touched;
     worker *workers;
     int n_workers;
     pthread_t writer;
@@ -153,6 +156,25 @@ static const at_model *acquire_model(worker *wk)
     return m;
 }
 
+/* Whether an agent turn offers a fix (an ownership marker) before acknowledging the customer
+ * (acknowledgement, validation, apology, reassurance or perspective-taking): 1 before, 0 after,
+ * -1 when it offers no fix. Markers are ordered by start offset. */
+static int solution_first(const at_result *r)
+{
+    const uint32_t ack = (1u << AT_CAT_ACKNOWLEDGEMENT) | (1u << AT_CAT_VALIDATION) |
+                         (1u << AT_CAT_APOLOGY) | (1u << AT_CAT_REASSURANCE) |
+                         (1u << AT_CAT_PERSPECTIVE_TAKING);
+    bool seen_ack = false;
+    for (size_t i = 0; i < r->n_markers; i++) {
+        at_category c = r->markers[i].category;
+        if (c == AT_CAT_OWNERSHIP)
+            return seen_ack ? 0 : 1;
+        if (ack & (1u << c))
+            seen_ack = true;
+    }
+    return -1;
+}
+
 static void score_work(worker *wk, work *w)
 {
     pipeline *p = wk->p;
@@ -176,6 +198,8 @@ static void score_work(worker *wk, work *w)
                     "match limit and were skipped", w->msg.conversation_id,
                     (long long)t->seq, r.n_limit_hits);
         s->sentiment = r.sentiment;
+        s->category_mask = r.category_mask;
+        s->solution_first = solution_first(&r);
         s->frustration_score = t->speaker == AT_SPEAKER_CUSTOMER ? r.frustration_score : NAN;
         if (r.n_markers) {
             s->markers = malloc(r.n_markers * sizeof *s->markers);
@@ -227,6 +251,8 @@ static int apply_work(pipeline *p, work *w)
             .frustration_score = s->frustration_score,
             .markers = s->markers,
             .n_markers = s->n_markers,
+            .category_mask = s->category_mask,
+            .solution_first = s->solution_first,
             .model_id = w->model_id,
         };
         bool inserted;
@@ -234,6 +260,38 @@ static int apply_work(pipeline *p, work *w)
             return -1;
         if (!inserted)
             atomic_fetch_add_explicit(&p->duplicates, 1, memory_order_relaxed);
+    }
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Recomputes the metrics of every conversation the batch touched, once each. */
+static int update_metrics(pipeline *p, work *batch)
+{
+    size_t n = 0;
+    for (work *w = batch; w; w = w->next) {
+        if (!w->msg.conversation_id)
+            continue;
+        if (n == p->cap_touched) {
+            size_t cap = p->cap_touched ? p->cap_touched * 2 : 256;
+            const char **t = realloc(p->touched, cap * sizeof *t);
+            if (!t)
+                return -1;
+            p->touched = t;
+            p->cap_touched = cap;
+        }
+        p->touched[n++] = w->msg.conversation_id;
+    }
+    qsort(p->touched, n, sizeof *p->touched, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        if (i && strcmp(p->touched[i], p->touched[i - 1]) == 0)
+            continue;
+        if (store_update_metrics(p->st, p->touched[i], p->silence_threshold_ms))
+            return -1;
     }
     return 0;
 }
@@ -247,6 +305,10 @@ static int apply_batch(pipeline *p, work *batch)
             store_rollback(p->st);
             return -1;
         }
+    }
+    if (update_metrics(p, batch)) {
+        store_rollback(p->st);
+        return -1;
     }
     if (store_commit(p->st)) {
         store_rollback(p->st);
@@ -418,6 +480,7 @@ int pipeline_new(const config *cfg, at_model *model, store *st, uv_loop_t *loop,
     atomic_store(&p->model, model);
     p->st = st;
     p->store_text = cfg->store_text;
+    p->silence_threshold_ms = cfg->silence_threshold_ms;
     p->done_cb = done;
     p->done_ud = ud;
     atomic_store(&p->batch_rows, cfg->batch_rows);
@@ -513,6 +576,7 @@ void pipeline_free(pipeline *p)
     queue_close(&p->wq);
     pthread_join(p->writer, NULL);
     queue_fini(&p->wq);
+    free(p->touched);
     store_close(p->st);
     for (size_t i = 0; i < p->n_retired; i++)
         at_model_free(p->retired[i]);

@@ -22,6 +22,8 @@ typedef struct scored_turn {
     double frustration_score; /* NAN for turns other than customer */
     at_marker *markers;       /* owned copy */
     size_t n_markers;
+    uint32_t category_mask;
+    int solution_first;       /* see at_turn */
 } scored_turn;
 
 typedef struct work {

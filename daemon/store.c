@@ -44,6 +44,9 @@ enum stmt_id {
     ST_NEXT_SEQ,
     ST_UTT_INSERT,
     ST_MARKER_INSERT,
+    ST_TURNS_SELECT,
+    ST_FACTS_SELECT,
+    ST_METRICS_UPDATE,
     N_STMTS
 };
 
@@ -60,8 +63,8 @@ static const char *const stmt_sql[N_STMTS] = {
     [ST_CONV_MERGE] =
         "INSERT INTO conversations (conversation_id, channel, queue, agent_id, customer_id,"
         " started_at, ended_at, resolved, resolved_at, csat, nps, escalated, transferred,"
-        " created_at, updated_at)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)"
+        " created_at, updated_at, ended)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15)"
         " ON CONFLICT (conversation_id) DO UPDATE SET"
         " channel = COALESCE(excluded.channel, channel),"
         " queue = COALESCE(excluded.queue, queue),"
@@ -75,6 +78,7 @@ static const char *const stmt_sql[N_STMTS] = {
         " nps = COALESCE(excluded.nps, nps),"
         " escalated = COALESCE(excluded.escalated, escalated),"
         " transferred = COALESCE(excluded.transferred, transferred),"
+        " ended = MAX(ended, excluded.ended),"
         " updated_at = excluded.updated_at",
     [ST_CONV_ENSURE] =
         "INSERT INTO conversations (conversation_id, created_at, updated_at) VALUES (?1, ?2, ?2)"
@@ -82,12 +86,32 @@ static const char *const stmt_sql[N_STMTS] = {
     [ST_NEXT_SEQ] = "SELECT COALESCE(MAX(seq) + 1, 0) FROM utterances WHERE conversation_id = ?1",
     [ST_UTT_INSERT] =
         "INSERT INTO utterances (conversation_id, seq, speaker, participant_id, ts, start_ms,"
-        " end_ms, text, neg, neu, pos, compound, frustration_score, model_id)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        " end_ms, text, neg, neu, pos, compound, frustration_score, model_id, category_mask,"
+        " solution_first)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         " ON CONFLICT (conversation_id, seq) DO NOTHING",
     [ST_MARKER_INSERT] =
         "INSERT INTO markers (conversation_id, seq, ordinal, family, category, pattern,"
         " start_byte, end_byte) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_TURNS_SELECT] =
+        "SELECT seq, speaker, ts, start_ms, end_ms, compound, frustration_score, category_mask,"
+        " solution_first FROM utterances WHERE conversation_id = ?1",
+    [ST_FACTS_SELECT] =
+        "SELECT started_at, ended_at, resolved_at, resolved, escalated, transferred, csat, nps"
+        " FROM conversations WHERE conversation_id = ?1",
+    [ST_METRICS_UPDATE] =
+        "UPDATE conversations SET turns = ?2, agent_turns = ?3, customer_turns = ?4,"
+        " duration_ms = ?5, first_response_ms = ?6, avg_response_ms = ?7, max_response_ms = ?8,"
+        " customer_sentiment_q1 = ?9, customer_sentiment_q2 = ?10, customer_sentiment_q3 = ?11,"
+        " customer_sentiment_q4 = ?12, customer_sentiment_start = ?13,"
+        " customer_sentiment_end = ?14, customer_sentiment_min = ?15,"
+        " customer_sentiment_mean = ?16, sentiment_trend = ?17, empathy_opportunities = ?18,"
+        " empathy_responses = ?19, empathy_response_rate = ?20,"
+        " solution_before_acknowledgement = ?21, empathy_score = ?22, frustration_peak = ?23,"
+        " frustration_end = ?24, recovery = ?25, escalation_requested = ?26, churn_threat = ?27,"
+        " legal_threat = ?28, abuse = ?29, interruptions_agent = ?30,"
+        " interruptions_customer = ?31, talk_ratio_agent = ?32, silence_ms = ?33,"
+        " resolution_ms = ?34, escalated = ?35 WHERE conversation_id = ?1",
 };
 
 struct store {
@@ -395,6 +419,7 @@ int store_put_conversation(store *s, const char *conversation_id, const conv_fac
     bind_flag_or_null(st, 12, f->escalated);
     bind_flag_or_null(st, 13, f->transferred);
     sqlite3_bind_int64(st, 14, now_ms());
+    sqlite3_bind_int(st, 15, f->ended ? 1 : 0);
     return run(s, ST_CONV_MERGE, "cannot store conversation");
 }
 
@@ -444,6 +469,8 @@ static int put_utterance(store *s, const stored_utterance *u, bool *inserted)
     else
         sqlite3_bind_double(st, 13, u->frustration_score);
     bind_text_or_null(st, 14, u->model_id);
+    sqlite3_bind_int64(st, 15, (int64_t)u->category_mask);
+    bind_flag_or_null(st, 16, u->solution_first);
     if (run(s, ST_UTT_INSERT, "cannot store utterance"))
         return -1;
     if (sqlite3_changes(s->db) != 1) {
@@ -497,4 +524,129 @@ int store_put_utterance(store *s, const stored_utterance *u, bool *inserted)
     if (inserted)
         *inserted = is_new;
     return 0;
+}
+
+/* ---- metrics ---------------------------------------------------------------------------- */
+
+static int64_t col_int(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? AT_NULL_INT : sqlite3_column_int64(st, i);
+}
+
+static int col_flag(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? -1 : sqlite3_column_int(st, i) != 0;
+}
+
+static double col_real(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
+}
+
+static void bind_real_or_null(sqlite3_stmt *st, int i, double v)
+{
+    if (isnan(v))
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_double(st, i, v);
+}
+
+int store_update_metrics(store *s, const char *conversation_id, int64_t silence_threshold_ms)
+{
+    at_conv_facts f = {AT_NULL_INT, AT_NULL_INT, AT_NULL_INT, -1, -1, -1, NAN, AT_NULL_INT};
+    sqlite3_stmt *st = s->stmt[ST_FACTS_SELECT];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        f.started_at = col_int(st, 0);
+        f.ended_at = col_int(st, 1);
+        f.resolved_at = col_int(st, 2);
+        f.resolved = col_flag(st, 3);
+        f.escalated = col_flag(st, 4);
+        f.transferred = col_flag(st, 5);
+        f.csat = col_real(st, 6);
+        f.nps = col_int(st, 7);
+    } else if (rc != SQLITE_DONE) {
+        fail_sql(s, "cannot read conversation for metrics");
+        done(st);
+        return -1;
+    }
+    done(st);
+
+    at_turn *turns = NULL;
+    size_t n = 0, cap = 0;
+    st = s->stmt[ST_TURNS_SELECT];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            at_turn *nt = realloc(turns, cap * sizeof *nt);
+            if (!nt) {
+                done(st);
+                free(turns);
+                return fail_with(s, "out of memory computing metrics");
+            }
+            turns = nt;
+        }
+        at_turn *t = &turns[n++];
+        t->seq = sqlite3_column_int64(st, 0);
+        const char *sp = (const char *)sqlite3_column_text(st, 1);
+        if (!sp || at_speaker_parse(sp, strlen(sp), &t->speaker))
+            t->speaker = AT_SPEAKER_SYSTEM;
+        t->ts_ms = col_int(st, 2);
+        t->start_ms = col_int(st, 3);
+        t->end_ms = col_int(st, 4);
+        t->compound = sqlite3_column_double(st, 5);
+        t->frustration_score = col_real(st, 6);
+        t->category_mask = (uint32_t)sqlite3_column_int64(st, 7);
+        t->solution_first = col_flag(st, 8);
+    }
+    if (rc != SQLITE_DONE) {
+        fail_sql(s, "cannot read turns for metrics");
+        done(st);
+        free(turns);
+        return -1;
+    }
+    done(st);
+    at_conv_metrics m;
+    rc = at_conversation_metrics(turns, n, &f, silence_threshold_ms, &m);
+    free(turns);
+    if (rc)
+        return fail_with(s, "out of memory computing metrics");
+
+    st = s->stmt[ST_METRICS_UPDATE];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    bind_int_or_null(st, 2, m.turns);
+    bind_int_or_null(st, 3, m.agent_turns);
+    bind_int_or_null(st, 4, m.customer_turns);
+    bind_int_or_null(st, 5, m.duration_ms);
+    bind_int_or_null(st, 6, m.first_response_ms);
+    bind_real_or_null(st, 7, m.avg_response_ms);
+    bind_int_or_null(st, 8, m.max_response_ms);
+    for (int q = 0; q < 4; q++)
+        bind_real_or_null(st, 9 + q, m.customer_sentiment_q[q]);
+    bind_real_or_null(st, 13, m.customer_sentiment_start);
+    bind_real_or_null(st, 14, m.customer_sentiment_end);
+    bind_real_or_null(st, 15, m.customer_sentiment_min);
+    bind_real_or_null(st, 16, m.customer_sentiment_mean);
+    bind_real_or_null(st, 17, m.sentiment_trend);
+    bind_int_or_null(st, 18, m.empathy_opportunities);
+    bind_int_or_null(st, 19, m.empathy_responses);
+    bind_real_or_null(st, 20, m.empathy_response_rate);
+    bind_int_or_null(st, 21, m.solution_before_acknowledgement);
+    bind_real_or_null(st, 22, m.empathy_score);
+    bind_real_or_null(st, 23, m.frustration_peak);
+    bind_real_or_null(st, 24, m.frustration_end);
+    bind_real_or_null(st, 25, m.recovery);
+    bind_int_or_null(st, 26, m.escalation_requested);
+    bind_int_or_null(st, 27, m.churn_threat);
+    bind_int_or_null(st, 28, m.legal_threat);
+    bind_int_or_null(st, 29, m.abuse);
+    bind_int_or_null(st, 30, m.interruptions_agent);
+    bind_int_or_null(st, 31, m.interruptions_customer);
+    bind_real_or_null(st, 32, m.talk_ratio_agent);
+    bind_int_or_null(st, 33, m.silence_ms);
+    bind_int_or_null(st, 34, m.resolution_ms);
+    bind_int_or_null(st, 35, m.escalated);
+    return run(s, ST_METRICS_UPDATE, "cannot store conversation metrics");
 }

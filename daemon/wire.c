@@ -384,6 +384,8 @@ static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
     case MSG_OUTCOME:
         return get_outcome(c, obj, &msg->facts);
     case MSG_CONVERSATION: {
+        /* A whole transcript: its metrics are final, as after an `end`. */
+        msg->facts.ended = true;
         if ((e = get_meta(c, obj, &msg->facts)))
             return e;
         json_t *oc = json_object_get(obj, "outcome");
