@@ -223,6 +223,23 @@ typedef struct at_conv_metrics {
 int at_conversation_metrics(const at_turn *turns, size_t n_turns, const at_conv_facts *facts,
                             int64_t silence_threshold_ms, at_conv_metrics *out);
 
+/* ---- statistics (ANALYTICS.md section 3), shared by `attune report` and the SQLite
+ * extension ------------------------------------------------------------------------------- */
+
+/* Pearson r of n pairs; NAN when n < 2 or a variable is constant. */
+double at_pearson(const double *x, const double *y, size_t n);
+/* Spearman rho: Pearson r of the ranks, ties taking their average rank. Returns AT_ENOMEM or 0
+ * with the value (NAN as for at_pearson) in *out. */
+int at_spearman(const double *x, const double *y, size_t n, double *out);
+/* 95 % confidence interval of r by the Fisher transform, tanh(atanh(r) +- 1.96/sqrt(n-3));
+ * NAN bounds when n < 4 or r is NAN. */
+void at_fisher_ci95(double r, size_t n, double *lo, double *hi);
+/* The p-quantile (0 <= p <= 1) by linear interpolation between closest ranks (type 7). Sorts
+ * x in place. NAN when n == 0. */
+double at_quantile(double *x, size_t n, double p);
+/* Least-squares slope of y against x; NAN when n < 2 or x is constant. */
+double at_slope(const double *x, const double *y, size_t n);
+
 /* Finds the lexicon directory used when none is configured: $ATTUNE_LEXICONS, else lexicons/
  * beside the build directory of the running executable (an in-tree build), else the installed
  * data directory (ATTUNE_DATADIR/lexicons). Writes it into out (len bytes). Returns 0, or
