@@ -5,6 +5,12 @@
 BUILD   ?= build
 PREFIX  ?= /usr/local
 DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share/attune
+MANDIR  ?= $(PREFIX)/share/man
+SYSCONFDIR ?= $(PREFIX)/etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 
@@ -46,6 +52,15 @@ all: $(BUILD)/libattune.a $(BUILD)/attune $(BUILD)/attuned $(BENCH_BIN)
 $(BUILD)/%.o: %.c $(BUILD)/config.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Idaemon -I$(BUILD) $(PCRE2_8_CFLAGS) $(JANSSON_CFLAGS) $(CMOCKA_CFLAGS) -c $< -o $@
+
+# The installed commands find the installed lexicons: lib/model.c falls back to
+# ATTUNE_DATADIR/lexicons. A stamp that changes only with DATADIR rebuilds model.o when it does.
+$(BUILD)/lib/model.o: ALL_CFLAGS += -DATTUNE_DATADIR='"$(DATADIR)"'
+$(BUILD)/lib/model.o: $(BUILD)/datadir.stamp
+$(BUILD)/datadir.stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(DATADIR)' | cmp -s - $@ || echo '$(DATADIR)' > $@
+.PHONY: FORCE
 
 $(BUILD)/libattune.a: $(LIB_OBJ)
 	@rm -f $@
@@ -108,11 +123,28 @@ eval: $(BUILD)/attune
 bench: all
 	BUILD=$(BUILD) bench/run.sh
 
+# Paths in the unit file and the man pages are written for /usr/local; install rewrites them.
+# An existing $(SYSCONFDIR)/attune/attuned.ini is the operator's and is never overwritten.
+INSTALL_PATHS = sed -e 's|/usr/local/etc|$(SYSCONFDIR)|g' -e 's|/usr/local|$(PREFIX)|g'
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/attune/lexicons
-	install -m 755 $(BUILD)/attune $(DESTDIR)$(PREFIX)/bin/attune
-	install -m 755 $(BUILD)/attuned $(DESTDIR)$(PREFIX)/bin/attuned
-	cp -R lexicons/. $(DESTDIR)$(PREFIX)/share/attune/lexicons/
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/lexicons $(DESTDIR)$(DATADIR)/schema \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSCONFDIR)/attune \
+	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	install -m 755 $(BUILD)/attune $(DESTDIR)$(BINDIR)/attune
+	install -m 755 $(BUILD)/attuned $(DESTDIR)$(BINDIR)/attuned
+	cp -R lexicons/. $(DESTDIR)$(DATADIR)/lexicons/
+	chmod -R u=rwX,go=rX $(DESTDIR)$(DATADIR)/lexicons
+	install -m 644 schema/*.sql schema/README.md $(DESTDIR)$(DATADIR)/schema/
+	install -m 644 config.example.ini $(DESTDIR)$(DATADIR)/config.example.ini
+	[ -e $(DESTDIR)$(SYSCONFDIR)/attune/attuned.ini ] || \
+	  install -m 644 config.example.ini $(DESTDIR)$(SYSCONFDIR)/attune/attuned.ini
+	$(INSTALL_PATHS) packaging/attuned.service > $(DESTDIR)$(UNITDIR)/attuned.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/attuned.service
+	install -m 644 packaging/attune.sysusers $(DESTDIR)$(SYSUSERSDIR)/attune.conf
+	$(INSTALL_PATHS) packaging/man/attune.1 > $(DESTDIR)$(MANDIR)/man1/attune.1
+	$(INSTALL_PATHS) packaging/man/attuned.8 > $(DESTDIR)$(MANDIR)/man8/attuned.8
+	chmod 644 $(DESTDIR)$(MANDIR)/man1/attune.1 $(DESTDIR)$(MANDIR)/man8/attuned.8
 
 clean:
 	rm -rf build build-asan
