@@ -34,8 +34,10 @@ static const char *const kind_names[] = {"match", "fixed", "block"};
 typedef struct pattern {
     char *id;
     enum pattern_kind kind;
-    at_category category;
-    unsigned speakers; /* bit (1u << at_speaker) */
+    at_category category; /* for a block: the first category it guards */
+    uint32_t block_mask;  /* for a block: bit (1u << cat) of every category it guards */
+    unsigned speakers;    /* bit (1u << at_speaker) */
+    uint8_t groups_mask;  /* prefilter: bits of the literal groups that must all be present */
     pcre2_code *code;
     char *where; /* "file:line", for messages */
 } pattern;
@@ -45,16 +47,24 @@ typedef struct literal {
     char *text; /* lower-case ASCII, >= 3 bytes */
     size_t len;
     uint32_t pattern;
+    unsigned speakers; /* the pattern's, checked before comparing */
+    uint8_t group_bit; /* which of the pattern's required groups this literal belongs to */
 } literal;
 
-enum scope_kind { SCOPE_NEGATOR = 1, SCOPE_HYPOTHETICAL = 2, SCOPE_BREAK = 3 };
-static const char *const scope_names[] = {"", "negated by", "hypothetical", "break"};
-static const char *const scope_kinds[] = {"", "negator", "hypothetical", "break"};
+/* A scope cue is a word or a phrase of up to SCOPE_MAX_WORDS words. A `pass` phrase starts with
+ * a negator but does not negate what follows ("can't believe", "no wonder"): the scan steps
+ * over it. */
+enum scope_kind { SCOPE_NEGATOR = 1, SCOPE_HYPOTHETICAL = 2, SCOPE_BREAK = 3, SCOPE_PASS = 4 };
+static const char *const scope_names[] = {"", "negated by", "hypothetical", "break", "pass"};
+static const char *const scope_kinds[] = {"", "negator", "hypothetical", "break", "pass"};
+#define N_SCOPE_KINDS 4
+#define SCOPE_MAX_WORDS 6
 
 /* Lookup-table entries for word lists (abuse, anger) keep their pattern-id string here. */
 typedef struct wordlist {
-    at__strmap map; /* lower-cased phrase -> value (severity); tag = index into ids */
-    char **ids;     /* "abuse:<canonical>" */
+    at__strmap map;      /* lower-cased phrase -> value (severity); tag = index into ids */
+    at__strmap prefixes; /* the first k words of every longer phrase: worth reading on */
+    char **ids;          /* "abuse:<canonical>" */
     size_t n_ids;
     size_t max_words;
 } wordlist;
@@ -72,10 +82,12 @@ struct at__markers {
      * bucket_start[b+1]). */
     uint32_t *bucket_start;
     uint32_t *order;
+    uint64_t *bucket_bits; /* PREFILTER_SIZE bits: bucket b is not empty (fits in L1) */
     uint32_t *unfiltered; /* patterns with no literal: always run */
     size_t n_unfiltered;
 
-    at__strmap scope; /* word -> tag enum scope_kind */
+    at__strmap scope;        /* word or phrase (single spaces) -> tag enum scope_kind */
+    size_t scope_max_words;  /* longest phrase in scope, in words */
     wordlist abuse;
     wordlist anger;
     double anger_max_valence; /* an anger word fires when its VADER valence is <= this */
@@ -83,6 +95,7 @@ struct at__markers {
 
     /* settings.tsv */
     size_t scope_words;            /* words looked at before a candidate */
+    bool is_quote_gate;            /* candidates inside quotation marks are reported speech */
     double abuse_min_severity;     /* entries below are ignored */
     size_t shout_min_words;        /* all-caps words needed */
     double shout_min_upper_ratio;  /* share of letters upper case */
@@ -93,15 +106,20 @@ struct at__markers {
 };
 
 /* A candidate marker before the gates. */
+#define PATTERN_WORDLIST (-1) /* abuse and anger word lists */
+#define PATTERN_BUILTIN (-2)  /* shouting */
 typedef struct cand {
     at_marker m;
-    int pattern; /* index, or -1 for word lists and built-ins */
+    int pattern; /* index, PATTERN_WORDLIST or PATTERN_BUILTIN */
     enum pattern_kind kind;
 } cand;
 
+#define MAX_QUOTES 16 /* quoted spans remembered per utterance */
+
 struct at__mscratch {
     pcre2_match_data *md;
-    uint32_t *stamp; /* per pattern: generation when it became a candidate */
+    uint32_t *stamp;  /* per pattern: generation when groups was last reset */
+    uint8_t *groups;  /* per pattern: prefilter groups seen in this utterance */
     size_t n_stamp;
     uint32_t generation;
     uint32_t *todo;
@@ -113,6 +131,8 @@ struct at__mscratch {
     at_marker *out;
     size_t cap_out;
     at__buf word;
+    size_t quote_start[MAX_QUOTES], quote_end[MAX_QUOTES]; /* byte offsets of quoted spans */
+    size_t n_quotes;
 };
 
 /* ---- loading --------------------------------------------------------------------------- */
@@ -199,21 +219,29 @@ static int load_file(const char *dir, const char *name, uint64_t *hash, char **d
 /* ---- required literals of a regular expression (for the prefilter) ------------------------
  *
  * A small recursive-descent reading of the PCRE2 syntax our pattern files use. For each node it
- * computes a "requirement": a set of lower-case strings of which every match contains at least
- * one, or "unknown". Sequences take their best mandatory element (the one whose shortest string
- * is longest); alternations take the union; optional elements and anything not understood give
- * "unknown", which is always safe.
+ * computes its requirements: up to MAX_GROUPS groups, each a set of lower-case strings of which
+ * every match contains at least one. A pattern runs only when every group has a string in the
+ * text. Sequences keep their best mandatory elements (literal runs and groups: the sets whose
+ * shortest string, spaces aside, is longest); alternations take the union of each branch's best
+ * set; optional elements, lookarounds and anything not understood require nothing, which is
+ * always safe.
  */
 
-#define REQ_MAX 64 /* alternatives kept before giving up */
-#define LIT_MAX 64
+#define REQ_MAX 96    /* strings in one set before giving up on it */
+#define LIT_MAX 40    /* longest literal kept, bytes */
+#define MAX_GROUPS 3  /* sets that must all be present */
+#define REQ_MIN_QUALITY 3 /* a set is useful when each string has >= 3 non-space bytes */
 
 typedef struct req {
-    bool known;
     size_t n;
     char s[REQ_MAX][LIT_MAX];
     size_t len[REQ_MAX];
 } req;
+
+typedef struct reqs {
+    size_t n; /* groups, best first */
+    req g[MAX_GROUPS];
+} reqs;
 
 typedef struct rparser {
     const char *p;
@@ -221,28 +249,59 @@ typedef struct rparser {
     bool failed;
 } rparser;
 
-static size_t req_min_len(const req *r)
+/* The shortest string of the set, not counting spaces at either end. */
+static size_t req_quality(const req *r)
 {
     size_t m = SIZE_MAX;
-    for (size_t i = 0; i < r->n; i++)
-        if (r->len[i] < m)
-            m = r->len[i];
+    for (size_t i = 0; i < r->n; i++) {
+        const char *a = r->s[i], *b = r->s[i] + r->len[i];
+        while (a < b && *a == ' ')
+            a++;
+        while (b > a && b[-1] == ' ')
+            b--;
+        if ((size_t)(b - a) < m)
+            m = (size_t)(b - a);
+    }
     return r->n ? m : 0;
 }
 
-/* Better means: known, every string >= 3 bytes, the shortest string longest, fewest strings. */
-static bool req_better(const req *a, const req *b)
+static bool req_same(const req *a, const req *b)
 {
-    if (!a->known || req_min_len(a) < 3)
+    if (a->n != b->n)
         return false;
-    if (!b->known || req_min_len(b) < 3)
-        return true;
-    if (req_min_len(a) != req_min_len(b))
-        return req_min_len(a) > req_min_len(b);
-    return a->n < b->n;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->len[i] != b->len[i] || memcmp(a->s[i], b->s[i], a->len[i]) != 0)
+            return false;
+    return true;
 }
 
-static void parse_alt(rparser *rp, req *out);
+/* Adds a group to rs in order (highest quality first, then fewest strings), keeping the best
+ * MAX_GROUPS; groups below REQ_MIN_QUALITY are useless and dropped. */
+static void reqs_add(reqs *rs, const req *r)
+{
+    size_t q = req_quality(r);
+    if (q < REQ_MIN_QUALITY)
+        return;
+    for (size_t i = 0; i < rs->n; i++)
+        if (req_same(&rs->g[i], r))
+            return;
+    size_t at = 0;
+    while (at < rs->n) {
+        size_t qa = req_quality(&rs->g[at]);
+        if (q > qa || (q == qa && r->n < rs->g[at].n))
+            break;
+        at++;
+    }
+    if (at >= MAX_GROUPS)
+        return;
+    size_t last = rs->n < MAX_GROUPS ? rs->n : MAX_GROUPS - 1;
+    memmove(&rs->g[at + 1], &rs->g[at], (last - at) * sizeof *rs->g);
+    rs->g[at] = *r;
+    if (rs->n < MAX_GROUPS)
+        rs->n++;
+}
+
+static void parse_alt(rparser *rp, reqs *out);
 
 /* Skips a quantifier at rp->p; returns true when it makes the element optional. Sets *repeats
  * when it allows more than one occurrence. */
@@ -285,9 +344,8 @@ static bool parse_quant(rparser *rp, bool *repeats)
 }
 
 /* Parses one atom. Sets *lit to the literal character it denotes (lower-cased), or -1. */
-static void parse_atom(rparser *rp, req *out, int *lit)
+static void parse_atom(rparser *rp, reqs *out, int *lit)
 {
-    out->known = false;
     out->n = 0;
     *lit = -1;
     char c = *rp->p++;
@@ -315,30 +373,19 @@ static void parse_atom(rparser *rp, req *out, int *lit)
                     rp->p++;
                 if (rp->p < rp->end && *rp->p == ')') {
                     rp->p++;
-                    out->known = true; /* matches the empty string: a requirement of "" */
-                    out->n = 1;
-                    out->s[0][0] = '\0';
-                    out->len[0] = 0;
-                    return;
+                    return; /* matches the empty string */
                 }
                 if (rp->p < rp->end)
                     rp->p++;
             }
         }
-        req inner;
-        parse_alt(rp, &inner);
+        parse_alt(rp, out);
         if (rp->p < rp->end && *rp->p == ')')
             rp->p++;
         else
             rp->failed = true;
-        if (capture_like)
-            *out = inner;
-        else {
-            out->known = true; /* zero-width: requires nothing, contributes "" */
-            out->n = 1;
-            out->s[0][0] = '\0';
-            out->len[0] = 0;
-        }
+        if (!capture_like)
+            out->n = 0; /* a lookaround asserts without consuming */
         return;
     }
     if (c == '[') {
@@ -367,22 +414,37 @@ static void parse_atom(rparser *rp, req *out, int *lit)
             return;
         }
         char e = *rp->p++;
-        if (e == 'b' || e == 'B' || e == 'A' || e == 'z' || e == 'Z' || e == 'G') {
-            out->known = true; /* an assertion: consumes nothing */
-            out->n = 1;
-            out->s[0][0] = '\0';
-            out->len[0] = 0;
-            return;
-        }
+        if (e == 'b' || e == 'B' || e == 'A' || e == 'z' || e == 'Z' || e == 'G')
+            return; /* an assertion: consumes nothing */
         if (e == 'p' || e == 'P' || e == 'x' || e == 'o' || e == 'g' || e == 'k' || e == 'N') {
-            if (rp->p < rp->end && *rp->p == '{') {
-                while (rp->p < rp->end && *rp->p != '}')
+            /* Skip the argument: {..}, <name>, 'name' or (for \g) a number. */
+            char close = 0;
+            if (rp->p < rp->end && *rp->p == '{')
+                close = '}';
+            else if (rp->p < rp->end && (e == 'k' || e == 'g') && *rp->p == '<')
+                close = '>';
+            else if (rp->p < rp->end && (e == 'k' || e == 'g') && *rp->p == '\'')
+                close = '\'';
+            if (close) {
+                rp->p++;
+                while (rp->p < rp->end && *rp->p != close)
                     rp->p++;
                 if (rp->p < rp->end)
                     rp->p++;
             } else if (e == 'p' || e == 'P') {
                 rp->p++;
+            } else if (e == 'g') {
+                if (rp->p < rp->end && (*rp->p == '-' || *rp->p == '+'))
+                    rp->p++;
+                while (rp->p < rp->end && isdigit((unsigned char)*rp->p))
+                    rp->p++;
             }
+            return;
+        }
+        if (isdigit((unsigned char)e)) {
+            /* A back reference (\1): matches text, but not a known literal. */
+            while (rp->p < rp->end && isdigit((unsigned char)*rp->p))
+                rp->p++;
             return;
         }
         if (e == 'Q') {
@@ -395,15 +457,8 @@ static void parse_atom(rparser *rp, req *out, int *lit)
         }
         return; /* \s \w \d and friends: not literal */
     }
-    if (c == '.' || c == '^' || c == '$') {
-        if (c != '.') {
-            out->known = true;
-            out->n = 1;
-            out->s[0][0] = '\0';
-            out->len[0] = 0;
-        }
+    if (c == '.' || c == '^' || c == '$')
         return;
-    }
     if ((unsigned char)c >= 0x80) {
         /* Non-ASCII: caseless UTF matching may fold it; not a prefilter literal. */
         while (rp->p < rp->end && ((unsigned char)*rp->p & 0xC0) == 0x80)
@@ -414,10 +469,9 @@ static void parse_atom(rparser *rp, req *out, int *lit)
 }
 
 /* Cross product of the running literal with a set is not attempted; a literal run simply
- * becomes one candidate requirement of the sequence. */
+ * becomes one candidate group of the sequence. */
 static void req_single(req *r, const char *s, size_t len)
 {
-    r->known = true;
     r->n = 1;
     if (len >= LIT_MAX)
         len = LIT_MAX - 1;
@@ -426,18 +480,22 @@ static void req_single(req *r, const char *s, size_t len)
     r->len[0] = len;
 }
 
-static void parse_seq(rparser *rp, req *best)
+static void parse_seq(rparser *rp, reqs *out)
 {
-    best->known = false;
-    best->n = 0;
+    out->n = 0;
     char run[LIT_MAX];
     size_t run_len = 0;
-    req cur;
+    reqs *cur = malloc(sizeof *cur);
+    req *r = malloc(sizeof *r);
+    if (!cur || !r) {
+        rp->failed = true; /* out of memory: the pattern simply goes unfiltered */
+        goto done;
+    }
     while (rp->p < rp->end && *rp->p != '|' && *rp->p != ')') {
         int lit;
-        parse_atom(rp, &cur, &lit);
+        parse_atom(rp, cur, &lit);
         if (rp->failed)
-            return;
+            goto done;
         bool repeats;
         bool optional = parse_quant(rp, &repeats);
         if (lit >= 0 && !optional && !repeats) {
@@ -449,53 +507,64 @@ static void parse_seq(rparser *rp, req *best)
         if (lit >= 0 && !optional && run_len + 1 < LIT_MAX)
             run[run_len++] = (char)lit;
         if (run_len) {
-            req r;
-            req_single(&r, run, run_len);
-            if (req_better(&r, best))
-                *best = r;
+            req_single(r, run, run_len);
+            reqs_add(out, r);
             run_len = 0;
         }
         /* Zero-width atoms (assertions, lookarounds) do not break a literal run in the text,
          * but treating them as breaks is only conservative. */
-        if (!optional && cur.known && req_better(&cur, best))
-            *best = cur;
+        if (!optional)
+            for (size_t i = 0; i < cur->n; i++)
+                reqs_add(out, &cur->g[i]);
     }
     if (run_len) {
-        req r;
-        req_single(&r, run, run_len);
-        if (req_better(&r, best))
-            *best = r;
+        req_single(r, run, run_len);
+        reqs_add(out, r);
     }
+done:
+    free(cur);
+    free(r);
 }
 
-static void parse_alt(rparser *rp, req *out)
+/* An alternation requires the union of its branches' best groups: every match goes through one
+ * branch, which contains one string of that branch's best group. */
+static void parse_alt(rparser *rp, reqs *out)
 {
-    req branch;
     parse_seq(rp, out);
-    bool ok = out->known && req_min_len(out) >= 3;
-    while (rp->p < rp->end && *rp->p == '|') {
+    if (rp->p >= rp->end || *rp->p != '|')
+        return;
+    reqs *branch = malloc(sizeof *branch);
+    req *u = malloc(sizeof *u);
+    bool ok = branch && u && out->n > 0;
+    if (!branch || !u)
+        rp->failed = true;
+    if (ok)
+        *u = out->g[0];
+    while (!rp->failed && rp->p < rp->end && *rp->p == '|') {
         rp->p++;
-        parse_seq(rp, &branch);
+        parse_seq(rp, branch);
         if (rp->failed)
-            return;
-        if (!ok || !branch.known || req_min_len(&branch) < 3 || out->n + branch.n > REQ_MAX) {
+            break;
+        if (!ok || branch->n == 0 || u->n + branch->g[0].n > REQ_MAX) {
             ok = false;
             continue;
         }
-        for (size_t i = 0; i < branch.n; i++) {
-            memcpy(out->s[out->n], branch.s[i], LIT_MAX);
-            out->len[out->n++] = branch.len[i];
+        for (size_t i = 0; i < branch->g[0].n; i++) {
+            memcpy(u->s[u->n], branch->g[0].s[i], LIT_MAX);
+            u->len[u->n++] = branch->g[0].len[i];
         }
     }
-    if (!ok) {
-        out->known = false;
-        out->n = 0;
-    }
+    out->n = 0;
+    if (ok && !rp->failed)
+        reqs_add(out, u);
+    free(branch);
+    free(u);
 }
 
 /* ---- building -------------------------------------------------------------------------- */
 
-static int add_literal(at__markers *m, size_t *cap, const char *s, size_t len, uint32_t pat)
+static int add_literal(at__markers *m, size_t *cap, const char *s, size_t len, uint32_t pat,
+                       unsigned group)
 {
     if (m->n_literals == *cap) {
         size_t n = *cap ? *cap * 2 : 256;
@@ -511,6 +580,8 @@ static int add_literal(at__markers *m, size_t *cap, const char *s, size_t len, u
         return AT_ENOMEM;
     l->len = len;
     l->pattern = pat;
+    l->speakers = m->patterns[pat].speakers;
+    l->group_bit = (uint8_t)(1u << group);
     m->n_literals++;
     return 0;
 }
@@ -533,22 +604,37 @@ static int build_prefilter(at__markers *m)
         const char *src = strchr(m->patterns[i].where, '\n') + 1; /* see load_patterns */
         size_t len = strlen(src);
         rparser rp = {src, src + len, false};
-        req r;
-        parse_alt(&rp, &r);
-        if (rp.failed || rp.p != rp.end || !r.known || req_min_len(&r) < 3) {
+        reqs *r = malloc(sizeof *r);
+        if (!r)
+            return AT_ENOMEM;
+        parse_alt(&rp, r);
+        if (rp.failed || rp.p != rp.end || r->n == 0) {
             m->unfiltered[m->n_unfiltered++] = (uint32_t)i;
+            free(r);
             continue;
         }
-        for (size_t j = 0; j < r.n; j++)
-            if (add_literal(m, &cap, r.s[j], r.len[j], (uint32_t)i))
-                return AT_ENOMEM;
+        m->patterns[i].groups_mask = (uint8_t)((1u << r->n) - 1);
+        for (size_t g = 0; g < r->n; g++)
+            for (size_t j = 0; j < r->g[g].n; j++)
+                if (add_literal(m, &cap, r->g[g].s[j], r->g[g].len[j], (uint32_t)i,
+                                (unsigned)g)) {
+                    free(r);
+                    return AT_ENOMEM;
+                }
+        free(r);
     }
     m->bucket_start = calloc(PREFILTER_SIZE + 1, sizeof *m->bucket_start);
     m->order = malloc((m->n_literals + 1) * sizeof *m->order);
     if (!m->bucket_start || !m->order)
         return AT_ENOMEM;
-    for (size_t i = 0; i < m->n_literals; i++)
-        m->bucket_start[tri_key(m->literals[i].text) + 1]++;
+    m->bucket_bits = calloc(PREFILTER_SIZE / 64, sizeof *m->bucket_bits);
+    if (!m->bucket_bits)
+        return AT_ENOMEM;
+    for (size_t i = 0; i < m->n_literals; i++) {
+        uint32_t k = tri_key(m->literals[i].text);
+        m->bucket_start[k + 1]++;
+        m->bucket_bits[k >> 6] |= (uint64_t)1 << (k & 63);
+    }
     for (size_t b = 0; b < PREFILTER_SIZE; b++)
         m->bucket_start[b + 1] += m->bucket_start[b];
     uint32_t *fill = malloc(PREFILTER_SIZE * sizeof *fill);
@@ -584,6 +670,28 @@ static int parse_speakers(const char *s, at_category cat, unsigned *out)
     return 0;
 }
 
+static int compile_regex(const char *src, const char *path, int line_no, const char *id,
+                         pcre2_code **out, char *err, size_t err_len)
+{
+    int ecode;
+    PCRE2_SIZE eoff;
+    pcre2_code *code = pcre2_compile((PCRE2_SPTR)src, PCRE2_ZERO_TERMINATED,
+                                     PCRE2_CASELESS | PCRE2_UTF | PCRE2_UCP |
+                                         PCRE2_MATCH_INVALID_UTF,
+                                     &ecode, &eoff, NULL);
+    if (!code) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(ecode, msg, sizeof msg);
+        at__errf(err, err_len, "%s:%d: pattern %s does not compile at offset %zu: %s", path,
+                 line_no, id, (size_t)eoff, (char *)msg);
+        return AT_ESYNTAX;
+    }
+    /* JIT is an optimisation: a platform without it still matches, only slower. */
+    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+    *out = code;
+    return 0;
+}
+
 static int load_patterns(at__markers *m, const char *dir, const char *name, at_family family,
                          uint64_t *hash, at__strmap *ids, size_t *cap, char *err,
                          size_t err_len)
@@ -614,12 +722,27 @@ static int load_patterns(at__markers *m, const char *dir, const char *name, at_f
             rc = AT_ESYNTAX;
             goto fail;
         }
-        at_category cat;
-        if (at_category_parse(f[2], strlen(f[2]), &cat) || at_category_family(cat) != family) {
-            at__errf(err, err_len, "%s:%d: \"%s\" is not a %s category", path, it.line_no, f[2],
-                     at_family_name(family));
-            rc = AT_ESYNTAX;
-            goto fail;
+        /* A block may guard several categories of its family: "acknowledgement,apology". */
+        at_category cat = AT_N_CATEGORIES;
+        uint32_t block_mask = 0;
+        for (const char *c = f[2];;) {
+            const char *comma = strchr(c, ',');
+            size_t n = comma ? (size_t)(comma - c) : strlen(c);
+            at_category one;
+            if (at_category_parse(c, n, &one) || at_category_family(one) != family ||
+                (comma && kind != KIND_BLOCK)) {
+                at__errf(err, err_len, "%s:%d: \"%s\" is not a %s category%s", path, it.line_no,
+                         f[2], at_family_name(family),
+                         comma && kind != KIND_BLOCK ? " (only a block may list several)" : "");
+                rc = AT_ESYNTAX;
+                goto fail;
+            }
+            if (cat == AT_N_CATEGORIES)
+                cat = one;
+            block_mask |= 1u << one;
+            if (!comma)
+                break;
+            c = comma + 1;
         }
         unsigned speakers;
         int src = parse_speakers(f[3], cat, &speakers);
@@ -636,22 +759,14 @@ static int load_patterns(at__markers *m, const char *dir, const char *name, at_f
             rc = AT_ESYNTAX;
             goto fail;
         }
-        int ecode;
-        PCRE2_SIZE eoff;
-        pcre2_code *code = pcre2_compile((PCRE2_SPTR)f[4], PCRE2_ZERO_TERMINATED,
-                                         PCRE2_CASELESS | PCRE2_UTF | PCRE2_UCP |
-                                             PCRE2_MATCH_INVALID_UTF,
-                                         &ecode, &eoff, NULL);
-        if (!code) {
-            PCRE2_UCHAR msg[256];
-            pcre2_get_error_message(ecode, msg, sizeof msg);
-            at__errf(err, err_len, "%s:%d: pattern %s does not compile at offset %zu: %s", path,
-                     it.line_no, f[0], (size_t)eoff, (char *)msg);
-            rc = AT_ESYNTAX;
-            goto fail;
+        /* "@id" reuses the expression of another pattern (of any file); it is compiled once
+         * every file is loaded, by resolve_refs. */
+        pcre2_code *code = NULL;
+        if (f[4][0] != '@') {
+            rc = compile_regex(f[4], path, it.line_no, f[0], &code, err, err_len);
+            if (rc)
+                goto fail;
         }
-        /* JIT is an optimisation: a platform without it still matches, only slower. */
-        pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
         if (m->n_patterns == *cap) {
             size_t n = *cap ? *cap * 2 : 64;
             pattern *p = realloc(m->patterns, n * sizeof *p);
@@ -668,6 +783,7 @@ static int load_patterns(at__markers *m, const char *dir, const char *name, at_f
         p->code = code;
         p->kind = (enum pattern_kind)kind;
         p->category = cat;
+        p->block_mask = kind == KIND_BLOCK ? block_mask : 0;
         p->speakers = speakers;
         p->id = strdup(f[0]);
         /* "file:line\nregex": the regex is kept for the prefilter analysis. */
@@ -679,7 +795,7 @@ static int load_patterns(at__markers *m, const char *dir, const char *name, at_f
             goto fail;
         }
         snprintf(p->where, wlen, "%s:%d\n%s", name, it.line_no, f[4]);
-        if (at__strmap_put(ids, p->id, strlen(p->id), 0, 0)) {
+        if (at__strmap_put(ids, p->id, strlen(p->id), 0, (int)(m->n_patterns - 1))) {
             rc = AT_ENOMEM;
             goto fail;
         }
@@ -709,18 +825,34 @@ static int load_scope(at__markers *m, const char *dir, uint64_t *hash, char *err
             goto fail;
         }
         int kind = 0;
-        for (int k = 1; k <= 3; k++)
+        for (int k = 1; k <= N_SCOPE_KINDS; k++)
             if (strcmp(f[0], scope_kinds[k]) == 0)
                 kind = k;
         if (!kind) {
-            at__errf(err, err_len, "%s:%d: unknown kind \"%s\" (negator, hypothetical or break)",
-                     path, it.line_no, f[0]);
+            at__errf(err, err_len,
+                     "%s:%d: unknown kind \"%s\" (negator, hypothetical, break or pass)", path,
+                     it.line_no, f[0]);
             rc = AT_ESYNTAX;
             goto fail;
         }
-        for (char *c = f[1]; *c; c++)
-            *c = (char)tolower((unsigned char)*c);
-        if (at__strmap_put(&m->scope, f[1], strlen(f[1]), 0, kind)) {
+        /* Phrases are stored with single spaces; the scan reads the text the same way. */
+        size_t words = 1, n = 0;
+        bool is_valid = *f[1] && *f[1] != ' ';
+        for (char *c = f[1]; *c; c++) {
+            if (*c == ' ' && (c[1] == ' ' || c[1] == '\0'))
+                is_valid = false;
+            words += *c == ' ';
+            f[1][n++] = (char)tolower((unsigned char)*c);
+        }
+        if (!is_valid || words > SCOPE_MAX_WORDS || (kind == SCOPE_PASS && words < 2)) {
+            at__errf(err, err_len, "%s:%d: \"%s\": a cue is 1 to %d words separated by single "
+                     "spaces (a pass cue at least 2)", path, it.line_no, f[1], SCOPE_MAX_WORDS);
+            rc = AT_ESYNTAX;
+            goto fail;
+        }
+        if (words > m->scope_max_words)
+            m->scope_max_words = words;
+        if (at__strmap_put(&m->scope, f[1], n, 0, kind)) {
             rc = AT_ENOMEM;
             goto fail;
         }
@@ -735,6 +867,7 @@ fail:
 static void wordlist_fini(wordlist *w)
 {
     at__strmap_fini(&w->map);
+    at__strmap_fini(&w->prefixes);
     for (size_t i = 0; i < w->n_ids; i++)
         free(w->ids[i]);
     free(w->ids);
@@ -798,6 +931,11 @@ static int load_wordlist(wordlist *w, const char *dir, const char *name, const c
             rc = AT_ENOMEM;
             goto fail;
         }
+        for (char *c = f[0]; *c; c++)
+            if (*c == ' ' && at__strmap_put(&w->prefixes, f[0], (size_t)(c - f[0]), 0, 0)) {
+                rc = AT_ENOMEM;
+                goto fail;
+            }
         w->n_ids++;
     }
     free(data);
@@ -823,6 +961,7 @@ static int load_settings(at__markers *m, const char *dir, uint64_t *hash, char *
         return rc;
     /* Defaults, overridden by the file. */
     m->scope_words = 4;
+    m->is_quote_gate = true;
     m->abuse_min_severity = 1.0;
     m->shout_min_words = 3;
     m->shout_min_upper_ratio = 0.6;
@@ -849,6 +988,8 @@ static int load_settings(at__markers *m, const char *dir, uint64_t *hash, char *
         if (strcmp(f[0], "scope_words") == 0) {
             lo = 0, hi = 20;
             m->scope_words = (size_t)v;
+        } else if (strcmp(f[0], "quoted_speech") == 0) {
+            m->is_quote_gate = v != 0;
         } else if (strcmp(f[0], "abuse_min_severity") == 0) {
             lo = 0, hi = 3;
             m->abuse_min_severity = v;
@@ -891,6 +1032,39 @@ fail:
     return rc;
 }
 
+/* Compiles the "@id" patterns with the expression of the pattern they name. */
+static int resolve_refs(at__markers *m, const char *dir, const at__strmap *ids, char *err,
+                        size_t err_len)
+{
+    for (size_t i = 0; i < m->n_patterns; i++) {
+        pattern *p = &m->patterns[i];
+        if (p->code)
+            continue;
+        char *nl = strchr(p->where, '\n');
+        const char *ref = nl + 2; /* after "\n@" */
+        const at__strmap_entry *e = at__strmap_get(ids, ref, strlen(ref));
+        const pattern *target = e ? &m->patterns[e->tag] : NULL;
+        if (!target || !target->code) {
+            at__errf(err, err_len, "%s/markers/%.*s: pattern %s: \"@%s\" names no pattern with "
+                     "an expression of its own", dir, (int)(nl - p->where), p->where, p->id,
+                     ref);
+            return AT_ESYNTAX;
+        }
+        const char *src = strchr(target->where, '\n') + 1;
+        size_t wlen = (size_t)(nl - p->where) + strlen(src) + 2;
+        char *where = malloc(wlen);
+        if (!where)
+            return AT_ENOMEM;
+        snprintf(where, wlen, "%.*s\n%s", (int)(nl - p->where), p->where, src);
+        free(p->where);
+        p->where = where;
+        int rc = compile_regex(src, p->where, 0, p->id, &p->code, err, err_len);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int at__markers_new(const char *dir, const at__vader *vader, uint64_t *hash, at__markers **out,
                     char *err, size_t err_len)
 {
@@ -902,7 +1076,9 @@ int at__markers_new(const char *dir, const at__vader *vader, uint64_t *hash, at_
     m->vader = vader;
     at__strmap_init(&m->scope);
     at__strmap_init(&m->abuse.map);
+    at__strmap_init(&m->abuse.prefixes);
     at__strmap_init(&m->anger.map);
+    at__strmap_init(&m->anger.prefixes);
     at__strmap ids;
     at__strmap_init(&ids);
     size_t cap = 0;
@@ -914,6 +1090,9 @@ int at__markers_new(const char *dir, const at__vader *vader, uint64_t *hash, at_
         if (rc)
             goto fail;
     }
+    rc = resolve_refs(m, dir, &ids, err, err_len);
+    if (rc)
+        goto fail;
     rc = load_scope(m, dir, hash, err, err_len);
     if (rc)
         goto fail;
@@ -958,6 +1137,7 @@ void at__markers_free(at__markers *m)
         free(m->literals[i].text);
     free(m->literals);
     free(m->bucket_start);
+    free(m->bucket_bits);
     free(m->order);
     free(m->unfiltered);
     at__strmap_fini(&m->scope);
@@ -997,6 +1177,7 @@ void at__mscratch_free(at__mscratch *s)
         return;
     pcre2_match_data_free(s->md);
     free(s->stamp);
+    free(s->groups);
     free(s->todo);
     free(s->lower);
     free(s->cands);
@@ -1033,40 +1214,107 @@ static bool is_word_byte(unsigned char c)
     return isalnum(c) || c == '\'' || c >= 0x80;
 }
 
-/* Reads the word that ends at text[end) backwards, lower-cased into s->word, with the
- * typographic apostrophe folded to '. Returns its start. */
-static size_t word_before(at__mscratch *s, const char *text, size_t end)
+/* Reads up to max words forward from text[start), lower-cased with the typographic apostrophe
+ * folded, joined by single spaces, into s->word; records in ends[k] the byte length of s->word
+ * after k + 1 words. Words must be separated by spaces only: punctuation ends the phrase.
+ * Returns the number of words read. */
+static size_t words_after(at__mscratch *s, const char *text, size_t len, size_t start,
+                          size_t max, size_t *ends, size_t *text_ends)
 {
-    size_t start = end;
-    while (start > 0 && is_word_byte((unsigned char)text[start - 1]))
-        start--;
+    size_t n = 0, i = start;
     s->word.len = 0;
-    for (size_t i = start; i < end; i++) {
-        unsigned char c = (unsigned char)text[i];
-        if (c == 0xE2 && i + 2 < end && (unsigned char)text[i + 1] == 0x80 &&
-            (unsigned char)text[i + 2] == 0x99) {
-            at__buf_append(&s->word, "'", 1);
-            i += 2;
-            continue;
+    while (n < max && i < len && is_word_byte((unsigned char)text[i])) {
+        if (n)
+            at__buf_append(&s->word, " ", 1);
+        while (i < len && is_word_byte((unsigned char)text[i])) {
+            unsigned char c = (unsigned char)text[i];
+            if (c == 0xE2 && i + 2 < len && (unsigned char)text[i + 1] == 0x80 &&
+                (unsigned char)text[i + 2] == 0x99) {
+                at__buf_append(&s->word, "'", 1);
+                i += 3;
+                continue;
+            }
+            char lc = (char)tolower(c);
+            at__buf_append(&s->word, &lc, 1);
+            i++;
         }
-        char lc = (char)tolower(c);
-        at__buf_append(&s->word, &lc, 1);
+        text_ends[n] = i;
+        ends[n++] = s->word.len;
+        if (i >= len || text[i] != ' ')
+            break;
+        while (i < len && text[i] == ' ')
+            i++;
     }
-    return start;
+    return n;
+}
+
+/* The scope cue (word or phrase) that starts at text[wstart), longest first; 0 when none. Sets
+ * *cue_end to the end of the cue in text. */
+static int scope_cue_at(const at__markers *m, at__mscratch *s, const char *text, size_t len,
+                        size_t wstart, size_t *cue_end)
+{
+    size_t ends[SCOPE_MAX_WORDS], text_ends[SCOPE_MAX_WORDS];
+    size_t n = words_after(s, text, len, wstart, m->scope_max_words, ends, text_ends);
+    if (!n || !s->word.data)
+        return 0;
+    for (size_t k = n; k > 0; k--) {
+        const at__strmap_entry *e = at__strmap_get(&m->scope, s->word.data, ends[k - 1]);
+        if (e) {
+            *cue_end = text_ends[k - 1];
+            return e->tag;
+        }
+    }
+    /* Any other word ending in "n't" negates. */
+    if (ends[0] >= 3 && memcmp(s->word.data + ends[0] - 3, "n't", 3) == 0) {
+        *cue_end = text_ends[0];
+        return SCOPE_NEGATOR;
+    }
+    return 0;
+}
+
+/* The word just before text[pos) when only spaces separate them: is it a hypothetical cue? */
+static bool hypothetical_before(const at__markers *m, at__mscratch *s, const char *text,
+                                size_t len, size_t pos, size_t *cue_start, size_t *cue_end)
+{
+    while (pos > 0 && text[pos - 1] == ' ')
+        pos--;
+    if (pos == 0 || !is_word_byte((unsigned char)text[pos - 1]))
+        return false;
+    size_t wstart = pos;
+    while (wstart > 0 && is_word_byte((unsigned char)text[wstart - 1]))
+        wstart--;
+    size_t end;
+    if (scope_cue_at(m, s, text, len, wstart, &end) != SCOPE_HYPOTHETICAL)
+        return false;
+    *cue_start = wstart;
+    *cue_end = end;
+    return true;
 }
 
 /* The scope gate: looks at up to scope_words words before start, within its clause. Returns
- * 0 when the candidate stands, or SCOPE_NEGATOR / SCOPE_HYPOTHETICAL with the cue's span. */
-static int scope_check(const at__markers *m, at__mscratch *s, const char *text, size_t start,
-                       size_t *cue_start, size_t *cue_end)
+ * 0 when the candidate stands, or SCOPE_NEGATOR / SCOPE_HYPOTHETICAL with the cue's span. A cue
+ * is recognised at the word where it begins, so a phrase ("no need to") is found once the scan
+ * reaches its first word; a pass phrase ("can't believe") is stepped over.
+ *
+ * A break word (a conjunction or a subject pronoun) starts a new clause, and so does a candidate
+ * that itself begins with one ("I'm leaving" in "if it's not sorted I'm leaving"): negators
+ * before it belong to another clause. A hypothetical cue right before the break word still
+ * governs the clause it opens ("if I cancel", "unless we switch"). */
+static int scope_check(const at__markers *m, at__mscratch *s, const char *text, size_t len,
+                       size_t start, size_t *cue_start, size_t *cue_end)
 {
+    size_t end;
+    if (scope_cue_at(m, s, text, len, start, &end) == SCOPE_BREAK)
+        return hypothetical_before(m, s, text, len, start, cue_start, cue_end)
+                   ? SCOPE_HYPOTHETICAL
+                   : 0;
     size_t pos = start;
     for (size_t n = 0; n < m->scope_words;) {
         /* Skip spaces and other non-word bytes; clause punctuation ends the scope. */
         while (pos > 0 && !is_word_byte((unsigned char)text[pos - 1])) {
             char c = text[pos - 1];
             if (c == '.' || c == '!' || c == '?' || c == ';' || c == ':' || c == ',' ||
-                c == '\n' || c == '(' || c == ')')
+                c == '\n' || c == '(' || c == ')' || c == '"')
                 return 0;
             if (c == '-' && pos >= 2 && text[pos - 2] == ' ')
                 return 0; /* a dash between words */
@@ -1074,18 +1322,15 @@ static int scope_check(const at__markers *m, at__mscratch *s, const char *text, 
         }
         if (pos == 0)
             return 0;
-        size_t end = pos;
-        size_t wstart = word_before(s, text, end);
-        if (!s->word.len || !s->word.data)
-            return 0;
-        const at__strmap_entry *e = at__strmap_get(&m->scope, s->word.data, s->word.len);
-        int kind = e ? e->tag : 0;
-        if (!kind && s->word.len >= 3 &&
-            memcmp(s->word.data + s->word.len - 3, "n't", 3) == 0)
-            kind = SCOPE_NEGATOR;
+        size_t wstart = pos;
+        while (wstart > 0 && is_word_byte((unsigned char)text[wstart - 1]))
+            wstart--;
+        int kind = scope_cue_at(m, s, text, len, wstart, &end);
         if (kind == SCOPE_BREAK)
-            return 0;
-        if (kind) {
+            return hypothetical_before(m, s, text, len, wstart, cue_start, cue_end)
+                       ? SCOPE_HYPOTHETICAL
+                       : 0;
+        if (kind == SCOPE_NEGATOR || kind == SCOPE_HYPOTHETICAL) {
             *cue_start = wstart;
             *cue_end = end;
             return kind;
@@ -1094,6 +1339,65 @@ static int scope_check(const at__markers *m, at__mscratch *s, const char *text, 
         n++;
     }
     return 0;
+}
+
+/* Quoted spans: text between a pair of straight double quotes, between curly double quotes,
+ * or between single quotes (straight or curly) used as quotation marks rather than apostrophes:
+ * an opening one follows a non-word byte and precedes a word, a closing one follows a word and
+ * precedes a non-word byte. A candidate inside a quoted span is reported speech. */
+static bool is_alnum_at(const char *text, size_t len, size_t i)
+{
+    return i < len && (isalnum((unsigned char)text[i]) || (unsigned char)text[i] >= 0x80);
+}
+
+static void find_quotes(at__mscratch *s, const char *text, size_t len)
+{
+    s->n_quotes = 0;
+    size_t open_double = SIZE_MAX, open_single = SIZE_MAX;
+    for (size_t i = 0; i < len && s->n_quotes < MAX_QUOTES; i++) {
+        unsigned char c = (unsigned char)text[i];
+        int kind = 0; /* 1 double opens or closes, 2 double opens, 3 double closes, 4 single */
+        size_t width = 1;
+        if (c == '"') {
+            kind = 1;
+        } else if (c == '\'') {
+            kind = 4;
+        } else if (c == 0xE2 && i + 2 < len && (unsigned char)text[i + 1] == 0x80) {
+            unsigned char d = (unsigned char)text[i + 2];
+            width = 3;
+            kind = d == 0x9C ? 2 : d == 0x9D ? 3 : (d == 0x98 || d == 0x99) ? 4 : 0;
+        }
+        if (!kind)
+            continue;
+        if (kind <= 3) {
+            if (open_double == SIZE_MAX && kind != 3) {
+                open_double = i + width;
+            } else if (open_double != SIZE_MAX && kind != 2) {
+                s->quote_start[s->n_quotes] = open_double;
+                s->quote_end[s->n_quotes++] = i;
+                open_double = SIZE_MAX;
+            }
+        } else {
+            bool after_word = i > 0 && is_alnum_at(text, len, i - 1);
+            bool before_word = is_alnum_at(text, len, i + width);
+            if (!after_word && before_word && open_single == SIZE_MAX) {
+                open_single = i + width;
+            } else if (!before_word && open_single != SIZE_MAX && i > open_single) {
+                s->quote_start[s->n_quotes] = open_single;
+                s->quote_end[s->n_quotes++] = i;
+                open_single = SIZE_MAX;
+            }
+        }
+        i += width - 1;
+    }
+}
+
+static bool is_quoted(const at__mscratch *s, size_t start, size_t end)
+{
+    for (size_t i = 0; i < s->n_quotes; i++)
+        if (s->quote_start[i] <= start && end <= s->quote_end[i])
+            return true;
+    return false;
 }
 
 static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const char *text,
@@ -1157,7 +1461,8 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
                 best = e;
                 best_end = end;
             }
-            if (j >= len || lower[j] != ' ')
+            if (j >= len || lower[j] != ' ' || words == w->max_words ||
+                !at__strmap_get(&w->prefixes, lower + start, end - start))
                 break;
             j++;
         }
@@ -1169,7 +1474,7 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
                         v <= m->anger_max_valence;
             }
             if (fires) {
-                if (push_cand(s, cat, w->ids[best->tag], start, best_end, -1, KIND_MATCH))
+                if (push_cand(s, cat, w->ids[best->tag], start, best_end, PATTERN_WORDLIST, KIND_MATCH))
                     return AT_ENOMEM;
                 i = best_end;
                 continue;
@@ -1214,7 +1519,7 @@ static int run_shouting(const at__markers *m, at__mscratch *s, const char *text,
     }
     if (caps_words >= m->shout_min_words && letters &&
         (double)upper >= m->shout_min_upper_ratio * (double)letters) {
-        if (push_cand(s, AT_CAT_SHOUTING, ID_SHOUT_CAPS, first, last, -1, KIND_FIXED))
+        if (push_cand(s, AT_CAT_SHOUTING, ID_SHOUT_CAPS, first, last, PATTERN_BUILTIN, KIND_FIXED))
             return AT_ENOMEM;
     }
     for (i = 0; i + 1 < len; i++) {
@@ -1223,7 +1528,7 @@ static int run_shouting(const at__markers *m, at__mscratch *s, const char *text,
             size_t end = i + 2;
             while (end < len && (text[end] == '!' || text[end] == '?'))
                 end++;
-            if (push_cand(s, AT_CAT_SHOUTING, ID_SHOUT_PUNCT, i, end, -1, KIND_FIXED))
+            if (push_cand(s, AT_CAT_SHOUTING, ID_SHOUT_PUNCT, i, end, PATTERN_BUILTIN, KIND_FIXED))
                 return AT_ENOMEM;
             break;
         }
@@ -1265,11 +1570,14 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
     if (s->n_stamp < m->n_patterns) {
         uint32_t *st = realloc(s->stamp, m->n_patterns * sizeof *st);
         uint32_t *td = realloc(s->todo, (m->n_patterns + 1) * sizeof *td);
+        uint8_t *gr = realloc(s->groups, m->n_patterns);
         if (st)
             s->stamp = st;
         if (td)
             s->todo = td;
-        if (!st || !td)
+        if (gr)
+            s->groups = gr;
+        if (!st || !td || !gr)
             return AT_ENOMEM;
         memset(s->stamp, 0, m->n_patterns * sizeof *st);
         s->n_stamp = m->n_patterns;
@@ -1298,15 +1606,23 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
     s->n_todo = 0;
     for (size_t i = 0; i + 3 <= len; i++) {
         uint32_t k = tri_key(s->lower + i);
+        if (!(m->bucket_bits[k >> 6] & ((uint64_t)1 << (k & 63))))
+            continue;
         for (uint32_t j = m->bucket_start[k]; j < m->bucket_start[k + 1]; j++) {
             const literal *l = &m->literals[m->order[j]];
-            if (s->stamp[l->pattern] == s->generation)
+            if (!trace && !(l->speakers & speaker_bit))
+                continue;
+            uint32_t pi = l->pattern;
+            if (s->stamp[pi] != s->generation) {
+                s->stamp[pi] = s->generation;
+                s->groups[pi] = 0;
+            }
+            if (s->groups[pi] & l->group_bit)
                 continue;
             if (l->len <= len - i && memcmp(s->lower + i, l->text, l->len) == 0) {
-                if (!trace && !(m->patterns[l->pattern].speakers & speaker_bit))
-                    continue;
-                s->stamp[l->pattern] = s->generation;
-                s->todo[s->n_todo++] = l->pattern;
+                s->groups[pi] |= l->group_bit;
+                if (s->groups[pi] == m->patterns[pi].groups_mask)
+                    s->todo[s->n_todo++] = pi;
             }
         }
     }
@@ -1325,7 +1641,10 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
             return AT_ENOMEM;
     }
 
-    /* Gates. Blocks first: a block pattern suppresses overlapping candidates of its category. */
+    /* Gates: speaker, quotation, look-alike blocks (a block pattern suppresses overlapping
+     * candidates of the categories it guards), then the negation scope. */
+    if (m->is_quote_gate)
+        find_quotes(s, text, len);
     size_t n_out = 0;
     if (s->cap_out < s->n_cands) {
         at_marker *o = realloc(s->out, s->n_cands * sizeof *o);
@@ -1355,10 +1674,15 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
             trace_cand(trace, text, c, why);
             continue;
         }
+        if (m->is_quote_gate && c->pattern != PATTERN_BUILTIN && is_quoted(s, c->m.start, c->m.end)) {
+            trace_cand(trace, text, c, "inside quotation marks (reported speech)");
+            continue;
+        }
         const cand *blocker = NULL;
         for (size_t j = 0; j < s->n_cands && !blocker; j++) {
             const cand *b = &s->cands[j];
-            if (b->kind == KIND_BLOCK && b->m.category == c->m.category &&
+            if (b->kind == KIND_BLOCK &&
+                (m->patterns[b->pattern].block_mask & (1u << c->m.category)) &&
                 (m->patterns[b->pattern].speakers & speaker_bit) && b->m.start < c->m.end &&
                 c->m.start < b->m.end)
                 blocker = b;
@@ -1370,7 +1694,7 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         }
         if (c->kind == KIND_MATCH) {
             size_t cs, ce;
-            int kind = scope_check(m, s, text, c->m.start, &cs, &ce);
+            int kind = scope_check(m, s, text, len, c->m.start, &cs, &ce);
             if (kind) {
                 snprintf(why, sizeof why, "%s \"%.*s\"", scope_names[kind], (int)(ce - cs),
                          text + cs);
@@ -1396,7 +1720,8 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         s->out[n_out++] = c->m;
         out->category_mask |= 1u << c->m.category;
     }
-    qsort(s->out, n_out, sizeof *s->out, cmp_marker);
+    if (n_out > 1)
+        qsort(s->out, n_out, sizeof *s->out, cmp_marker);
     out->markers = s->out;
     out->n_markers = n_out;
 
