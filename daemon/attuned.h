@@ -189,6 +189,9 @@ int store_put_utterance(store *s, const stored_utterance *u, bool *inserted);
 /* Recomputes the section-2 metrics of a conversation from its stored turns and facts and
  * writes them into its row (inside the caller's transaction). */
 int store_update_metrics(store *s, const char *conversation_id, int64_t silence_threshold_ms);
+/* Reads a conversation's queue and agent_id (new strings or NULL; free with free()). */
+int store_conversation_routing(store *s, const char *conversation_id, char **queue,
+                               char **agent_id);
 /* The last SQLite error, for logs. */
 const char *store_errmsg(const store *s);
 

@@ -171,6 +171,8 @@ static void on_hup(uv_signal_t *h, int signum)
             log_msg(LOG_ERROR, "main", "cannot reopen log file %s", D.cfg.log_file);
         server_reconfigure(D.srv, &D.cfg);
         pipeline_set_batch(D.pipe, D.cfg.batch_rows, D.cfg.batch_ms);
+        pipeline_set_alert_rules(D.pipe, D.cfg.alert_compound_floor,
+                                 D.cfg.alert_consecutive_turns);
         log_msg(LOG_INFO, "main", "configuration reloaded");
     }
     if (D.rebuilding) {
@@ -295,6 +297,7 @@ int main(int argc, char **argv)
         return 1;
     }
     D.model = NULL; /* the pipeline owns it now */
+    pipeline_set_alert_cb(D.pipe, server_on_alerts, D.srv);
     server_start(D.srv, D.pipe);
     metrics_start(D.metrics, D.srv, D.pipe);
     uv_signal_init(D.loop, &D.sig_term);

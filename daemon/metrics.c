@@ -258,9 +258,11 @@ static void format_metrics(metrics *m, textbuf *b)
     put_gauge(b, "attuned_wal_bytes", "Size of the SQLite write-ahead log file.",
               (double)file_bytes(m->wal_path));
 
-    put_counter(b, "attuned_alerts_sent_total", "Alerts sent to subscribers.", 0);
+    put_counter(b, "attuned_alerts_sent_total", "Alerts sent to subscribers.",
+                (double)ss.alerts_sent);
     put_counter(b, "attuned_alerts_dropped_total",
-                "Alerts dropped because a subscriber's queue was full.", 0);
+                "Alerts dropped because a subscriber's queue was full.",
+                (double)ss.alerts_dropped);
 }
 
 /* ---- connections ----------------------------------------------------------------------- */

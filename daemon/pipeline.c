@@ -27,8 +27,18 @@ typedef struct queue {
     bool closed;
 } queue;
 
+/* Consecutive low-sentiment customer turns per conversation, for frustration_spike. A fixed
+ * direct-mapped table: memory is bounded whatever the number of live conversations; a
+ * collision only restarts a count. */
+#define SPIKE_SLOTS 65536
+typedef struct spike_slot {
+    uint64_t hash;
+    int count;
+} spike_slot;
+
 typedef struct worker {
     pipeline *p;
+    spike_slot *spikes;
     pthread_t thread;
     queue q;
     at_scratch *scratch;
@@ -52,6 +62,12 @@ struct pipeline {
     queue wq;
     _Atomic int batch_rows;
     _Atomic int batch_ms;
+    _Atomic double alert_floor;
+    _Atomic int alert_turns;
+    pipeline_alert_cb alert_cb;
+    void *alert_ud;
+    alert *alerts; /* writer -> loop, under done_mu */
+    size_t n_alerts, cap_alerts;
 
     /* writer -> loop */
     uv_async_t async;
@@ -140,6 +156,9 @@ void work_free(work *w)
             free(w->scored[i].markers);
         free(w->scored);
     }
+    for (size_t i = 0; i < w->n_alerts; i++)
+        alert_fini(&w->alerts[i]);
+    free(w->alerts);
     message_fini(&w->msg);
     free(w);
 }
@@ -175,6 +194,112 @@ static int solution_first(const at_result *r)
     return -1;
 }
 
+void alert_fini(alert *a)
+{
+    free(a->conversation_id);
+    free(a->queue);
+    free(a->agent_id);
+}
+
+static uint64_t hash_str(const char *c)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *c; c++) {
+        h ^= (unsigned char)*c;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void raise_alert(work *w, const turn *t, const char *kind, const char *detail)
+{
+    alert *a = realloc(w->alerts, (w->n_alerts + 1) * sizeof *a);
+    if (!a)
+        return; /* an alert is best effort; the data itself is stored regardless */
+    w->alerts = a;
+    a = &w->alerts[w->n_alerts];
+    memset(a, 0, sizeof *a);
+    a->conversation_id = strdup(w->msg.conversation_id);
+    if (!a->conversation_id)
+        return;
+    a->kind = kind;
+    a->seq = t->seq;
+    a->ts = t->ts != WIRE_ABSENT ? t->ts : wall_ms();
+    snprintf(a->detail, sizeof a->detail, "%s", detail);
+    w->n_alerts++;
+}
+
+static const char *first_pattern(const at_result *r, at_category cat)
+{
+    for (size_t i = 0; i < r->n_markers; i++)
+        if (r->markers[i].category == cat)
+            return r->markers[i].pattern_id;
+    return "";
+}
+
+/* The live signals of one scored turn: customer escalation requests, churn and legal threats,
+ * abuse, a run of low-sentiment customer turns; agent (and bot) dismissive language. */
+static void detect_alerts(worker *wk, work *w, const turn *t, const at_result *r)
+{
+    static const struct {
+        at_category cat;
+        const char *kind;
+    } customer_kinds[] = {
+        {AT_CAT_ESCALATION_REQUEST, "escalation_request"},
+        {AT_CAT_CHURN_THREAT, "churn_threat"},
+        {AT_CAT_LEGAL_THREAT, "legal_threat"},
+        {AT_CAT_ABUSE, "abuse"},
+    };
+    char detail[160];
+    if (t->speaker == AT_SPEAKER_CUSTOMER) {
+        for (size_t i = 0; i < sizeof customer_kinds / sizeof *customer_kinds; i++) {
+            if (!(r->category_mask & (1u << customer_kinds[i].cat)))
+                continue;
+            snprintf(detail, sizeof detail, "pattern %s",
+                     first_pattern(r, customer_kinds[i].cat));
+            raise_alert(w, t, customer_kinds[i].kind, detail);
+        }
+        uint64_t h = hash_str(w->msg.conversation_id);
+        spike_slot *slot = &wk->spikes[h % SPIKE_SLOTS];
+        if (slot->hash != h) {
+            slot->hash = h;
+            slot->count = 0;
+        }
+        double floor = atomic_load(&wk->p->alert_floor);
+        int need = atomic_load(&wk->p->alert_turns);
+        if (r->sentiment.compound < floor) {
+            if (++slot->count == need) {
+                snprintf(detail, sizeof detail, "%d consecutive customer turns with compound "
+                         "below %.2f (last %.4f)", need, floor, r->sentiment.compound);
+                raise_alert(w, t, "frustration_spike", detail);
+            }
+        } else {
+            slot->count = 0;
+        }
+    } else if ((t->speaker == AT_SPEAKER_AGENT || t->speaker == AT_SPEAKER_BOT) &&
+               r->n_markers) {
+        size_t n = 0;
+        detail[0] = '\0';
+        for (int c = AT_CAT_MINIMISING; c <= AT_CAT_BUT_NEGATION; c++) {
+            if (!(r->category_mask & (1u << c)))
+                continue;
+            n += (size_t)snprintf(detail + n, sizeof detail - (n < sizeof detail ? n : sizeof detail),
+                                  "%s%s", n ? ", " : "", at_category_name((at_category)c));
+            if (n >= sizeof detail)
+                break;
+        }
+        if (detail[0])
+            raise_alert(w, t, "dismissive_agent", detail);
+    }
+}
+
 static void score_work(worker *wk, work *w)
 {
     pipeline *p = wk->p;
@@ -197,6 +322,8 @@ static void score_work(worker *wk, work *w)
             log_msg(LOG_WARN, "worker", "conversation %s seq %lld: %d pattern(s) hit the PCRE2 "
                     "match limit and were skipped", w->msg.conversation_id,
                     (long long)t->seq, r.n_limit_hits);
+        if (p->alert_cb)
+            detect_alerts(wk, w, t, &r);
         s->sentiment = r.sentiment;
         s->category_mask = r.category_mask;
         s->solution_first = solution_first(&r);
@@ -310,6 +437,18 @@ static int apply_batch(pipeline *p, work *batch)
         store_rollback(p->st);
         return -1;
     }
+    /* Subscribers filter alerts by queue and agent, which the conversation row knows. */
+    for (work *w = batch; w; w = w->next) {
+        for (size_t i = 0; i < w->n_alerts; i++) {
+            alert *a = &w->alerts[i];
+            free(a->queue);
+            free(a->agent_id);
+            if (store_conversation_routing(p->st, a->conversation_id, &a->queue, &a->agent_id)) {
+                store_rollback(p->st);
+                return -1;
+            }
+        }
+    }
     if (store_commit(p->st)) {
         store_rollback(p->st);
         return -1;
@@ -330,6 +469,26 @@ static void deliver(pipeline *p, work *batch)
             }
             p->done = c;
             p->cap_done = n;
+        }
+        if (w->n_alerts && p->n_alerts + w->n_alerts <= p->cap_alerts + 4096) {
+            size_t need = p->n_alerts + w->n_alerts;
+            if (need > p->cap_alerts) {
+                size_t cap = p->cap_alerts ? p->cap_alerts : 64;
+                while (cap < need)
+                    cap *= 2;
+                alert *a = realloc(p->alerts, cap * sizeof *a);
+                if (a) {
+                    p->alerts = a;
+                    p->cap_alerts = cap;
+                }
+            }
+            if (need <= p->cap_alerts) {
+                memcpy(p->alerts + p->n_alerts, w->alerts, w->n_alerts * sizeof *w->alerts);
+                p->n_alerts = need;
+                free(w->alerts);
+                w->alerts = NULL;
+                w->n_alerts = 0;
+            }
         }
         p->done[p->n_done++] = (completion){w->conn_id, w->line_no, w->bytes, w->read_ns};
     }
@@ -465,10 +624,31 @@ static void on_async(uv_async_t *h)
     size_t n = p->n_done;
     p->done = NULL;
     p->n_done = p->cap_done = 0;
+    alert *alerts = p->alerts;
+    size_t n_alerts = p->n_alerts;
+    p->alerts = NULL;
+    p->n_alerts = p->cap_alerts = 0;
     pthread_mutex_unlock(&p->done_mu);
     if (n)
         p->done_cb(p->done_ud, done, n);
     free(done);
+    if (n_alerts && p->alert_cb)
+        p->alert_cb(p->alert_ud, alerts, n_alerts);
+    for (size_t i = 0; i < n_alerts; i++)
+        alert_fini(&alerts[i]);
+    free(alerts);
+}
+
+void pipeline_set_alert_cb(pipeline *p, pipeline_alert_cb cb, void *ud)
+{
+    p->alert_cb = cb;
+    p->alert_ud = ud;
+}
+
+void pipeline_set_alert_rules(pipeline *p, double compound_floor, int consecutive_turns)
+{
+    atomic_store(&p->alert_floor, compound_floor);
+    atomic_store(&p->alert_turns, consecutive_turns);
 }
 
 int pipeline_new(const config *cfg, at_model *model, store *st, uv_loop_t *loop,
@@ -485,6 +665,8 @@ int pipeline_new(const config *cfg, at_model *model, store *st, uv_loop_t *loop,
     p->done_ud = ud;
     atomic_store(&p->batch_rows, cfg->batch_rows);
     atomic_store(&p->batch_ms, cfg->batch_ms);
+    atomic_store(&p->alert_floor, cfg->alert_compound_floor);
+    atomic_store(&p->alert_turns, cfg->alert_consecutive_turns);
     atomic_store(&p->writer_beat_ns, uv_hrtime());
     pthread_mutex_init(&p->done_mu, NULL);
     queue_init(&p->wq);
@@ -501,7 +683,8 @@ int pipeline_new(const config *cfg, at_model *model, store *st, uv_loop_t *loop,
         worker *wk = &p->workers[i];
         wk->p = p;
         queue_init(&wk->q);
-        if (at_scratch_new(&wk->scratch) ||
+        wk->spikes = calloc(SPIKE_SLOTS, sizeof *wk->spikes);
+        if (!wk->spikes || at_scratch_new(&wk->scratch) ||
             pthread_create(&wk->thread, NULL, worker_main, wk)) {
             log_msg(LOG_ERROR, "pipeline", "cannot start scoring worker %d", i);
             return -1;
@@ -571,12 +754,18 @@ void pipeline_free(pipeline *p)
         pthread_join(p->workers[i].thread, NULL);
         queue_fini(&p->workers[i].q);
         at_scratch_free(p->workers[i].scratch);
+        free(p->workers[i].spikes);
     }
     free(p->workers);
     queue_close(&p->wq);
     pthread_join(p->writer, NULL);
     queue_fini(&p->wq);
     free(p->touched);
+    for (size_t i = 0; i < p->n_alerts; i++)
+        alert_fini(&p->alerts[i]);
+    free(p->alerts);
+    p->alerts = NULL;
+    p->n_alerts = 0;
     store_close(p->st);
     for (size_t i = 0; i < p->n_retired; i++)
         at_model_free(p->retired[i]);

@@ -26,6 +26,17 @@ typedef struct scored_turn {
     int solution_first;       /* see at_turn */
 } scored_turn;
 
+/* A live signal raised by a worker, delivered to subscribers after its commit. */
+typedef struct alert {
+    const char *kind;     /* static: escalation_request, churn_threat, legal_threat, abuse,
+                           * frustration_spike, dismissive_agent */
+    char *conversation_id; /* owned */
+    int64_t seq;          /* WIRE_ABSENT when the store numbered the turn */
+    int64_t ts;           /* the turn's time, or the time the alert was raised (ms) */
+    char detail[160];
+    char *queue, *agent_id; /* owned, filled by the writer from the conversation row */
+} alert;
+
 typedef struct work {
     struct work *next;
     uint64_t conn_id;
@@ -35,6 +46,8 @@ typedef struct work {
     message msg;      /* owned */
     scored_turn *scored; /* msg.n_turns entries, owned */
     char model_id[32];
+    alert *alerts;    /* owned; handed to the loop thread after the commit */
+    size_t n_alerts;
 } work;
 
 typedef struct completion {
@@ -43,6 +56,10 @@ typedef struct completion {
     size_t bytes;
     uint64_t read_ns; /* from the work item */
 } completion;
+
+/* Called on the loop thread with alerts whose utterances were committed; the callee takes
+ * nothing (the pipeline frees the alerts after the call). */
+typedef void (*pipeline_alert_cb)(void *ud, const alert *alerts, size_t n_alerts);
 
 /* Called on the loop thread with the lines a commit covered. */
 typedef void (*pipeline_done_cb)(void *ud, const completion *done, size_t n_done);
@@ -53,6 +70,12 @@ typedef struct pipeline pipeline;
  * Returns 0 or -1. */
 int pipeline_new(const config *cfg, at_model *model, store *st, uv_loop_t *loop,
                  pipeline_done_cb done, void *ud, pipeline **out);
+/* Registers the alert callback (before traffic starts). */
+void pipeline_set_alert_cb(pipeline *p, pipeline_alert_cb cb, void *ud);
+/* Applies reloadable alert thresholds. */
+void pipeline_set_alert_rules(pipeline *p, double compound_floor, int consecutive_turns);
+void alert_fini(alert *a);
+
 /* Replaces the model (takes model; loop thread). Workers switch between items; the old model is
  * freed once no worker uses it. Returns -1 (and does not take model) when too many replaced
  * models are still in use. */

@@ -56,11 +56,16 @@ struct conn {
     size_t inflight;
     bool authed, acks_none, paused, closing, finishing, eof, subscriber, touched;
     int handles_open;
+    /* subscribers */
+    char *filter_queue, *filter_agent_id; /* NULL = any */
+    size_t alerts_queued;  /* alert lines written but not yet sent */
+    uint64_t alerts_dropped; /* dropped since the last overflow notice */
 };
 
 typedef struct wreq {
     uv_write_t req;
     conn *c;
+    bool is_alert;
     char data[];
 } wreq;
 
@@ -70,30 +75,62 @@ static void conn_close(conn *c);
 
 /* ---- output ---------------------------------------------------------------------------- */
 
+static void send_line(conn *c, const char *s, size_t len);
+
 static void on_write(uv_write_t *req, int status)
 {
     wreq *w = (wreq *)req;
     conn *c = w->c;
+    bool is_alert = w->is_alert;
     free(w);
     (void)status;
+    if (is_alert) {
+        c->alerts_queued--;
+        /* Tell a subscriber that caught up how much it missed. */
+        if (c->alerts_dropped && c->alerts_queued <= (size_t)c->srv->cfg.subscriber_queue / 2 &&
+            !c->closing) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "{\"type\":\"error\",\"line\":0,\"code\":\"overloaded\","
+                     "\"message\":\"%llu alerts were dropped because this subscriber read too "
+                     "slowly\"}", (unsigned long long)c->alerts_dropped);
+            c->alerts_dropped = 0;
+            send_line(c, msg, strlen(msg));
+        }
+    }
     /* A client that reads again lets its reading resume. */
     if (c->paused && !c->closing && c->tcp.write_queue_size < (size_t)c->srv->cfg.client_queue_bytes)
         process_lines(c);
 }
 
-static void send_line(conn *c, const char *s, size_t len)
+/* Writes one line. For alerts, *queued tells whether the kernel could not take it at once, so
+ * that it now waits in libuv's queue: only those count against a subscriber's bound. */
+static bool write_line(conn *c, const char *s, size_t len, bool is_alert, bool *queued)
 {
     if (c->closing)
-        return;
+        return false;
     wreq *w = malloc(sizeof *w + len + 1);
     if (!w)
-        return;
+        return false;
     w->c = c;
+    w->is_alert = false;
+    size_t before = c->tcp.write_queue_size;
     memcpy(w->data, s, len);
     w->data[len] = '\n';
     uv_buf_t b = uv_buf_init(w->data, (unsigned)len + 1);
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write))
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write)) {
         free(w);
+        return false;
+    }
+    if (is_alert && c->tcp.write_queue_size > before) {
+        w->is_alert = true; /* on_write releases its place in the bound */
+        *queued = true;
+    }
+    return true;
+}
+
+static void send_line(conn *c, const char *s, size_t len)
+{
+    write_line(c, s, len, false, NULL);
 }
 
 static void send_json(conn *c, json_t *obj)
@@ -169,6 +206,8 @@ static void conn_maybe_free(conn *c)
         return;
     free(c->buf);
     free(c->ring);
+    free(c->filter_queue);
+    free(c->filter_agent_id);
     free(c);
 }
 
@@ -276,6 +315,11 @@ static void handle_line(conn *c, const char *line, size_t len)
         return;
     case MSG_SUBSCRIBE:
         c->subscriber = true;
+        free(c->filter_queue);
+        free(c->filter_agent_id);
+        c->filter_queue = msg.filter_queue;
+        c->filter_agent_id = msg.filter_agent_id;
+        msg.filter_queue = msg.filter_agent_id = NULL;
         message_fini(&msg);
         mark_done(c, line_no);
         srv->stats.lines_accepted++;
@@ -551,6 +595,50 @@ void server_on_done(void *ud, const completion *done, size_t n_done)
             srv->inflight_bytes >= MAX_INFLIGHT_BYTES)
             break;
         process_lines(c);
+    }
+}
+
+/* ---- alerts ---------------------------------------------------------------------------- */
+
+static bool filter_matches(const char *want, const char *have)
+{
+    return !want || (have && strcmp(want, have) == 0);
+}
+
+void server_on_alerts(void *ud, const alert *alerts, size_t n_alerts)
+{
+    server *srv = ud;
+    for (size_t i = 0; i < n_alerts; i++) {
+        const alert *a = &alerts[i];
+        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:I}", "type", "alert", "conversation_id",
+                              a->conversation_id, "kind", a->kind, "detail", a->detail, "ts",
+                              (json_int_t)a->ts);
+        if (!o)
+            continue;
+        json_object_set_new(o, "seq", a->seq == WIRE_ABSENT ? json_null()
+                                                            : json_integer((json_int_t)a->seq));
+        char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(o);
+        if (!line)
+            continue;
+        for (conn *c = srv->conns; c; c = c->next) {
+            if (!c->subscriber || !filter_matches(c->filter_queue, a->queue) ||
+                !filter_matches(c->filter_agent_id, a->agent_id))
+                continue;
+            /* A slow subscriber never slows ingestion: past its bound, alerts are dropped and
+             * counted, and it is told once it catches up. */
+            if (c->alerts_queued >= (size_t)srv->cfg.subscriber_queue) {
+                c->alerts_dropped++;
+                srv->stats.alerts_dropped++;
+                continue;
+            }
+            bool queued = false;
+            if (write_line(c, line, strlen(line), true, &queued)) {
+                c->alerts_queued += queued;
+                srv->stats.alerts_sent++;
+            }
+        }
+        free(line);
     }
 }
 

@@ -18,6 +18,7 @@ typedef struct server_stats {
     uint64_t lines_rejected[WIRE_INTERNAL + 1]; /* by error code */
     uint64_t backpressure_pauses;
     uint64_t inflight_lines, inflight_bytes;
+    uint64_t alerts_sent, alerts_dropped;
 } server_stats;
 
 /* Creates the server and binds cfg->listen. Returns 0 or -1 with a reason in err. */
@@ -26,6 +27,9 @@ int server_new(uv_loop_t *loop, const config *cfg, server **out, char *err, size
 int server_start(server *srv, pipeline *p);
 /* The completion callback to give pipeline_new (ud = the server). */
 void server_on_done(void *ud, const completion *done, size_t n_done);
+/* The alert callback to give pipeline_set_alert_cb (ud = the server): sends each alert to the
+ * subscribers whose filter matches, dropping (and counting) what a slow subscriber cannot take. */
+void server_on_alerts(void *ud, const alert *alerts, size_t n_alerts);
 /* Applies the reloadable settings of cfg. */
 void server_reconfigure(server *srv, const config *cfg);
 /* Stops accepting and reading; calls cb once nothing is in flight (every line read is stored

@@ -47,6 +47,7 @@ enum stmt_id {
     ST_TURNS_SELECT,
     ST_FACTS_SELECT,
     ST_METRICS_UPDATE,
+    ST_ROUTING_SELECT,
     N_STMTS
 };
 
@@ -112,6 +113,7 @@ static const char *const stmt_sql[N_STMTS] = {
         " legal_threat = ?28, abuse = ?29, interruptions_agent = ?30,"
         " interruptions_customer = ?31, talk_ratio_agent = ?32, silence_ms = ?33,"
         " resolution_ms = ?34, escalated = ?35 WHERE conversation_id = ?1",
+    [ST_ROUTING_SELECT] = "SELECT queue, agent_id FROM conversations WHERE conversation_id = ?1",
 };
 
 struct store {
@@ -649,4 +651,25 @@ int store_update_metrics(store *s, const char *conversation_id, int64_t silence_
     bind_int_or_null(st, 34, m.resolution_ms);
     bind_int_or_null(st, 35, m.escalated);
     return run(s, ST_METRICS_UPDATE, "cannot store conversation metrics");
+}
+
+int store_conversation_routing(store *s, const char *conversation_id, char **queue,
+                               char **agent_id)
+{
+    *queue = *agent_id = NULL;
+    sqlite3_stmt *st = s->stmt[ST_ROUTING_SELECT];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *q = (const char *)sqlite3_column_text(st, 0);
+        const char *a = (const char *)sqlite3_column_text(st, 1);
+        *queue = q ? strdup(q) : NULL;
+        *agent_id = a ? strdup(a) : NULL;
+    } else if (rc != SQLITE_DONE) {
+        fail_sql(s, "cannot read conversation routing");
+        done(st);
+        return -1;
+    }
+    done(st);
+    return 0;
 }
