@@ -435,7 +435,9 @@ enum wire_error wire_parse(const char *line, size_t len, message *msg, char *why
     memset(msg, 0, sizeof *msg);
     *id_out = NULL;
     json_error_t jerr;
-    json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    /* DECODE_ANY: a line that is valid JSON but not an object ("42", "null") is not_object,
+     * not invalid_json. */
+    json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!obj) {
         if (json_error_code(&jerr) == json_error_invalid_utf8)
             return fail(&c, WIRE_INVALID_UTF8, "the line is not valid UTF-8 (byte %d)",

@@ -128,7 +128,7 @@ INVALID_JSON = [b"{nope", b"{\"type\":\"ping\"", b"{\"type\":\"ping\"} x",
 INVALID_UTF8 = [b'{"type":"ping","x":"\xff"}', b'{"type":"ping","x":"\xc0\xaf"}',
                 b'{"type":"ping","x":"\xed\xa0\x80"}', b'{"type":"ping","x":"caf\xe9"}',
                 b'{"type":"utterance","conversation_id":"c","speaker":"agent","text":"\xe2\x82"}']
-NOT_OBJECT = [b"[1,2]", b"[]", b"[{\"type\":\"ping\"}]"]
+NOT_OBJECT = [b"[1,2]", b"[]", b"[{\"type\":\"ping\"}]", b"\"ping\"", b"42", b"null", b"true"]
 
 
 @pytest.fixture(scope="module")
