@@ -377,7 +377,10 @@ static void process_lines(conn *c)
         char *start = c->buf + off;
         char *nl = c->len > off ? memchr(start, '\n', c->len - off) : NULL;
         if (!nl) {
-            if (c->len - off > max) {
+            /* max bytes and a '\r' whose '\n' has not arrived yet may still be a line at
+             * the limit. */
+            size_t pending = c->len - off;
+            if (pending > max + 1 || (pending == max + 1 && c->buf[c->len - 1] != '\r')) {
                 /* Over the limit with no newline yet: answer now and drop the rest of it. */
                 uint64_t line_no = ++c->next_line;
                 srv->stats.lines_received++;

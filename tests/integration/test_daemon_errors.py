@@ -330,6 +330,21 @@ def test_line_too_long_is_discarded_up_to_its_newline(attuned):
     assert d.rows("SELECT seq FROM utterances ORDER BY seq") == [(0,), (2,), (4,), (6,), (8,)]
 
 
+def test_line_at_the_limit_with_crlf_is_accepted(attuned):
+    d = attuned(max_line_bytes=1024)
+    c = d.connect()
+    c.send_raw(padded(1024, seq=0) + b"\r\n")
+    c.wait_ack(1)
+    # The same, with the \r and the \n in separate segments.
+    c.sock.sendall(padded(1024, seq=1) + b"\r")
+    time.sleep(0.3)
+    c.send_raw(b"\n")
+    c.send(utt("c-long", 2))
+    c.wait_ack(3)
+    assert c.errors() == []
+    assert d.rows("SELECT seq FROM utterances ORDER BY seq") == [(0,), (1,), (2,)]
+
+
 # ---- unauthorized -----------------------------------------------------------------------------
 
 @pytest.fixture
