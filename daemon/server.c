@@ -373,7 +373,8 @@ static void process_lines(conn *c)
     size_t off = 0;
     size_t max = srv->cfg.max_line_bytes;
     c->paused = false;
-    while (!c->closing) {
+    /* A finishing connection (refused with unauthorized) gets nothing more processed. */
+    while (!c->closing && !c->finishing) {
         char *start = c->buf + off;
         char *nl = c->len > off ? memchr(start, '\n', c->len - off) : NULL;
         if (!nl) {
@@ -417,7 +418,7 @@ static void process_lines(conn *c)
         memmove(c->buf, c->buf + off, c->len - off);
         c->len -= off;
     }
-    if (!c->paused && !c->closing && !c->eof && !srv->draining)
+    if (!c->paused && !c->closing && !c->finishing && !c->eof && !srv->draining)
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (c->eof && !c->closing && !c->inflight)
         conn_finish(c);

@@ -375,7 +375,10 @@ def test_correct_token_is_welcomed(secured):
         "start", "invalid-json"])
 def test_unauthorized_then_closed(secured, first):
     c = secured.connect()
-    c.send(first)
+    # The client pipelines more lines after the bad first one, including a correct hello:
+    # the server must not process them once it has said unauthorized.
+    c.send(first, {"type": "hello", "token": "s3cret-token"}, utt("c-auth", 1),
+           {"type": "ping"})
     got = c.expect_closed()
     errors = [m for m in got if m["type"] == "error"]
     assert errors and errors[-1]["code"] == "unauthorized", got
@@ -390,7 +393,8 @@ def test_unauthorized_then_closed(secured, first):
     ok.send({"type": "hello", "token": "s3cret-token"}, {"type": "ping"}, utt("c-auth", 99))
     assert [m["type"] for m in ok.wait_ack()] == ["welcome", "pong"]
     assert secured.rows("SELECT conversation_id FROM conversations") == [("c-auth",)]
-    assert secured.rows("SELECT seq FROM utterances") == [(99,)]
+    assert secured.rows("SELECT seq FROM utterances") == [(99,)], \
+        "lines after the unauthorized one were processed"
 
 
 # ---- overloaded, idle timeout -----------------------------------------------------------------
