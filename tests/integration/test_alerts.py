@@ -1,0 +1,93 @@
+"""Live alerts to subscribers (PROTOCOL.md `subscribe`, issue 4)."""
+import time
+
+from conftest import Client
+
+
+def utt(cid, seq, speaker, text, **kw):
+    return dict(type="utterance", conversation_id=cid, seq=seq, speaker=speaker, text=text, **kw)
+
+
+def alerts_of(client, n, timeout=10):
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        m = client.recv(max(0.01, deadline - time.monotonic()))
+        if m["type"] == "alert":
+            got.append(m)
+    return got
+
+
+def test_subscriber_gets_each_kind_after_commit(attuned):
+    d = attuned(consecutive_turns=2, compound_floor=-0.3)
+    sub = d.connect()
+    sub.send({"type": "subscribe", "events": ["alert"]})
+    prod = d.connect()
+    prod.send(
+        {"type": "start", "conversation_id": "c1", "queue": "billing", "agent_id": "a1"},
+        utt("c1", 0, "customer", "I want to cancel my account, this is terrible", ts=1000),
+        utt("c1", 1, "agent", "Calm down, it's not a big deal."),
+        utt("c1", 2, "customer", "This is awful and horrible."),
+    )
+    prod.wait_ack()
+    got = alerts_of(sub, 3)
+    kinds = {(a["kind"], a["seq"]) for a in got}
+    assert ("churn_threat", 0) in kinds
+    assert ("dismissive_agent", 1) in kinds
+    assert ("frustration_spike", 2) in kinds  # two customer turns below -0.3 in a row
+    for a in got:
+        assert a["conversation_id"] == "c1" and a["detail"] and isinstance(a["ts"], int)
+    churn = [a for a in got if a["kind"] == "churn_threat"][0]
+    assert churn["ts"] == 1000  # the turn's own time
+    # The alert names what fired, never the transcript text.
+    assert "terrible" not in churn["detail"]
+    # Alerts come only for committed data: the rows are there.
+    assert d.rows("select count(*) from utterances where conversation_id='c1'") == [(3,)]
+
+
+def test_filter_by_queue_and_agent(attuned):
+    d = attuned()
+    billing = d.connect()
+    billing.send({"type": "subscribe", "events": ["alert"], "filter": {"queue": "billing"}})
+    agent2 = d.connect()
+    agent2.send({"type": "subscribe", "events": ["alert"], "filter": {"agent_id": "a2"}})
+    prod = d.connect()
+    prod.send(
+        {"type": "start", "conversation_id": "b", "queue": "billing", "agent_id": "a1"},
+        {"type": "start", "conversation_id": "t", "queue": "tech", "agent_id": "a2"},
+    )
+    prod.wait_ack()
+    prod.send(utt("b", 0, "customer", "cancel my account now"),
+              utt("t", 0, "customer", "cancel my account now"))
+    prod.wait_ack()
+    assert [a["conversation_id"] for a in alerts_of(billing, 1)] == ["b"]
+    assert [a["conversation_id"] for a in alerts_of(agent2, 1)] == ["t"]
+    assert billing.quiet(0.5) == [] and agent2.quiet(0.2) == []
+
+
+def test_slow_subscriber_is_bounded_and_told(attuned):
+    n = 20000
+    d = attuned(subscriber_queue=5, batch_ms=5)
+    slow = Client(d.port, rcvbuf=4096)
+    slow.send({"type": "subscribe", "events": ["alert"]})
+    fast = d.connect()
+    fast.send({"type": "subscribe", "events": ["alert"]})
+    time.sleep(0.2)
+    prod = d.connect()
+    lines = [utt("c%d" % i, 0, "agent", "calm down, that's our policy and nothing I can do "
+                 "about it, as I already said " + "x" * 200) for i in range(n)]
+    for i in range(0, n, 1000):
+        prod.send(*lines[i:i + 1000])
+    fast_alerts = alerts_of(fast, n, timeout=60)
+    prod.wait_ack(timeout=60)
+    # Ingestion finished and the fast subscriber got every alert although the slow one reads
+    # nothing.
+    assert len(fast_alerts) == n
+    assert d.rows("select count(*) from utterances") == [(n,)]
+    # Now the slow subscriber reads: it gets at most what fitted, then a notice of the drops.
+    got = slow.quiet(3)
+    alerts = [m for m in got if m["type"] == "alert"]
+    notices = [m for m in got if m["type"] == "error" and m["code"] == "overloaded"]
+    assert len(alerts) < n
+    assert notices and "dropped" in notices[0]["message"]
+    assert notices[0]["line"] == 0
