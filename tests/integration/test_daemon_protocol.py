@@ -221,7 +221,7 @@ def test_outcome_merges_into_what_is_stored(daemon):
     c = daemon.connect()
     c.send({"type": "start", "conversation_id": "c-o", "channel": "chat", "queue": "billing",
             "agent_id": "a-1", "customer_id": "u-1", "started_at": "2026-11-25T10:00:00Z"},
-           utt("c-o", 0, text="I want to speak to a manager"),
+           utt("c-o", 0, text="I need to change my delivery address"),
            {"type": "end", "conversation_id": "c-o", "ended_at": "2026-11-25T10:06:10Z",
             "resolved": True, "escalated": True})
     c.wait_ack()
@@ -242,6 +242,8 @@ def test_outcome_merges_into_what_is_stored(daemon):
             {"type": "start", "conversation_id": "c-o", "queue": "retention"})
     c2.wait_ack()
     (row,) = daemon.dicts("SELECT * FROM conversations")
+    # (No escalation request in the text: ANALYTICS.md makes `escalated` 1 whenever one was
+    # detected, whatever the outcome says; test_escalated_is_one_when_a_request_was_detected.)
     assert (row["escalated"], row["nps"], row["resolved_at"], row["transferred"], row["csat"],
             row["queue"], row["channel"], row["resolved"]) == (
         0, 3, 1795644370000, 0, 5.0, "retention", "chat", 1)
@@ -377,3 +379,11 @@ def test_schema_is_at_the_latest_migration(daemon):
     n = len(list((schema if schema.is_dir() else REPO / "schema").glob("[0-9]*_*.sql")))
     assert daemon.rows("PRAGMA user_version") == [(n,)]
     assert daemon.rows("PRAGMA journal_mode") == [("wal",)]
+
+
+def test_escalated_is_one_when_a_request_was_detected(daemon):
+    c = daemon.connect()
+    c.send(utt("c-x", 0, text="I want to speak to a manager"),
+           {"type": "outcome", "conversation_id": "c-x", "escalated": False})
+    c.wait_ack()
+    assert daemon.rows("SELECT escalated, escalation_requested FROM conversations") == [(1, 1)]
