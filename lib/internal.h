@@ -108,4 +108,17 @@ void at__mscratch_free(at__mscratch *s);
 int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, size_t len,
                       at_speaker speaker, double compound, at_result *out, at__buf *trace);
 
+/* ---- redact.c --------------------------------------------------------------------------- */
+
+typedef struct at__redactor at__redactor;
+typedef struct at__rscratch at__rscratch;
+
+/* Loads dir/redact.tsv (id TAB placeholder TAB check TAB regex). */
+int at__redactor_new(const char *dir, at__redactor **out, char *err, size_t err_len);
+void at__redactor_free(at__redactor *r);
+int at__rscratch_new(at__rscratch **out);
+void at__rscratch_free(at__rscratch *s);
+int at__redact(const at__redactor *r, at__rscratch *s, const char *text, size_t len,
+               const char **out, size_t *out_len, unsigned *n_redactions);
+
 #endif

@@ -16,6 +16,7 @@
 struct at_model {
     at__vader *vader;
     at__markers *markers;
+    at__redactor *redactor;
     char id[24];     /* "m-" + 16 hex digits */
     double build_ms; /* wall time of at_model_new */
 };
@@ -23,6 +24,7 @@ struct at_model {
 struct at_scratch {
     at__vscratch *vader;
     at__mscratch *markers;
+    at__rscratch *redact;
 };
 
 static const char *const category_names[AT_N_CATEGORIES] = {
@@ -155,6 +157,10 @@ int at_model_new(const char *lexicon_dir, at_model **out, char *err, size_t err_
     rc = at__markers_new(lexicon_dir, m->vader, &hash, &m->markers, err, err_len);
     if (rc)
         goto fail;
+    /* Redaction changes what is stored, never a score: it is not part of the model id. */
+    rc = at__redactor_new(lexicon_dir, &m->redactor, err, err_len);
+    if (rc)
+        goto fail;
     snprintf(m->id, sizeof m->id, "m-%016llx", (unsigned long long)hash);
     m->build_ms = now_ms() - t0;
     *out = m;
@@ -171,6 +177,7 @@ void at_model_free(at_model *model)
     if (!model)
         return;
     at__markers_free(model->markers);
+    at__redactor_free(model->redactor);
     at__vader_free(model->vader);
     free(model);
 }
@@ -200,7 +207,8 @@ int at_scratch_new(at_scratch **out)
     at_scratch *s = calloc(1, sizeof *s);
     if (!s)
         return AT_ENOMEM;
-    if (at__vscratch_new(&s->vader) || at__mscratch_new(&s->markers)) {
+    if (at__vscratch_new(&s->vader) || at__mscratch_new(&s->markers) ||
+        at__rscratch_new(&s->redact)) {
         at_scratch_free(s);
         return AT_ENOMEM;
     }
@@ -214,6 +222,7 @@ void at_scratch_free(at_scratch *scratch)
         return;
     at__vscratch_free(scratch->vader);
     at__mscratch_free(scratch->markers);
+    at__rscratch_free(scratch->redact);
     free(scratch);
 }
 
@@ -236,6 +245,12 @@ int at_score(const at_model *model, at_scratch *scratch, const char *text, size_
              at_speaker speaker, unsigned flags, at_result *out)
 {
     return score(model, scratch, text, len, speaker, flags, out, NULL);
+}
+
+int at_redact(const at_model *model, at_scratch *scratch, const char *text, size_t len,
+              const char **out, size_t *out_len, unsigned *n_redactions)
+{
+    return at__redact(model->redactor, scratch->redact, text, len, out, out_len, n_redactions);
 }
 
 int at_explain(const at_model *model, const char *text, size_t len, at_speaker speaker,

@@ -246,6 +246,14 @@ double at_slope(const double *x, const double *y, size_t n);
  * AT_EINVAL when none holds vader/vader_lexicon.txt (out then holds the installed path). */
 int at_lexicon_dir_default(char *out, size_t len);
 
+/* Removes secrets from text before it is stored: payment card numbers in any written or spoken
+ * shape (Luhn-checked), and the patterns of lexicons/redact.tsv (e-mail, phone, SSN, IBAN, CVV
+ * and expiry phrases), each replaced by its placeholder ("[CARD]", "[EMAIL]", ...). *out is
+ * borrowed from scratch until its next use; *n_redactions (may be NULL) counts replacements.
+ * Returns 0 or AT_ENOMEM. */
+int at_redact(const at_model *model, at_scratch *scratch, const char *text, size_t len,
+              const char **out, size_t *out_len, unsigned *n_redactions);
+
 /* Rounds like Python's round(x, ndigits): half to even on the exact binary value. */
 double at_round(double x, int ndigits);
 

@@ -1,0 +1,397 @@
+/*
+ * redact.c: removes secrets from a text before it is stored. Two mechanisms:
+ *
+ *  - payment cards, found by a scanner rather than a regular expression because people write
+ *    them in every shape: grouped, spaced, dashed, split across words, or spoken ("four five
+ *    three two ..." from speech-to-text). A run of digit tokens (digit groups and digit words,
+ *    joined by spaces, dashes, dots or commas) is redacted whole when any 13 to 19 consecutive
+ *    digits in it pass the Luhn check, so no Luhn-valid card number survives;
+ *  - the patterns of lexicons/redact.tsv (e-mail, phone, SSN, IBAN with its mod-97 check, CVV
+ *    and expiry phrases), each replaced by its placeholder.
+ *
+ * Invariants: the redactor is part of the immutable model; per-call buffers live in the scratch
+ * (at__rscratch). Redaction never changes scores: callers score the text as received.
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+enum check { CHECK_NONE, CHECK_LUHN, CHECK_IBAN };
+
+typedef struct rpattern {
+    char *id;
+    char *placeholder;
+    enum check check;
+    pcre2_code *code;
+} rpattern;
+
+struct at__redactor {
+    rpattern *patterns;
+    size_t n_patterns;
+    pcre2_match_context *mctx;
+};
+
+typedef struct span {
+    size_t start, end;
+    const char *placeholder;
+} span;
+
+struct at__rscratch {
+    pcre2_match_data *md;
+    span *spans;
+    size_t n_spans, cap_spans;
+    at__buf out;
+    char digits[64];
+};
+
+static const char *const digit_words[] = {"zero", "one", "two", "three", "four", "five", "six",
+                                          "seven", "eight", "nine"};
+
+/* ---- loading --------------------------------------------------------------------------- */
+
+void at__redactor_free(at__redactor *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_patterns; i++) {
+        free(r->patterns[i].id);
+        free(r->patterns[i].placeholder);
+        pcre2_code_free(r->patterns[i].code);
+    }
+    free(r->patterns);
+    pcre2_match_context_free(r->mctx);
+    free(r);
+}
+
+int at__redactor_new(const char *dir, at__redactor **out, char *err, size_t err_len)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/redact.tsv", dir);
+    char *data = NULL;
+    size_t len;
+    int rc = at__read_file(path, &data, &len, err, err_len);
+    if (rc)
+        return rc;
+    at__redactor *r = calloc(1, sizeof *r);
+    if (!r) {
+        free(data);
+        return AT_ENOMEM;
+    }
+    r->mctx = pcre2_match_context_create(NULL);
+    if (!r->mctx) {
+        rc = AT_ENOMEM;
+        goto fail;
+    }
+    pcre2_set_match_limit(r->mctx, 100000);
+    pcre2_set_depth_limit(r->mctx, 1000);
+    int line_no = 0;
+    for (char *line = data, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        line_no++;
+        size_t n = strlen(line);
+        if (n && line[n - 1] == '\r')
+            line[--n] = '\0';
+        if (!n || line[0] == '#')
+            continue;
+        char *f[4];
+        int nf = 0;
+        for (char *p = line; nf < 4; nf++) {
+            f[nf] = p;
+            char *tab = nf < 3 ? strchr(p, '\t') : NULL;
+            if (!tab) {
+                nf++;
+                break;
+            }
+            *tab = '\0';
+            p = tab + 1;
+        }
+        if (nf != 4) {
+            at__errf(err, err_len, "%s:%d: expected 4 tab-separated fields: id, placeholder, "
+                     "check, regex", path, line_no);
+            rc = AT_ESYNTAX;
+            goto fail;
+        }
+        enum check check;
+        if (strcmp(f[2], "none") == 0)
+            check = CHECK_NONE;
+        else if (strcmp(f[2], "luhn") == 0)
+            check = CHECK_LUHN;
+        else if (strcmp(f[2], "iban") == 0)
+            check = CHECK_IBAN;
+        else {
+            at__errf(err, err_len, "%s:%d: unknown check \"%s\" (none, luhn or iban)", path,
+                     line_no, f[2]);
+            rc = AT_ESYNTAX;
+            goto fail;
+        }
+        int ecode;
+        PCRE2_SIZE eoff;
+        pcre2_code *code = pcre2_compile((PCRE2_SPTR)f[3], PCRE2_ZERO_TERMINATED,
+                                         PCRE2_CASELESS | PCRE2_UTF | PCRE2_MATCH_INVALID_UTF,
+                                         &ecode, &eoff, NULL);
+        if (!code) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(ecode, msg, sizeof msg);
+            at__errf(err, err_len, "%s:%d: pattern %s does not compile at offset %zu: %s", path,
+                     line_no, f[0], (size_t)eoff, (char *)msg);
+            rc = AT_ESYNTAX;
+            goto fail;
+        }
+        pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+        rpattern *np = realloc(r->patterns, (r->n_patterns + 1) * sizeof *np);
+        if (!np) {
+            pcre2_code_free(code);
+            rc = AT_ENOMEM;
+            goto fail;
+        }
+        r->patterns = np;
+        rpattern *p = &r->patterns[r->n_patterns++];
+        p->code = code;
+        p->check = check;
+        p->id = strdup(f[0]);
+        p->placeholder = strdup(f[1]);
+        if (!p->id || !p->placeholder) {
+            rc = AT_ENOMEM;
+            goto fail;
+        }
+    }
+    free(data);
+    *out = r;
+    return 0;
+fail:
+    free(data);
+    at__redactor_free(r);
+    return rc;
+}
+
+int at__rscratch_new(at__rscratch **out)
+{
+    at__rscratch *s = calloc(1, sizeof *s);
+    if (!s)
+        return AT_ENOMEM;
+    s->md = pcre2_match_data_create(1, NULL);
+    if (!s->md) {
+        free(s);
+        return AT_ENOMEM;
+    }
+    *out = s;
+    return 0;
+}
+
+void at__rscratch_free(at__rscratch *s)
+{
+    if (!s)
+        return;
+    pcre2_match_data_free(s->md);
+    free(s->spans);
+    at__buf_fini(&s->out);
+    free(s);
+}
+
+/* ---- checks ---------------------------------------------------------------------------- */
+
+static bool luhn(const char *d, size_t n)
+{
+    int sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = d[n - 1 - i] - '0';
+        if (i % 2) {
+            v *= 2;
+            if (v > 9)
+                v -= 9;
+        }
+        sum += v;
+    }
+    return sum % 10 == 0;
+}
+
+/* Any window of 13..19 consecutive digits that passes Luhn. */
+static bool has_card(const char *d, size_t n)
+{
+    for (size_t len = 13; len <= 19 && len <= n; len++)
+        for (size_t i = 0; i + len <= n; i++)
+            if (luhn(d + i, len))
+                return true;
+    return false;
+}
+
+static bool iban_ok(const char *s, size_t len)
+{
+    char c[64];
+    size_t n = 0;
+    for (size_t i = 0; i < len && n < sizeof c; i++)
+        if (isalnum((unsigned char)s[i]))
+            c[n++] = (char)toupper((unsigned char)s[i]);
+    if (n < 15 || n > 34)
+        return false;
+    /* Move the first four characters to the end; letters count as 10..35; mod 97 == 1. */
+    int rem = 0;
+    for (size_t k = 0; k < n; k++) {
+        char ch = c[(k + 4) % n];
+        if (isdigit((unsigned char)ch))
+            rem = (rem * 10 + (ch - '0')) % 97;
+        else
+            rem = (rem * 100 + (ch - 'A' + 10)) % 97;
+    }
+    return rem == 1;
+}
+
+/* ---- scanning -------------------------------------------------------------------------- */
+
+static int add_span(at__rscratch *s, size_t start, size_t end, const char *placeholder)
+{
+    if (s->n_spans == s->cap_spans) {
+        size_t n = s->cap_spans ? s->cap_spans * 2 : 16;
+        span *p = realloc(s->spans, n * sizeof *p);
+        if (!p)
+            return AT_ENOMEM;
+        s->spans = p;
+        s->cap_spans = n;
+    }
+    s->spans[s->n_spans++] = (span){start, end, placeholder};
+    return 0;
+}
+
+/* Reads the token at text[i): a digit group (returns its digits) or a digit word (one digit,
+ * "oh" and "o" read as zero). Returns the token's end, or i when it is neither. */
+static size_t digit_token(const char *text, size_t len, size_t i, char *d, size_t *nd)
+{
+    size_t j = i;
+    if (isdigit((unsigned char)text[i])) {
+        while (j < len && isdigit((unsigned char)text[j])) {
+            if (*nd < 63)
+                d[(*nd)++] = text[j];
+            j++;
+        }
+        return j;
+    }
+    while (j < len && isalpha((unsigned char)text[j]))
+        j++;
+    size_t wl = j - i;
+    if (j < len && (isdigit((unsigned char)text[j])))
+        return i;
+    for (int k = 0; k < 10; k++) {
+        if (strlen(digit_words[k]) == wl && strncasecmp(text + i, digit_words[k], wl) == 0) {
+            if (*nd < 63)
+                d[(*nd)++] = (char)('0' + k);
+            return j;
+        }
+    }
+    if ((wl == 2 && strncasecmp(text + i, "oh", 2) == 0) ||
+        (wl == 1 && (text[i] == 'o' || text[i] == 'O'))) {
+        if (*nd < 63)
+            d[(*nd)++] = '0';
+        return j;
+    }
+    return i;
+}
+
+static int scan_cards(at__rscratch *s, const char *text, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        /* A run starts at a token boundary. */
+        if (i > 0 && isalnum((unsigned char)text[i - 1])) {
+            i++;
+            continue;
+        }
+        size_t nd = 0;
+        size_t end = digit_token(text, len, i, s->digits, &nd);
+        if (end == i) {
+            i++;
+            continue;
+        }
+        size_t start = i, run_end = end;
+        /* Extend over separators and further digit tokens. */
+        for (;;) {
+            size_t j = run_end;
+            while (j < len && (text[j] == ' ' || text[j] == '-' || text[j] == '.' ||
+                               text[j] == ',' || text[j] == '/' || text[j] == '\t'))
+                j++;
+            if (j == run_end || j >= len)
+                break;
+            size_t e = digit_token(text, len, j, s->digits, &nd);
+            if (e == j || (e < len && isalnum((unsigned char)text[e])))
+                break;
+            run_end = e;
+        }
+        if (nd >= 13 && has_card(s->digits, nd)) {
+            if (add_span(s, start, run_end, "[CARD]"))
+                return AT_ENOMEM;
+        }
+        i = run_end > i ? run_end : i + 1;
+    }
+    return 0;
+}
+
+static int cmp_span(const void *a, const void *b)
+{
+    const span *x = a, *y = b;
+    if (x->start != y->start)
+        return x->start < y->start ? -1 : 1;
+    return x->end > y->end ? -1 : x->end < y->end;
+}
+
+int at__redact(const at__redactor *r, at__rscratch *s, const char *text, size_t len,
+               const char **out, size_t *out_len, unsigned *n_redactions)
+{
+    s->n_spans = 0;
+    s->out.len = 0;
+    int rc = scan_cards(s, text, len);
+    if (rc)
+        return rc;
+    for (size_t pi = 0; pi < r->n_patterns; pi++) {
+        const rpattern *p = &r->patterns[pi];
+        PCRE2_SIZE off = 0;
+        while (off <= len) {
+            int m = pcre2_match(p->code, (PCRE2_SPTR)text, len, off, 0, s->md, r->mctx);
+            if (m < 0)
+                break; /* no match, or a limit: the other patterns and the scanner still ran */
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(s->md);
+            bool ok = true;
+            if (p->check == CHECK_LUHN) {
+                size_t nd = 0;
+                for (size_t k = ov[0]; k < ov[1] && nd < 63; k++)
+                    if (isdigit((unsigned char)text[k]))
+                        s->digits[nd++] = text[k];
+                ok = nd >= 13 && has_card(s->digits, nd);
+            } else if (p->check == CHECK_IBAN) {
+                ok = iban_ok(text + ov[0], ov[1] - ov[0]);
+            }
+            if (ok && ov[1] > ov[0] && add_span(s, ov[0], ov[1], p->placeholder))
+                return AT_ENOMEM;
+            off = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
+        }
+    }
+    if (s->n_spans > 1)
+        qsort(s->spans, s->n_spans, sizeof *s->spans, cmp_span);
+    size_t pos = 0;
+    unsigned n = 0;
+    if (at__buf_reserve(&s->out, len))
+        return AT_ENOMEM;
+    for (size_t i = 0; i < s->n_spans; i++) {
+        const span *sp = &s->spans[i];
+        if (sp->start < pos)
+            continue; /* inside (or overlapping) a span already replaced */
+        if (at__buf_append(&s->out, text + pos, sp->start - pos) ||
+            at__buf_append(&s->out, sp->placeholder, strlen(sp->placeholder)))
+            return AT_ENOMEM;
+        pos = sp->end;
+        n++;
+    }
+    if (at__buf_append(&s->out, text + pos, len - pos))
+        return AT_ENOMEM;
+    *out = s->out.data;
+    *out_len = s->out.len;
+    if (n_redactions)
+        *n_redactions = n;
+    return 0;
+}
