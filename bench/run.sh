@@ -5,6 +5,10 @@
 # patterns that cannot match it (a copy of the lexicons with 10x marker patterns). The summary
 # also goes to $BUILD/bench/score-summary.txt.
 #
+# Then the end-to-end ingest benchmark of attuned (bench/ingest.sh: clients on loopback stream
+# conversations to the daemon until the last ack; its summary goes to
+# $BUILD/bench/ingest-summary.txt).
+#
 # Steps: generate the corpus (bench/gen_corpus.py, cached in $BUILD/bench/), install the npm
 # peers into bench/node_modules (node and npm from Debian when missing), build the 10x lexicon
 # copy in a temporary directory, run bench_score (both models, interleaved), run it once more per
@@ -13,7 +17,8 @@
 # Environment: BUILD (build), ATTUNE_LEXICONS (lexicons), BENCH_CONVERSATIONS (20000),
 # BENCH_SEED (1), BENCH_SECONDS (2, minimum per measurement), BENCH_REPEATS (3, best of),
 # BENCH_CPU (the highest CPU this process may use), PYTHON (/usr/bin/python3),
-# BENCH_SKIP_PEERS (1 to skip the npm peers).
+# BENCH_SKIP_PEERS (1 to skip the npm peers), BENCH_SKIP_INGEST (1 to skip bench/ingest.sh, whose
+# own settings are described in it).
 set -eu
 
 cd "$(dirname "$0")/.."
@@ -102,3 +107,10 @@ echo >&2
     --corpus-note "bench/gen_corpus.py -n $N --seed $SEED" >"$OUT/score-summary.txt"
 cat "$OUT/score-summary.txt"
 echo "(written to $OUT/score-summary.txt)"
+
+# ---- end-to-end ingest ---------------------------------------------------------------------
+if [ "${BENCH_SKIP_INGEST:-0}" != 1 ]; then
+    echo
+    say "end-to-end ingest: bench/ingest.sh"
+    BUILD="$BUILD" PYTHON="$PYTHON" BENCH_SEED="$SEED" bench/ingest.sh
+fi
