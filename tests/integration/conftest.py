@@ -307,6 +307,28 @@ class Client:
                 raise AssertionError("the server did not close the connection within %ss; got %s"
                                      % (timeout, got)) from None
 
+    def poll(self):
+        """Reads what has arrived, without waiting; returns the complete messages. Raises
+        Closed at EOF."""
+        self.sock.settimeout(0)
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                self.eof = True
+                break
+            self.buf += data
+        got = []
+        while b"\n" in self.buf:
+            got.append(self.recv(0.01))
+        if not got and self.eof:
+            raise Closed("connection closed by the server")
+        return got
+
     def errors(self):
         return [m for m in self.messages if m.get("type") == "error"]
 

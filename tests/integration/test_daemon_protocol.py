@@ -3,6 +3,7 @@ import datetime
 import json
 import math
 import subprocess
+import time
 
 import pytest
 
@@ -325,7 +326,11 @@ def test_hello_acks_none_stores_without_acks(daemon):
     c.send({"type": "ping"})
     assert c.recv() == {"type": "pong"}
     assert c.quiet(0.5) == []
-    assert daemon.rows("SELECT COUNT(*) FROM utterances") == [(20,)]
+    deadline = time.monotonic() + 10
+    while daemon.rows("SELECT COUNT(*) FROM utterances") != [(20,)]:
+        assert time.monotonic() < deadline, "not stored"
+        time.sleep(0.02)
+    assert c.quiet(0.1) == []
     # Errors are still reported.
     c.send("{nope")
     assert c.recv()["code"] == "invalid_json"
