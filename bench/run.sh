@@ -15,7 +15,7 @@
 # model for memory, run peers.js pinned to the same CPU, print the summary (bench/summary.py).
 #
 # Environment: BUILD (build), ATTUNE_LEXICONS (lexicons), BENCH_CONVERSATIONS (20000),
-# BENCH_SEED (1), BENCH_SECONDS (2, minimum per measurement), BENCH_REPEATS (3, best of),
+# BENCH_SEED (1), BENCH_SECONDS (2, minimum CPU seconds per measurement), BENCH_REPEATS (3, best of),
 # BENCH_CPU (the highest CPU this process may use), PYTHON (/usr/bin/python3),
 # BENCH_SKIP_PEERS (1 to skip the npm peers), BENCH_SKIP_INGEST (1 to skip bench/ingest.sh, whose
 # own settings are described in it).
@@ -84,7 +84,7 @@ say "building the 10x pattern copy of $LEX"
 
 # ---- measurements -------------------------------------------------------------------------
 rm -f "$OUT/score.jsonl" "$OUT/memory-normal.jsonl" "$OUT/memory-10x.jsonl" "$OUT/peers.jsonl"
-say "attune: sentiment-only, full, full with 10x patterns (>= ${SECS}s each, best of $REPEATS)"
+say "attune: sentiment-only, full, full with 10x patterns (>= ${SECS} CPU s each, best of $REPEATS)"
 "$BIN" --cpu "$CPU" --seconds "$SECS" --repeats "$REPEATS" --json "$OUT/score.jsonl" \
     --lexicons "$LEX" --compare "$TMP/lexicons-10x" "$CORPUS" >&2
 say "attune: memory, one process per model"
@@ -94,7 +94,7 @@ say "attune: memory, one process per model"
     --lexicons "$TMP/lexicons-10x" "$CORPUS" >/dev/null
 
 if [ "$peers_ok" = 1 ]; then
-    say "npm peers: vader-sentiment and sentiment (>= ${SECS}s each, best of $REPEATS)"
+    say "npm peers: vader-sentiment and sentiment (>= ${SECS} CPU s each, best of $REPEATS)"
     if command -v taskset >/dev/null 2>&1; then PIN="taskset -c $CPU"; else PIN=""; fi
     $PIN node bench/peers.js --seconds "$SECS" --repeats "$REPEATS" "$CORPUS" \
         >"$OUT/peers.jsonl" || say "peers.js failed; the peer figures will be missing"

@@ -86,29 +86,32 @@ def main():
             fmt_int(mem["utterances"]), mem["bytes"] / 1e6,
             mem["bytes"] / float(max(1, mem["utterances"])),
             (" (" + args.corpus_note + ")") if args.corpus_note else ""))
-    secs = [r.get("seconds") for r in list(res.values()) + list(peers.values())]
-    p("method: warm-up, then repeated runs of >= %.1f s over the corpus, best of N; MB = 10^6 "
-      "bytes of UTF-8 text" % min(s for s in secs if s) if any(secs) else "method: n/a")
+    cpus = [r.get("cpu_seconds") for r in list(res.values()) + list(peers.values())]
+    p("method: warm-up, then repeated runs of >= %.1f CPU seconds each over the corpus, best of "
+      "N; rates per second of CPU time on one core; MB = 10^6 bytes of UTF-8 text"
+      % min(c for c in cpus if c) if any(cpus) else "method: n/a")
     p("")
-    p("%-36s %14s %10s %10s %14s" % ("scorer", "utterances/s", "MB/s", "us/utt",
-                                      "utt/CPU-s"))
-    p("-" * 88)
+    p("%-36s %13s %9s %9s %13s %6s" % ("scorer", "utterances/s", "MB/s", "us/utt",
+                                        "wall utt/s", "cpu%"))
+    p("-" * 91)
 
     def row(label, r):
         if not r:
-            p("%-36s %14s %10s %10s %14s" % (label, "n/a", "n/a", "n/a", "n/a"))
+            p("%-36s %13s %9s %9s %13s %6s" % (label, "n/a", "n/a", "n/a", "n/a", "n/a"))
             return
-        per_cpu = r["utterances"] / r["cpu_seconds"] if r.get("cpu_seconds") else None
-        p("%-36s %14s %10.2f %10.3f %14s" % (label, fmt_int(r["utt_per_s"]), r["mb_per_s"],
-                                             1e6 / r["utt_per_s"], fmt_int(per_cpu)))
+        share = 100.0 * r["cpu_seconds"] / r["seconds"] if r.get("seconds") else 0.0
+        p("%-36s %13s %9.2f %9.3f %13s %6.0f" % (label, fmt_int(r["utt_per_s"]), r["mb_per_s"],
+                                                1e6 / r["utt_per_s"],
+                                                fmt_int(r.get("wall_utt_per_s")), share))
 
     row("attune sentiment-only", sent)
     row("attune full", full)
     row("attune full (10x patterns)", full10)
     row("vader-sentiment %s (VADER, JS)" % (vader or {}).get("version", ""), vader)
     row("sentiment %s (AFINN, JS)" % (afinn or {}).get("version", ""), afinn)
-    p("(utterances/s and MB/s: wall time of the best run; utt/CPU-s: the same run per second of "
-      "CPU time the process got)")
+    p("(utterances/s, MB/s, us/utt: per second of CPU time of the best run; wall utt/s: the same "
+      "run by wall time;")
+    p(" cpu%: the share of the CPU the scorer got, below ~95 when other work shared the core)")
     p("")
 
     def verdict(ok):
@@ -164,12 +167,12 @@ def main():
         if a.get("pass_limit_hits") or b.get("pass_limit_hits"):
             p("PCRE2 limit hits in one pass: normal %d, 10x %d" % (a["pass_limit_hits"],
                                                                   b["pass_limit_hits"]))
-    for r in list(res.values()) + list(peers.values()):
-        cpu_s, wall = r.get("cpu_seconds"), r.get("seconds")
-        if cpu_s and wall and cpu_s < 0.9 * wall:
-            label = r.get("name") or ("attune %s %s" % (r["mode"], r["model"]))
-            p("note: %s got %.0f%% of its CPU during the best run; the machine was busy" % (
-                label, 100.0 * cpu_s / wall))
+    busy = [r for r in list(res.values()) + list(peers.values())
+            if r.get("cpu_seconds") and r.get("seconds") and r["cpu_seconds"] < 0.9 * r["seconds"]]
+    if busy:
+        p("note: other work shared the CPU during some runs (cpu% < 90); the rates are per CPU "
+          "second, but caches and clock were shared too, so rerun on an idle machine for "
+          "figures to publish")
     print("\n".join(out))
 
 
