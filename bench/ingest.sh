@@ -10,7 +10,8 @@
 # (bench/ingest.ini, --listen 127.0.0.1:0, the port read from its log):
 #   1. as fast as possible over 1, 4 and 64 connections (utterances/s durably stored and acked);
 #   2. paced at half of the best lines/s of step 1 over 64 connections (ack latency: the time
-#      the covering ack is read minus the time the line was written; p50/p99/max);
+#      the covering ack is read minus the time the line was written; p50/p99/max); when the
+#      best came from fewer connections, also "paced-same" at half of what 64 reached;
 #   3. 1,000 idle connections held open, then the full load over 64 connections (the daemon's
 #      VmRSS sampled every 50 ms and its VmHWM from /proc/PID/status).
 # After each run: the daemon's CPU time per thread (loop, scoring workers, writer), SIGTERM (it
@@ -178,14 +179,28 @@ run_client() {
 for c in $CONNS; do
     run_client "max-$c" "$c" 0 0
 done
-RATE=$("$PYTHON" -c '
+# Paced: FRACTION of the best rate of any connection count; and, when the best came from another
+# connection count, FRACTION of what PACED_CONNS connections reached (for reference).
+set -- $("$PYTHON" -c '
 import json, sys
-best = max((json.loads(l)["client"].get("lines_per_s", 0) for l in open(sys.argv[1])), default=0)
-print(int(best * float(sys.argv[2])))' "$RUNS" "$FRACTION")
+runs = [json.loads(l) for l in open(sys.argv[1])]
+def rate(r):
+    return r["client"].get("lines_per_s", 0) if r["client"].get("complete") else 0
+best = max(runs, key=rate, default=None)
+same = next((r for r in runs if r["run"] == "max-" + sys.argv[3]), None)
+f = float(sys.argv[2])
+a = int(f * rate(best)) if best else 0
+b = int(f * rate(same)) if same and same is not best else 0
+print(a, b)' "$RUNS" "$FRACTION" "$PACED_CONNS")
+RATE=${1:-0}
+RATE_SAME=${2:-0}
 if [ "$RATE" -gt 0 ]; then
     run_client "paced" "$PACED_CONNS" "$RATE" 0
 else
     say "no unpaced run completed; skipping the paced run"
+fi
+if [ "$RATE_SAME" -gt 0 ]; then
+    run_client "paced-same" "$PACED_CONNS" "$RATE_SAME" 0
 fi
 run_client "idle+load" "$LOAD_CONNS" 0 "$IDLE"
 cp "$RUNS" "$OUT/ingest.jsonl"
@@ -308,6 +323,12 @@ if paced:
     print(f"  (paced run achieved {ach:,} lines/s; p50 "
           f"{paced['client']['latency_ms']['p50']:.1f} ms, max "
           f"{paced['client']['latency_ms']['max']:.1f} ms)")
+same = next((r for r in done if r["run"] == "paced-same"), None)
+if same:
+    c = same["client"]
+    print(f"  (for reference, paced-same: {fraction:.0%} of what {c['connections']} connections "
+          f"reached, {c['target_rate_lines_per_s']:,.0f} lines/s: p99 "
+          f"{c['latency_ms']['p99']:.1f} ms, p50 {c['latency_ms']['p50']:.1f} ms)")
 if mem:
     v = mem["daemon"]["vmhwm_kb"] / 1024
     s = mem["daemon"]["vmrss_max_sampled_kb"] / 1024
