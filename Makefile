@@ -17,7 +17,7 @@ PYTHON  ?= /usr/bin/python3
 WARN    = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS = -std=c11 $(CFLAGS) $(WARN) $(WERROR) -MMD -MP -D_GNU_SOURCE \
-             -Ilib/include -Ilib $(EXTRA_CFLAGS)
+             -Ilib/include -Ilib -Icommon $(EXTRA_CFLAGS)
 LDFLAGS ?=
 ALL_LDFLAGS = $(LDFLAGS) $(EXTRA_LDFLAGS)
 
@@ -34,7 +34,12 @@ $(BUILD)/config.mk: packaging/deps.sh
 
 LIB_SRC   = $(wildcard lib/*.c)
 LIB_OBJ   = $(LIB_SRC:%.c=$(BUILD)/%.o)
-CLI_SRC   = $(wildcard cli/*.c)
+COMMON_SRC = $(wildcard common/*.c)
+COMMON_OBJ = $(COMMON_SRC:%.c=$(BUILD)/%.o)
+# cli/ext_sqlite.c is the SQLite loadable extension, not part of the attune command.
+EXT_SRC   = cli/ext_sqlite.c
+EXT_OBJ   = $(BUILD)/cli/ext_sqlite.o $(BUILD)/cli/output.o
+CLI_SRC   = $(filter-out $(EXT_SRC),$(wildcard cli/*.c))
 CLI_OBJ   = $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 UNIT_BIN  = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -51,7 +56,7 @@ all: $(BUILD)/libattune.a $(BUILD)/attune $(BUILD)/attuned $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c $(BUILD)/config.mk
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Idaemon -I$(BUILD) $(PCRE2_8_CFLAGS) $(JANSSON_CFLAGS) $(CMOCKA_CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -Idaemon -I$(BUILD) $(PCRE2_8_CFLAGS) $(JANSSON_CFLAGS) $(SQLITE3_CFLAGS) $(CMOCKA_CFLAGS) -c $< -o $@
 
 # The installed commands find the installed lexicons: lib/model.c falls back to
 # ATTUNE_DATADIR/lexicons. A stamp that changes only with DATADIR rebuilds model.o when it does.
@@ -66,8 +71,20 @@ $(BUILD)/libattune.a: $(LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(BUILD)/attune: $(CLI_OBJ) $(BUILD)/libattune.a
-	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libattune.a $(JANSSON_LIBS) $(LIB_LIBS) $(ALL_LDFLAGS)
+# common/: code attuned and attune share beyond lib (SQLite: the writer lock, scores, metrics).
+$(BUILD)/common/%.o: common/%.c $(BUILD)/config.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(SQLITE3_CFLAGS) -c $< -o $@
+
+$(BUILD)/libcommon.a: $(COMMON_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+# `attune rescore` writes what attuned writes, so it links the shared scoring and metrics code
+# and the embedded migrations (to refuse a database newer than it knows).
+$(BUILD)/attune: $(CLI_OBJ) $(BUILD)/schema_sql.o $(BUILD)/libcommon.a $(BUILD)/libattune.a
+	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/schema_sql.o $(BUILD)/libcommon.a $(BUILD)/libattune.a $(JANSSON_LIBS) $(SQLITE3_LIBS) $(LIB_LIBS) $(ALL_LDFLAGS)
+
 
 # The migrations are compiled into the daemon so that a binary always knows its own schema.
 $(BUILD)/schema_sql.c: $(SCHEMA_SQL) packaging/embed_schema.sh
@@ -81,8 +98,8 @@ $(BUILD)/daemon/%.o: daemon/%.c $(BUILD)/config.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Idaemon $(UV_CFLAGS) $(JANSSON_CFLAGS) $(SQLITE3_CFLAGS) $(INIH_CFLAGS) $(SYSTEMD_CFLAGS) -c $< -o $@
 
-$(BUILD)/attuned: $(DAEMON_OBJ) $(BUILD)/libattune.a
-	$(CC) $(ALL_CFLAGS) -o $@ $(DAEMON_OBJ) $(BUILD)/libattune.a $(UV_LIBS) $(JANSSON_LIBS) $(SQLITE3_LIBS) $(INIH_LIBS) $(SYSTEMD_LIBS) -lhttp_parser $(LIB_LIBS) -lpthread $(ALL_LDFLAGS)
+$(BUILD)/attuned: $(DAEMON_OBJ) $(BUILD)/libcommon.a $(BUILD)/libattune.a
+	$(CC) $(ALL_CFLAGS) -o $@ $(DAEMON_OBJ) $(BUILD)/libcommon.a $(BUILD)/libattune.a $(UV_LIBS) $(JANSSON_LIBS) $(SQLITE3_LIBS) $(INIH_LIBS) $(SYSTEMD_LIBS) -lhttp_parser $(LIB_LIBS) -lpthread $(ALL_LDFLAGS)
 
 run: all
 	$(BUILD)/attuned --listen 127.0.0.1:7420 --db ./attune.db
@@ -90,9 +107,9 @@ run: all
 # Unit tests of daemon modules include their sources and the generated schema.
 $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.o): $(BUILD)/schema_sql.c
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libattune.a
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libcommon.a $(BUILD)/libattune.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libattune.a $(CMOCKA_LIBS) $(JANSSON_LIBS) $(SQLITE3_LIBS) $(INIH_LIBS) $(UV_LIBS) $(LIB_LIBS) -lpthread $(ALL_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libcommon.a $(BUILD)/libattune.a $(CMOCKA_LIBS) $(JANSSON_LIBS) $(SQLITE3_LIBS) $(INIH_LIBS) $(UV_LIBS) $(LIB_LIBS) -lpthread $(ALL_LDFLAGS)
 
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libattune.a
 	@mkdir -p $(dir $@)
@@ -149,4 +166,4 @@ install: all
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(DAEMON_SRC:%.c=$(BUILD)/%.d) $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d) $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%.d)
+-include $(LIB_OBJ:.o=.d) $(COMMON_OBJ:.o=.d) $(EXT_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(DAEMON_SRC:%.c=$(BUILD)/%.d) $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d) $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%.d)

@@ -16,6 +16,7 @@ enum { EXIT_OK = 0, EXIT_INPUT = 1, EXIT_USAGE = 2 };
 int cmd_score(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_rescore(int argc, char **argv);
 
 /* Finds the lexicon directory: dir when given, else $ATTUNE_LEXICONS, else lexicons/ beside the
  * build tree of the executable, else the installed data directory. Builds the model; on failure

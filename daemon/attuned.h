@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "attune.h"
+#include "common.h"
 
 #define ATTUNED_VERSION "attuned/" AT_VERSION
 #define ATTUNED_PROTOCOL 1
@@ -89,6 +90,7 @@ enum msg_type {
     MSG_OUTCOME,
     MSG_SUBSCRIBE,
     MSG_PING,
+    MSG_RESCORE, /* an extension of PROTOCOL.md, documented in README.md */
 };
 
 /* Absent optional integers hold this value. */
@@ -126,6 +128,8 @@ typedef struct message {
     bool acks_none;
     /* subscribe */
     char *filter_queue, *filter_agent_id;
+    /* rescore: conversations started at or after this time (ms), or WIRE_ABSENT for all */
+    int64_t since;
 } message;
 
 /* Error codes of PROTOCOL.md. */
@@ -189,6 +193,10 @@ int store_put_utterance(store *s, const stored_utterance *u, bool *inserted);
 /* Recomputes the section-2 metrics of a conversation from its stored turns and facts and
  * writes them into its row (inside the caller's transaction). */
 int store_update_metrics(store *s, const char *conversation_id, int64_t silence_threshold_ms);
+/* One slice of a rescoring run (scoredb_rescore) inside the caller's transaction. Returns 1 when
+ * more rows may follow, 0 when the run is complete, -1 on failure. */
+int store_rescore(store *s, const at_model *model, at_scratch *scratch, rescore_cursor *cur,
+                  size_t max_rows, int64_t silence_threshold_ms, rescore_counts *counts);
 /* Reads a conversation's queue and agent_id (new strings or NULL; free with free()). */
 int store_conversation_routing(store *s, const char *conversation_id, char **queue,
                                char **agent_id);

@@ -1,11 +1,11 @@
 /*
  * main.c: attuned start-up and shut-down order, and nothing else.
  *
- * Start: flags, config file, flags again (flags win), logging, model, store, listeners
- * (protocol, metrics), pipeline, signals, watchdog, READY. Stop (SIGTERM/SIGINT): stop
- * accepting and reading, let everything in flight commit and be acknowledged, close
- * connections and the metrics endpoint, stop the watchdog and threads, exit 0. A second
- * SIGINT exits at once.
+ * Start: flags, config file, flags again (flags win), logging, model, the database's writer
+ * lock, store, listeners (protocol, metrics), pipeline, signals, watchdog, READY. Stop
+ * (SIGTERM/SIGINT): stop accepting and reading, let everything in flight commit and be
+ * acknowledged (a running rescore stops after its slice), close connections and the metrics
+ * endpoint, stop the watchdog and threads, exit 0. A second SIGINT exits at once.
  *
  * Exit codes: 0 clean stop (or --check-config valid), 1 runtime failure (cannot listen, open
  * the store, build the model), 2 bad flags or configuration.
@@ -41,6 +41,7 @@ typedef struct daemon_state {
     watchdog *wd;     /* NULL unless systemd asked for a watchdog */
     uv_signal_t sig_term, sig_int, sig_hup;
     int n_sigint;
+    int lock_fd; /* the one-writer lock of the database (common/dblock.c), held until exit */
     /* Command-line settings, re-applied over the file on reload (flags always win). */
     const char *flag_keys[8];
     const char *flag_vals[8];
@@ -97,6 +98,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
         D.n_sigint = 1;
     log_msg(LOG_INFO, "main", "%s: draining", signum == SIGINT ? "SIGINT" : "SIGTERM");
     sd_notify(0, "STOPPING=1");
+    pipeline_stop_rescore(D.pipe); /* a rescore resumes when requested again */
     server_drain(D.srv, on_drained);
 }
 
@@ -270,6 +272,28 @@ int main(int argc, char **argv)
                 "corruption bug; attuned is the only writer of its database, which avoids it",
                 sqlite3_libversion());
 
+    /* One writer per database file: the lock is taken before the file is opened (a migration
+     * is a write) and held until exit, when the kernel releases it. */
+    D.lock_fd = -1;
+    if (strcmp(D.cfg.db_path, ":memory:") != 0) {
+        rc = dblock_acquire(D.cfg.db_path, &D.lock_fd, err, sizeof err);
+        if (rc < 0)
+            log_msg(LOG_ERROR, "main", "cannot take the writer lock of %s: %s", D.cfg.db_path,
+                    err);
+        if (rc > 0) {
+            char lock_path[4096 + 16], holder[256], by[64] = "";
+            long pid;
+            dblock_path(D.cfg.db_path, lock_path, sizeof lock_path);
+            if (dblock_read(D.cfg.db_path, holder, sizeof holder, &pid) == 0 && pid)
+                snprintf(by, sizeof by, " (by pid %ld)", pid);
+            log_msg(LOG_ERROR, "main", "database %s already has a writer: %s is locked by "
+                    "another attuned or `attune rescore`%s", D.cfg.db_path, lock_path, by);
+        }
+        if (rc) {
+            at_model_free(D.model);
+            return 1;
+        }
+    }
     store *st;
     if (store_open(D.cfg.db_path, &st, err, sizeof err)) {
         log_msg(LOG_ERROR, "main", "cannot open the store %s: %s", D.cfg.db_path, err);
@@ -309,6 +333,14 @@ int main(int argc, char **argv)
     log_msg(LOG_INFO, "main", "%s listening on %.*s:%d, db %s, %d workers", ATTUNED_VERSION,
             (int)(strrchr(D.cfg.listen, ':') - D.cfg.listen), D.cfg.listen, server_port(D.srv),
             D.cfg.db_path, D.cfg.workers);
+    if (D.lock_fd >= 0) {
+        /* For `attune rescore`, which asks the lock holder to rescore: where to find it. */
+        char where[300];
+        snprintf(where, sizeof where, "%.*s:%d",
+                 (int)(strrchr(D.cfg.listen, ':') - D.cfg.listen), D.cfg.listen,
+                 server_port(D.srv));
+        dblock_describe(D.lock_fd, where);
+    }
     if (D.metrics)
         log_msg(LOG_INFO, "main", "metrics on %.*s:%d (GET /metrics, /healthz)",
                 (int)(strrchr(D.cfg.metrics_listen, ':') - D.cfg.metrics_listen),
@@ -323,6 +355,7 @@ int main(int argc, char **argv)
     metrics_free(D.metrics);
     watchdog_free(D.wd);
     uv_loop_close(D.loop);
+    dblock_release(D.lock_fd);
     log_msg(LOG_INFO, "main", "stopped");
     log_close();
     return 0;

@@ -10,7 +10,14 @@
  * covers them has returned. A failed batch is rolled back and retried as a whole, so nothing is
  * acknowledged that is not durable, and the loop thread's in-flight bound turns a stalled
  * writer into backpressure on the sockets.
+ *
+ * Rescoring: a rescore request becomes the writer's one job. The writer runs it in slices of
+ * batch_rows utterances, each in its own transaction, whenever its queue is empty and once after
+ * every ingest batch, so ingest and rescoring both progress and the loop thread never waits. The
+ * writer scores with the current model under its own hazard pointer; when the model changes
+ * mid-run, the run starts over with the new one (rows already rescored by it are passed over).
  */
+#include <jansson.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -47,6 +54,15 @@ typedef struct worker {
 
 #define MAX_RETIRED 16
 
+/* The writer's rescoring job (writer thread only). */
+typedef struct rescore_job {
+    work *req;           /* the request; its line completes when the job ends */
+    rescore_cursor cur;
+    rescore_counts counts;
+    char model_id[32];   /* the model of the current pass; "" before the first slice */
+    at_scratch *scratch;
+} rescore_job;
+
 struct pipeline {
     _Atomic(const at_model *) model;
     at_model *retired[MAX_RETIRED]; /* replaced models not yet freed (loop thread only) */
@@ -60,6 +76,9 @@ struct pipeline {
     int n_workers;
     pthread_t writer;
     queue wq;
+    rescore_job *job;                        /* writer thread; NULL when none runs */
+    _Atomic(const at_model *) writer_hazard; /* the model the writer rescores with, or NULL */
+    _Atomic bool stop_rescore;
     _Atomic int batch_rows;
     _Atomic int batch_ms;
     _Atomic double alert_floor;
@@ -159,6 +178,7 @@ void work_free(work *w)
     for (size_t i = 0; i < w->n_alerts; i++)
         alert_fini(&w->alerts[i]);
     free(w->alerts);
+    free(w->reply);
     message_fini(&w->msg);
     free(w);
 }
@@ -173,25 +193,6 @@ static const at_model *acquire_model(worker *wk)
         atomic_store(&wk->hazard, m);
     } while (m != atomic_load(&wk->p->model));
     return m;
-}
-
-/* Whether an agent turn offers a fix (an ownership marker) before acknowledging the customer
- * (acknowledgement, validation, apology, reassurance or perspective-taking): 1 before, 0 after,
- * -1 when it offers no fix. Markers are ordered by start offset. */
-static int solution_first(const at_result *r)
-{
-    const uint32_t ack = (1u << AT_CAT_ACKNOWLEDGEMENT) | (1u << AT_CAT_VALIDATION) |
-                         (1u << AT_CAT_APOLOGY) | (1u << AT_CAT_REASSURANCE) |
-                         (1u << AT_CAT_PERSPECTIVE_TAKING);
-    bool seen_ack = false;
-    for (size_t i = 0; i < r->n_markers; i++) {
-        at_category c = r->markers[i].category;
-        if (c == AT_CAT_OWNERSHIP)
-            return seen_ack ? 0 : 1;
-        if (ack & (1u << c))
-            seen_ack = true;
-    }
-    return -1;
 }
 
 void alert_fini(alert *a)
@@ -326,7 +327,7 @@ static void score_work(worker *wk, work *w)
             detect_alerts(wk, w, t, &r);
         s->sentiment = r.sentiment;
         s->category_mask = r.category_mask;
-        s->solution_first = solution_first(&r);
+        s->solution_first = scoredb_solution_first(&r);
         s->frustration_score = t->speaker == AT_SPEAKER_CUSTOMER ? r.frustration_score : NAN;
         if (r.n_markers) {
             s->markers = malloc(r.n_markers * sizeof *s->markers);
@@ -490,7 +491,9 @@ static void deliver(pipeline *p, work *batch)
                 w->n_alerts = 0;
             }
         }
-        p->done[p->n_done++] = (completion){w->conn_id, w->line_no, w->bytes, w->read_ns};
+        p->done[p->n_done++] = (completion){w->conn_id, w->line_no, w->bytes, w->read_ns,
+                                            w->reply};
+        w->reply = NULL;
     }
     pthread_mutex_unlock(&p->done_mu);
     uv_async_send(&p->async);
@@ -537,11 +540,169 @@ static int commit_batch(pipeline *p, work *batch)
     return 0;
 }
 
+/* ---- rescoring (writer thread) --------------------------------------------------------- */
+
+/* Completes one line outside a batch: its completion (and reply) goes to the loop thread. */
+static void finish_one(pipeline *p, work *w)
+{
+    w->next = NULL;
+    deliver(p, w);
+    work_free(w);
+}
+
+/* Sets w's reply to obj (taken) plus the request's id. Without memory the line still
+ * completes: the ack alone tells the client it is done. */
+static void set_reply(work *w, json_t *obj)
+{
+    if (!obj)
+        return;
+    if (w->msg.id) {
+        json_t *id = json_loads(w->msg.id, JSON_DECODE_ANY, NULL);
+        if (id)
+            json_object_set_new(obj, "id", id);
+    }
+    w->reply = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+}
+
+static json_t *error_reply(const work *w, const char *code, const char *why)
+{
+    return json_pack("{s:s,s:I,s:s,s:s}", "type", "error", "line", (json_int_t)w->line_no,
+                     "code", code, "message", why);
+}
+
+/* Ends the job: a "rescored" reply when code is NULL, else an error with code and why. */
+static void end_rescore(pipeline *p, const char *code, const char *why)
+{
+    rescore_job *job = p->job;
+    work *w = job->req;
+    if (code) {
+        set_reply(w, error_reply(w, code, why));
+    } else {
+        log_msg(LOG_INFO, "writer", "rescore done: %llu utterances in %llu conversations "
+                "rescored with model %s, %llu without their original text skipped",
+                (unsigned long long)job->counts.utterances,
+                (unsigned long long)job->counts.conversations, job->model_id,
+                (unsigned long long)job->counts.skipped);
+        set_reply(w, json_pack("{s:s,s:I,s:s,s:I,s:I,s:I}", "type", "rescored", "line",
+                               (json_int_t)w->line_no, "model_id", job->model_id,
+                               "utterances", (json_int_t)job->counts.utterances,
+                               "conversations", (json_int_t)job->counts.conversations,
+                               "skipped", (json_int_t)job->counts.skipped));
+    }
+    finish_one(p, w);
+    rescore_cursor_fini(&job->cur);
+    at_scratch_free(job->scratch);
+    free(job);
+    p->job = NULL;
+}
+
+/* Takes a rescore request: it becomes the job, or is answered at once. */
+static void start_rescore(pipeline *p, work *w)
+{
+    if (p->job) {
+        set_reply(w, error_reply(w, "overloaded", "a rescore is already running; its result "
+                                 "covers this request's utterances too, or send it again "
+                                 "after it is done"));
+        finish_one(p, w);
+        return;
+    }
+    rescore_job *job = calloc(1, sizeof *job);
+    if (!job || at_scratch_new(&job->scratch)) {
+        free(job);
+        set_reply(w, error_reply(w, "internal", "the server ran out of memory"));
+        finish_one(p, w);
+        return;
+    }
+    job->req = w;
+    job->cur.since_ms = w->msg.since; /* WIRE_ABSENT is AT_NULL_INT: every conversation */
+    p->job = job;
+    log_msg(LOG_INFO, "writer", "rescore requested (line %llu)", (unsigned long long)w->line_no);
+}
+
+/* Runs one slice of the job in its own transaction, and ends the job when it is complete, has
+ * failed or was asked to stop. */
+static void rescore_step(pipeline *p)
+{
+    rescore_job *job = p->job;
+    if (atomic_load(&p->stop_rescore)) {
+        char why[256];
+        snprintf(why, sizeof why, "the server is shutting down: the rescore stopped after %llu "
+                 "utterances; send it again after the restart to resume where it stopped",
+                 (unsigned long long)job->counts.utterances);
+        log_msg(LOG_INFO, "writer", "rescore stopped for shutdown after %llu utterances",
+                (unsigned long long)job->counts.utterances);
+        end_rescore(p, "shutting_down", why);
+        return;
+    }
+    const at_model *m;
+    do {
+        m = atomic_load(&p->model);
+        atomic_store(&p->writer_hazard, m);
+    } while (m != atomic_load(&p->model));
+    if (strcmp(job->model_id, at_model_id(m)) != 0) {
+        /* A new model: every row must be looked at again, and the counts describe its pass. */
+        if (job->model_id[0])
+            log_msg(LOG_INFO, "writer", "rescore: model %s replaced %s; starting over",
+                    at_model_id(m), job->model_id);
+        rescore_cursor_restart(&job->cur);
+        memset(&job->counts, 0, sizeof job->counts);
+        snprintf(job->model_id, sizeof job->model_id, "%s", at_model_id(m));
+    }
+    writer_beat(p, false);
+    int rc = -1;
+    if (store_begin(p->st) == 0) {
+        rc = store_rescore(p->st, m, job->scratch, &job->cur,
+                           (size_t)atomic_load(&p->batch_rows), p->silence_threshold_ms,
+                           &job->counts);
+        if (rc >= 0 && store_commit(p->st))
+            rc = -1;
+        if (rc < 0)
+            store_rollback(p->st);
+    }
+    atomic_store(&p->writer_hazard, NULL);
+    if (rc < 0) {
+        char why[640];
+        snprintf(why, sizeof why, "the rescore failed: %s; what it committed stays, and sending "
+                 "it again resumes there", store_errmsg(p->st));
+        log_msg(LOG_ERROR, "writer", "%s", why);
+        end_rescore(p, "internal", why);
+    } else if (rc == 0) {
+        end_rescore(p, NULL, NULL);
+    }
+}
+
+/* The next item for a batch, waiting until deadline (NULL = forever). Rescore requests are
+ * taken here, and while a job runs an empty queue is its turn: a slice runs, and the queue is
+ * looked at again. */
+static work *writer_next(pipeline *p, const struct timespec *deadline)
+{
+    for (;;) {
+        work *w;
+        if (p->job && !deadline) {
+            struct timespec now;
+            deadline_after(&now, 0);
+            w = writer_pop(p, &now);
+            if (!w) {
+                rescore_step(p);
+                continue;
+            }
+        } else {
+            w = writer_pop(p, deadline);
+        }
+        if (w && w->msg.type == MSG_RESCORE) {
+            start_rescore(p, w);
+            continue;
+        }
+        return w;
+    }
+}
+
 static void *writer_main(void *arg)
 {
     pipeline *p = arg;
     work *first;
-    while ((first = writer_pop(p, NULL))) {
+    while ((first = writer_next(p, NULL))) {
         /* Group commit: the batch closes after batch_rows rows or batch_ms milliseconds. */
         work *batch = first, *tail = first;
         first->next = NULL;
@@ -550,7 +711,7 @@ static void *writer_main(void *arg)
         struct timespec deadline;
         deadline_after(&deadline, atomic_load(&p->batch_ms));
         while (rows < (size_t)batch_rows) {
-            work *w = writer_pop(p, &deadline);
+            work *w = writer_next(p, &deadline);
             if (!w)
                 break;
             w->next = NULL;
@@ -576,6 +737,9 @@ static void *writer_main(void *arg)
             work_free(batch);
             batch = next;
         }
+        /* Under steady ingest the queue is never empty: the job gets a slice per batch. */
+        if (p->job)
+            rescore_step(p);
     }
     return NULL;
 }
@@ -587,7 +751,7 @@ static void reap_models(pipeline *p)
 {
     size_t kept = 0;
     for (size_t i = 0; i < p->n_retired; i++) {
-        bool busy = false;
+        bool busy = atomic_load(&p->writer_hazard) == p->retired[i];
         for (int j = 0; j < p->n_workers && !busy; j++)
             busy = atomic_load(&p->workers[j].hazard) == p->retired[i];
         if (busy)
@@ -631,6 +795,8 @@ static void on_async(uv_async_t *h)
     pthread_mutex_unlock(&p->done_mu);
     if (n)
         p->done_cb(p->done_ud, done, n);
+    for (size_t i = 0; i < n; i++)
+        free(done[i].reply);
     free(done);
     if (n_alerts && p->alert_cb)
         p->alert_cb(p->alert_ud, alerts, n_alerts);
@@ -713,6 +879,11 @@ void pipeline_submit(pipeline *p, work *w)
     queue_push(&p->workers[h % (uint64_t)p->n_workers].q, w);
 }
 
+void pipeline_stop_rescore(pipeline *p)
+{
+    atomic_store(&p->stop_rescore, true);
+}
+
 void pipeline_set_batch(pipeline *p, int batch_rows, int batch_ms)
 {
     atomic_store(&p->batch_rows, batch_rows);
@@ -739,6 +910,8 @@ const histogram *pipeline_commit_latency(pipeline *p)
 static void on_async_closed(uv_handle_t *h)
 {
     pipeline *p = h->data;
+    for (size_t i = 0; i < p->n_done; i++)
+        free(p->done[i].reply);
     free(p->done);
     pthread_mutex_destroy(&p->done_mu);
     free(p);

@@ -48,6 +48,7 @@ typedef struct work {
     char model_id[32];
     alert *alerts;    /* owned; handed to the loop thread after the commit */
     size_t n_alerts;
+    char *reply;      /* owned; a line to send before the ack (rescore), or NULL */
 } work;
 
 typedef struct completion {
@@ -55,6 +56,8 @@ typedef struct completion {
     uint64_t line_no;
     size_t bytes;
     uint64_t read_ns; /* from the work item */
+    char *reply;      /* a JSON line to send on the connection before its ack, or NULL;
+                       * the pipeline frees it after the callback */
 } completion;
 
 /* Called on the loop thread with alerts whose utterances were committed; the callee takes
@@ -82,8 +85,14 @@ void alert_fini(alert *a);
 int pipeline_set_model(pipeline *p, at_model *model);
 /* The current model, borrowed (loop thread). */
 const at_model *pipeline_model(pipeline *p);
-/* Takes w (loop thread). */
+/* Takes w (loop thread). A rescore request (MSG_RESCORE) becomes the writer's rescoring job: it
+ * rescores in slices of batch_rows utterances, each its own transaction, between ingest batches,
+ * and completes the request's line (reply: a "rescored" line, or an error) when it is done. One
+ * job at a time: a second request while one runs is answered with an overloaded error. */
 void pipeline_submit(pipeline *p, work *w);
+/* Makes a running rescoring job stop after its current slice (shutdown; loop thread). Its line
+ * is answered with a shutting_down error; a later request resumes where it stopped. */
+void pipeline_stop_rescore(pipeline *p);
 /* Applies reloadable batch settings. */
 void pipeline_set_batch(pipeline *p, int batch_rows, int batch_ms);
 /* Finishes every submitted item (commit, completions delivered), stops the threads and closes

@@ -564,6 +564,8 @@ void server_on_done(void *ud, const completion *done, size_t n_done)
             conn_maybe_free(c);
             continue;
         }
+        if (done[i].reply)
+            send_line(c, done[i].reply, strlen(done[i].reply)); /* before the ack covers it */
         mark_done(c, done[i].line_no);
         if (!c->acks_none)
             histogram_observe_us(&srv->ack_latency, (now_ns - done[i].read_ns) / 1000);

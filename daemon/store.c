@@ -2,7 +2,9 @@
  * store.c: the SQLite store. Owns the one database connection of the writer thread: opening it
  * (WAL, synchronous=FULL, foreign keys, busy timeout), bringing its schema up to date with the
  * migrations compiled in from schema/ (PRAGMA user_version counts the applied ones), and the
- * prepared statements that merge conversations and insert utterances and their markers.
+ * prepared statements that merge conversations and insert utterances. Markers, metrics and
+ * rescoring are common/scoredb.c's, which `attune rescore` shares; the store owns one scoredb on
+ * its connection.
  *
  * Invariants:
  *   - Only the writer thread touches a store (the connection is opened NOMUTEX).
@@ -24,6 +26,7 @@
 #include <sqlite3.h>
 
 #include "attuned.h"
+#include "common.h"
 
 /* Generated into build/schema_sql.c by packaging/embed_schema.sh from schema/NNNN_name.sql, in
  * file order, each NULL-terminated. Migration i (0-based) takes user_version from i to i + 1. */
@@ -43,10 +46,6 @@ enum stmt_id {
     ST_CONV_ENSURE,
     ST_NEXT_SEQ,
     ST_UTT_INSERT,
-    ST_MARKER_INSERT,
-    ST_TURNS_SELECT,
-    ST_FACTS_SELECT,
-    ST_METRICS_UPDATE,
     ST_ROUTING_SELECT,
     N_STMTS
 };
@@ -91,34 +90,13 @@ static const char *const stmt_sql[N_STMTS] = {
         " solution_first)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         " ON CONFLICT (conversation_id, seq) DO NOTHING",
-    [ST_MARKER_INSERT] =
-        "INSERT INTO markers (conversation_id, seq, ordinal, family, category, pattern,"
-        " start_byte, end_byte) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [ST_TURNS_SELECT] =
-        "SELECT seq, speaker, ts, start_ms, end_ms, compound, frustration_score, category_mask,"
-        " solution_first FROM utterances WHERE conversation_id = ?1",
-    [ST_FACTS_SELECT] =
-        "SELECT started_at, ended_at, resolved_at, resolved, escalated, transferred, csat, nps"
-        " FROM conversations WHERE conversation_id = ?1",
-    [ST_METRICS_UPDATE] =
-        "UPDATE conversations SET turns = ?2, agent_turns = ?3, customer_turns = ?4,"
-        " duration_ms = ?5, first_response_ms = ?6, avg_response_ms = ?7, max_response_ms = ?8,"
-        " customer_sentiment_q1 = ?9, customer_sentiment_q2 = ?10, customer_sentiment_q3 = ?11,"
-        " customer_sentiment_q4 = ?12, customer_sentiment_start = ?13,"
-        " customer_sentiment_end = ?14, customer_sentiment_min = ?15,"
-        " customer_sentiment_mean = ?16, sentiment_trend = ?17, empathy_opportunities = ?18,"
-        " empathy_responses = ?19, empathy_response_rate = ?20,"
-        " solution_before_acknowledgement = ?21, empathy_score = ?22, frustration_peak = ?23,"
-        " frustration_end = ?24, recovery = ?25, escalation_requested = ?26, churn_threat = ?27,"
-        " legal_threat = ?28, abuse = ?29, interruptions_agent = ?30,"
-        " interruptions_customer = ?31, talk_ratio_agent = ?32, silence_ms = ?33,"
-        " resolution_ms = ?34, escalated = ?35 WHERE conversation_id = ?1",
     [ST_ROUTING_SELECT] = "SELECT queue, agent_id FROM conversations WHERE conversation_id = ?1",
 };
 
 struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[N_STMTS];
+    scoredb *sdb; /* markers, metrics and rescoring on the same connection */
     char errmsg[512]; /* the last failure: what was being done and SQLite's message */
 };
 
@@ -350,6 +328,8 @@ int store_open(const char *path, store **out, char *err, size_t err_len)
             goto fail;
         }
     }
+    if (scoredb_new(s->db, &s->sdb, err, err_len))
+        goto fail;
     *out = s;
     return 0;
 fail:
@@ -361,6 +341,7 @@ void store_close(store *s)
 {
     if (!s)
         return;
+    scoredb_free(s->sdb);
     for (int i = 0; i < N_STMTS; i++)
         sqlite3_finalize(s->stmt[i]);
     /* Every statement is finalized, so this closes (and, as the last connection, checkpoints
@@ -480,21 +461,8 @@ static int put_utterance(store *s, const stored_utterance *u, bool *inserted)
         return 0;
     }
 
-    st = s->stmt[ST_MARKER_INSERT];
-    for (size_t i = 0; i < u->n_markers; i++) {
-        const at_marker *m = &u->markers[i];
-        sqlite3_bind_text(st, 1, u->conversation_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, seq);
-        sqlite3_bind_int64(st, 3, (int64_t)i);
-        sqlite3_bind_text(st, 4, at_family_name(at_category_family(m->category)), -1,
-                          SQLITE_STATIC);
-        sqlite3_bind_text(st, 5, at_category_name(m->category), -1, SQLITE_STATIC);
-        bind_text_or_null(st, 6, m->pattern_id);
-        sqlite3_bind_int64(st, 7, (int64_t)m->start);
-        sqlite3_bind_int64(st, 8, (int64_t)m->end);
-        if (run(s, ST_MARKER_INSERT, "cannot store marker"))
-            return -1;
-    }
+    if (scoredb_put_markers(s->sdb, u->conversation_id, seq, u->markers, u->n_markers))
+        return fail_with(s, scoredb_errmsg(s->sdb));
     *inserted = true;
     return 0;
 }
@@ -528,129 +496,23 @@ int store_put_utterance(store *s, const stored_utterance *u, bool *inserted)
     return 0;
 }
 
-/* ---- metrics ---------------------------------------------------------------------------- */
-
-static int64_t col_int(sqlite3_stmt *st, int i)
-{
-    return sqlite3_column_type(st, i) == SQLITE_NULL ? AT_NULL_INT : sqlite3_column_int64(st, i);
-}
-
-static int col_flag(sqlite3_stmt *st, int i)
-{
-    return sqlite3_column_type(st, i) == SQLITE_NULL ? -1 : sqlite3_column_int(st, i) != 0;
-}
-
-static double col_real(sqlite3_stmt *st, int i)
-{
-    return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
-}
-
-static void bind_real_or_null(sqlite3_stmt *st, int i, double v)
-{
-    if (isnan(v))
-        sqlite3_bind_null(st, i);
-    else
-        sqlite3_bind_double(st, i, v);
-}
+/* ---- metrics and rescoring -------------------------------------------------------------- */
 
 int store_update_metrics(store *s, const char *conversation_id, int64_t silence_threshold_ms)
 {
-    at_conv_facts f = {AT_NULL_INT, AT_NULL_INT, AT_NULL_INT, -1, -1, -1, NAN, AT_NULL_INT};
-    sqlite3_stmt *st = s->stmt[ST_FACTS_SELECT];
-    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        f.started_at = col_int(st, 0);
-        f.ended_at = col_int(st, 1);
-        f.resolved_at = col_int(st, 2);
-        f.resolved = col_flag(st, 3);
-        f.escalated = col_flag(st, 4);
-        f.transferred = col_flag(st, 5);
-        f.csat = col_real(st, 6);
-        f.nps = col_int(st, 7);
-    } else if (rc != SQLITE_DONE) {
-        fail_sql(s, "cannot read conversation for metrics");
-        done(st);
-        return -1;
-    }
-    done(st);
+    if (scoredb_update_metrics(s->sdb, conversation_id, silence_threshold_ms))
+        return fail_with(s, scoredb_errmsg(s->sdb));
+    return 0;
+}
 
-    at_turn *turns = NULL;
-    size_t n = 0, cap = 0;
-    st = s->stmt[ST_TURNS_SELECT];
-    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            at_turn *nt = realloc(turns, cap * sizeof *nt);
-            if (!nt) {
-                done(st);
-                free(turns);
-                return fail_with(s, "out of memory computing metrics");
-            }
-            turns = nt;
-        }
-        at_turn *t = &turns[n++];
-        t->seq = sqlite3_column_int64(st, 0);
-        const char *sp = (const char *)sqlite3_column_text(st, 1);
-        if (!sp || at_speaker_parse(sp, strlen(sp), &t->speaker))
-            t->speaker = AT_SPEAKER_SYSTEM;
-        t->ts_ms = col_int(st, 2);
-        t->start_ms = col_int(st, 3);
-        t->end_ms = col_int(st, 4);
-        t->compound = sqlite3_column_double(st, 5);
-        t->frustration_score = col_real(st, 6);
-        t->category_mask = (uint32_t)sqlite3_column_int64(st, 7);
-        t->solution_first = col_flag(st, 8);
-    }
-    if (rc != SQLITE_DONE) {
-        fail_sql(s, "cannot read turns for metrics");
-        done(st);
-        free(turns);
-        return -1;
-    }
-    done(st);
-    at_conv_metrics m;
-    rc = at_conversation_metrics(turns, n, &f, silence_threshold_ms, &m);
-    free(turns);
-    if (rc)
-        return fail_with(s, "out of memory computing metrics");
-
-    st = s->stmt[ST_METRICS_UPDATE];
-    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
-    bind_int_or_null(st, 2, m.turns);
-    bind_int_or_null(st, 3, m.agent_turns);
-    bind_int_or_null(st, 4, m.customer_turns);
-    bind_int_or_null(st, 5, m.duration_ms);
-    bind_int_or_null(st, 6, m.first_response_ms);
-    bind_real_or_null(st, 7, m.avg_response_ms);
-    bind_int_or_null(st, 8, m.max_response_ms);
-    for (int q = 0; q < 4; q++)
-        bind_real_or_null(st, 9 + q, m.customer_sentiment_q[q]);
-    bind_real_or_null(st, 13, m.customer_sentiment_start);
-    bind_real_or_null(st, 14, m.customer_sentiment_end);
-    bind_real_or_null(st, 15, m.customer_sentiment_min);
-    bind_real_or_null(st, 16, m.customer_sentiment_mean);
-    bind_real_or_null(st, 17, m.sentiment_trend);
-    bind_int_or_null(st, 18, m.empathy_opportunities);
-    bind_int_or_null(st, 19, m.empathy_responses);
-    bind_real_or_null(st, 20, m.empathy_response_rate);
-    bind_int_or_null(st, 21, m.solution_before_acknowledgement);
-    bind_real_or_null(st, 22, m.empathy_score);
-    bind_real_or_null(st, 23, m.frustration_peak);
-    bind_real_or_null(st, 24, m.frustration_end);
-    bind_real_or_null(st, 25, m.recovery);
-    bind_int_or_null(st, 26, m.escalation_requested);
-    bind_int_or_null(st, 27, m.churn_threat);
-    bind_int_or_null(st, 28, m.legal_threat);
-    bind_int_or_null(st, 29, m.abuse);
-    bind_int_or_null(st, 30, m.interruptions_agent);
-    bind_int_or_null(st, 31, m.interruptions_customer);
-    bind_real_or_null(st, 32, m.talk_ratio_agent);
-    bind_int_or_null(st, 33, m.silence_ms);
-    bind_int_or_null(st, 34, m.resolution_ms);
-    bind_int_or_null(st, 35, m.escalated);
-    return run(s, ST_METRICS_UPDATE, "cannot store conversation metrics");
+int store_rescore(store *s, const at_model *model, at_scratch *scratch, rescore_cursor *cur,
+                  size_t max_rows, int64_t silence_threshold_ms, rescore_counts *counts)
+{
+    int rc = scoredb_rescore(s->sdb, model, scratch, cur, max_rows, silence_threshold_ms,
+                             counts);
+    if (rc < 0)
+        return fail_with(s, scoredb_errmsg(s->sdb));
+    return rc;
 }
 
 int store_conversation_routing(store *s, const char *conversation_id, char **queue,

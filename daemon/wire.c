@@ -304,21 +304,27 @@ static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
         return fail(c, WIRE_MISSING_FIELD, "missing field \"type\"");
     if (!json_is_string(type))
         return fail(c, WIRE_BAD_FIELD, "field \"type\" must be a string");
-    static const char *const types[] = {"hello", "utterance", "conversation", "start",
-                                        "end", "outcome", "subscribe", "ping"};
+    /* In enum msg_type order. */
+    static const char *const types[] = {"hello", "utterance", "conversation", "start", "end",
+                                        "outcome", "subscribe", "ping", "rescore"};
     const char *tname = json_string_value(type);
     int t = -1;
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < (int)(sizeof types / sizeof *types); i++)
         if (strcmp(tname, types[i]) == 0)
             t = i;
     if (t < 0)
         return fail(c, WIRE_UNKNOWN_TYPE, "unknown type \"%.64s\"; expected hello, utterance, "
-                    "conversation, start, end, outcome, subscribe or ping", tname);
+                    "conversation, start, end, outcome, subscribe, ping or rescore", tname);
     msg->type = (enum msg_type)t;
     facts_init(&msg->facts);
+    msg->since = WIRE_ABSENT;
     switch (msg->type) {
     case MSG_PING:
         return WIRE_OK;
+    case MSG_RESCORE:
+        /* No conversation_id: the request goes to the writer, which rescores every stored
+         * utterance (of conversations started since `since`) with the current model. */
+        return get_time(c, obj, "since", &msg->since);
     case MSG_HELLO: {
         json_t *tok = json_object_get(obj, "token");
         if (tok && !json_is_string(tok))

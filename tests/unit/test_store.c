@@ -3,7 +3,8 @@
  *
  * store.c is compiled into this test (it is daemon code, and unit tests link only lib), together
  * with the migrations as the build embeds them (build/schema_sql.c from `make
- * build/schema_sql.c`, found through -I$(BUILD)). Links with -lsqlite3.
+ * build/schema_sql.c`, found through -I$(BUILD)). Links with -lsqlite3 and build/libcommon.a
+ * (common/scoredb.c stores the markers and metrics).
  */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,0 +1,109 @@
+/*
+ * common.h: code that attuned and the attune command share beyond lib (which never touches
+ * SQLite or files other than lexicons). Both link these modules; nothing here uses libuv.
+ *
+ *   dblock.c   the advisory lock that makes one process the writer of a database file
+ *   scoredb.c  what is done to scored data in SQLite: markers, metrics, rescoring
+ */
+#ifndef ATTUNE_COMMON_H
+#define ATTUNE_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "attune.h"
+
+/* ---- dblock.c --------------------------------------------------------------------------- */
+
+/* One writer per database file (ARCHITECTURE.md): attuned holds an exclusive flock() on
+ * "<db>-attuned.lock" for as long as it has the database open, and `attune rescore` takes the same
+ * lock before it writes offline. The lock file is created when missing and never removed
+ * (removing it would let two processes lock two different files of the same name). */
+
+/* Writes "<db_path>-attuned.lock" into out (len bytes). Returns 0, or -1 when it does not fit. */
+int dblock_path(const char *db_path, char *out, size_t len);
+/* Takes the lock without waiting. Returns 0 with *fd_out open (keep it open while the lock is
+ * needed; dblock_release releases it), 1 when another process holds it (*fd_out = -1), or -1 with
+ * a reason in err. */
+int dblock_acquire(const char *db_path, int *fd_out, char *err, size_t err_len);
+/* Records the holder in the lock file: its pid and, when not NULL, the HOST:PORT where it takes
+ * protocol connections, so that `attune rescore` can find the daemon. Best effort: a lock file
+ * that could only be opened read-only keeps its old text. */
+void dblock_describe(int fd, const char *listen);
+/* Reads what the holder recorded: its listen address into listen (len bytes, "" when none) and
+ * its pid into *pid (0 when none). Returns 0, or -1 when the file cannot be read. */
+int dblock_read(const char *db_path, char *listen, size_t len, long *pid);
+/* Releases the lock and closes fd; a negative fd is a no-op. */
+void dblock_release(int fd);
+
+/* ---- scoredb.c -------------------------------------------------------------------------- */
+
+typedef struct scoredb scoredb;
+
+/* The oldest schema (PRAGMA user_version) that scoredb can work on: 0002 added category_mask,
+ * solution_first and the metric columns. */
+#define SCOREDB_MIN_SCHEMA 2
+
+/* Prepares the statements on db, which is borrowed and must outlive the scoredb (free it before
+ * closing db). Returns 0 with *out new (free with scoredb_free), or -1 with a reason in err. */
+int scoredb_new(sqlite3 *db, scoredb **out, char *err, size_t err_len);
+void scoredb_free(scoredb *sdb);
+/* The last failure: what was being done and SQLite's message (never transcript text). */
+const char *scoredb_errmsg(const scoredb *sdb);
+
+/* Whether an agent turn offers a fix (an ownership marker) before acknowledging the customer
+ * (acknowledgement, validation, apology, reassurance or perspective-taking): 1 before, 0 after,
+ * -1 when it offers no fix. This is at_turn's solution_first. */
+int scoredb_solution_first(const at_result *r);
+
+/* Inserts an utterance's markers (ordinal = index) for (conversation_id, seq). Inside the
+ * caller's transaction. Returns 0 or -1. */
+int scoredb_put_markers(scoredb *sdb, const char *conversation_id, int64_t seq,
+                        const at_marker *markers, size_t n_markers);
+
+/* Recomputes the section-2 metrics of a conversation from its stored turns and facts
+ * (at_conversation_metrics) and writes them into its row, inside the caller's transaction.
+ * Returns 0 or -1. */
+int scoredb_update_metrics(scoredb *sdb, const char *conversation_id,
+                           int64_t silence_threshold_ms);
+
+/* Where a rescoring run is: utterances are visited in (conversation_id, seq) order, after the
+ * last one visited. Zero-initialise, then set since_ms; free with rescore_cursor_fini. */
+typedef struct rescore_cursor {
+    int64_t since_ms;       /* only conversations that started (or, with no known start, were
+                             * first stored) at or after this time; AT_NULL_INT = all */
+    char *conversation_id;  /* the last utterance visited, NULL before the first (owned) */
+    int64_t seq;
+    char *last_counted;     /* the last conversation counted in counts->conversations (owned) */
+} rescore_cursor;
+
+void rescore_cursor_fini(rescore_cursor *cur);
+/* Starts the run over from the first utterance (a new model: rows visited with the old one must
+ * be visited again). Keeps since_ms. */
+void rescore_cursor_restart(rescore_cursor *cur);
+
+typedef struct rescore_counts {
+    uint64_t utterances;      /* rescored */
+    uint64_t conversations;   /* with at least one rescored utterance; metrics recomputed */
+    uint64_t skipped;         /* not rescorable, left as they were: stored without text
+                               * (store_text none), or with text that redaction changed */
+} rescore_counts;
+
+/* Rescores up to max_rows utterances after the cursor whose model_id is not the model's: each is
+ * scored again from its stored text (unless it has none, or holds a redaction placeholder: see
+ * scoredb.c), and its sentiment, frustration_score, category_mask,
+ * solution_first, markers and model_id are rewritten; then the metrics of every conversation
+ * touched are recomputed. Runs inside the caller's write transaction, so a slice is applied
+ * whole or not at all. The cursor and counts advance when this returns 0 or 1; after a failure
+ * (here or at the caller's COMMIT) the caller rolls back and ends the run. Rows already scored
+ * by the model are passed over, which makes an interrupted run resumable by a new one and a
+ * repeated run a no-op.
+ * Returns 1 when more rows may follow, 0 when the run is complete, -1 on failure. */
+int scoredb_rescore(scoredb *sdb, const at_model *model, at_scratch *scratch,
+                    rescore_cursor *cur, size_t max_rows, int64_t silence_threshold_ms,
+                    rescore_counts *counts);
+
+#endif

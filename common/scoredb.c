@@ -1,0 +1,536 @@
+/*
+ * scoredb.c: what attuned's writer and `attune rescore` both do to scored data in SQLite: store
+ * an utterance's markers, recompute a conversation's section-2 metrics from its stored turns
+ * (ANALYTICS.md §2, through at_conversation_metrics), and rescore stored utterances with a
+ * model. Keeping these in one place means a rescored conversation gets exactly the metrics the
+ * daemon would have stored had the new model scored it in the first place.
+ *
+ * Invariants:
+ *   - A scoredb borrows its connection. Statements are prepared once in scoredb_new, reset (and
+ *     their bindings cleared) after each use, and finalized in scoredb_free.
+ *   - Nothing here begins or ends a transaction: each call runs inside the caller's, so an
+ *     utterance, its markers and its conversation's metrics always change together.
+ *   - Nothing here logs, and no error message carries transcript text.
+ */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include "common.h"
+
+enum stmt_id {
+    ST_MARKER_INSERT,
+    ST_MARKERS_DELETE,
+    ST_TURNS_SELECT,
+    ST_FACTS_SELECT,
+    ST_METRICS_UPDATE,
+    ST_RESCORE_SELECT,
+    ST_RESCORE_UPDATE,
+    N_STMTS
+};
+
+static const char *const stmt_sql[N_STMTS] = {
+    [ST_MARKER_INSERT] =
+        "INSERT INTO markers (conversation_id, seq, ordinal, family, category, pattern,"
+        " start_byte, end_byte) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_MARKERS_DELETE] = "DELETE FROM markers WHERE conversation_id = ?1 AND seq = ?2",
+    [ST_TURNS_SELECT] =
+        "SELECT seq, speaker, ts, start_ms, end_ms, compound, frustration_score, category_mask,"
+        " solution_first FROM utterances WHERE conversation_id = ?1",
+    [ST_FACTS_SELECT] =
+        "SELECT started_at, ended_at, resolved_at, resolved, escalated, transferred, csat, nps"
+        " FROM conversations WHERE conversation_id = ?1",
+    [ST_METRICS_UPDATE] =
+        "UPDATE conversations SET turns = ?2, agent_turns = ?3, customer_turns = ?4,"
+        " duration_ms = ?5, first_response_ms = ?6, avg_response_ms = ?7, max_response_ms = ?8,"
+        " customer_sentiment_q1 = ?9, customer_sentiment_q2 = ?10, customer_sentiment_q3 = ?11,"
+        " customer_sentiment_q4 = ?12, customer_sentiment_start = ?13,"
+        " customer_sentiment_end = ?14, customer_sentiment_min = ?15,"
+        " customer_sentiment_mean = ?16, sentiment_trend = ?17, empathy_opportunities = ?18,"
+        " empathy_responses = ?19, empathy_response_rate = ?20,"
+        " solution_before_acknowledgement = ?21, empathy_score = ?22, frustration_peak = ?23,"
+        " frustration_end = ?24, recovery = ?25, escalation_requested = ?26, churn_threat = ?27,"
+        " legal_threat = ?28, abuse = ?29, interruptions_agent = ?30,"
+        " interruptions_customer = ?31, talk_ratio_agent = ?32, silence_ms = ?33,"
+        " resolution_ms = ?34, escalated = ?35 WHERE conversation_id = ?1",
+    /* Walks the primary key from the cursor, so each slice costs only its own rows however many
+     * were visited before. A conversation's start decides whether `since` takes it in; one whose
+     * start was never sent counts from when attuned first stored it. */
+    [ST_RESCORE_SELECT] =
+        "SELECT u.conversation_id, u.seq, u.speaker, u.text FROM utterances u"
+        " JOIN conversations c ON c.conversation_id = u.conversation_id"
+        " WHERE (u.conversation_id, u.seq) > (?1, ?2) AND u.model_id IS NOT ?3"
+        " AND (?4 IS NULL OR COALESCE(c.started_at, c.created_at) >= ?4)"
+        " ORDER BY u.conversation_id, u.seq LIMIT ?5",
+    [ST_RESCORE_UPDATE] =
+        "UPDATE utterances SET neg = ?3, neu = ?4, pos = ?5, compound = ?6,"
+        " frustration_score = ?7, category_mask = ?8, solution_first = ?9, model_id = ?10"
+        " WHERE conversation_id = ?1 AND seq = ?2",
+};
+
+struct scoredb {
+    sqlite3 *db;
+    sqlite3_stmt *stmt[N_STMTS];
+    char errmsg[512];
+};
+
+static int fail_sql(scoredb *sdb, const char *what)
+{
+    snprintf(sdb->errmsg, sizeof sdb->errmsg, "%s: %s", what, sqlite3_errmsg(sdb->db));
+    return -1;
+}
+
+static int fail_with(scoredb *sdb, const char *what)
+{
+    snprintf(sdb->errmsg, sizeof sdb->errmsg, "%s", what);
+    return -1;
+}
+
+static void done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+static int run(scoredb *sdb, enum stmt_id id, const char *what)
+{
+    sqlite3_stmt *st = sdb->stmt[id];
+    int rc = sqlite3_step(st);
+    int ret = rc == SQLITE_DONE ? 0 : fail_sql(sdb, what);
+    done(st);
+    return ret;
+}
+
+int scoredb_new(sqlite3 *db, scoredb **out, char *err, size_t err_len)
+{
+    *out = NULL;
+    scoredb *sdb = calloc(1, sizeof *sdb);
+    if (!sdb) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    sdb->db = db;
+    for (int i = 0; i < N_STMTS; i++) {
+        int rc = sqlite3_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                    &sdb->stmt[i], NULL);
+        if (rc != SQLITE_OK) {
+            snprintf(err, err_len, "cannot prepare scoring statement %d: %s", i,
+                     sqlite3_errmsg(db));
+            scoredb_free(sdb);
+            return -1;
+        }
+    }
+    *out = sdb;
+    return 0;
+}
+
+void scoredb_free(scoredb *sdb)
+{
+    if (!sdb)
+        return;
+    for (int i = 0; i < N_STMTS; i++)
+        sqlite3_finalize(sdb->stmt[i]);
+    free(sdb);
+}
+
+const char *scoredb_errmsg(const scoredb *sdb)
+{
+    return sdb->errmsg[0] ? sdb->errmsg : sqlite3_errmsg(sdb->db);
+}
+
+int scoredb_solution_first(const at_result *r)
+{
+    const uint32_t ack = (1u << AT_CAT_ACKNOWLEDGEMENT) | (1u << AT_CAT_VALIDATION) |
+                         (1u << AT_CAT_APOLOGY) | (1u << AT_CAT_REASSURANCE) |
+                         (1u << AT_CAT_PERSPECTIVE_TAKING);
+    bool seen_ack = false;
+    for (size_t i = 0; i < r->n_markers; i++) {
+        at_category c = r->markers[i].category;
+        if (c == AT_CAT_OWNERSHIP)
+            return seen_ack ? 0 : 1;
+        if (ack & (1u << c))
+            seen_ack = true;
+    }
+    return -1;
+}
+
+/* ---- markers ---------------------------------------------------------------------------- */
+
+int scoredb_put_markers(scoredb *sdb, const char *conversation_id, int64_t seq,
+                        const at_marker *markers, size_t n_markers)
+{
+    sqlite3_stmt *st = sdb->stmt[ST_MARKER_INSERT];
+    for (size_t i = 0; i < n_markers; i++) {
+        const at_marker *m = &markers[i];
+        sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, seq);
+        sqlite3_bind_int64(st, 3, (int64_t)i);
+        sqlite3_bind_text(st, 4, at_family_name(at_category_family(m->category)), -1,
+                          SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, at_category_name(m->category), -1, SQLITE_STATIC);
+        if (m->pattern_id)
+            sqlite3_bind_text(st, 6, m->pattern_id, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 6);
+        sqlite3_bind_int64(st, 7, (int64_t)m->start);
+        sqlite3_bind_int64(st, 8, (int64_t)m->end);
+        if (run(sdb, ST_MARKER_INSERT, "cannot store marker"))
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- metrics ---------------------------------------------------------------------------- */
+
+static int64_t col_int(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? AT_NULL_INT : sqlite3_column_int64(st, i);
+}
+
+static int col_flag(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? -1 : sqlite3_column_int(st, i) != 0;
+}
+
+static double col_real(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
+}
+
+static void bind_int_or_null(sqlite3_stmt *st, int i, int64_t v)
+{
+    if (v == AT_NULL_INT)
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_int64(st, i, v);
+}
+
+static void bind_real_or_null(sqlite3_stmt *st, int i, double v)
+{
+    if (isnan(v))
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_double(st, i, v);
+}
+
+int scoredb_update_metrics(scoredb *sdb, const char *conversation_id,
+                           int64_t silence_threshold_ms)
+{
+    at_conv_facts f = {AT_NULL_INT, AT_NULL_INT, AT_NULL_INT, -1, -1, -1, NAN, AT_NULL_INT};
+    sqlite3_stmt *st = sdb->stmt[ST_FACTS_SELECT];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        f.started_at = col_int(st, 0);
+        f.ended_at = col_int(st, 1);
+        f.resolved_at = col_int(st, 2);
+        f.resolved = col_flag(st, 3);
+        f.escalated = col_flag(st, 4);
+        f.transferred = col_flag(st, 5);
+        f.csat = col_real(st, 6);
+        f.nps = col_int(st, 7);
+    } else if (rc != SQLITE_DONE) {
+        fail_sql(sdb, "cannot read conversation for metrics");
+        done(st);
+        return -1;
+    }
+    done(st);
+
+    at_turn *turns = NULL;
+    size_t n = 0, cap = 0;
+    st = sdb->stmt[ST_TURNS_SELECT];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            at_turn *nt = realloc(turns, cap * sizeof *nt);
+            if (!nt) {
+                done(st);
+                free(turns);
+                return fail_with(sdb, "out of memory computing metrics");
+            }
+            turns = nt;
+        }
+        at_turn *t = &turns[n++];
+        t->seq = sqlite3_column_int64(st, 0);
+        const char *sp = (const char *)sqlite3_column_text(st, 1);
+        if (!sp || at_speaker_parse(sp, strlen(sp), &t->speaker))
+            t->speaker = AT_SPEAKER_SYSTEM;
+        t->ts_ms = col_int(st, 2);
+        t->start_ms = col_int(st, 3);
+        t->end_ms = col_int(st, 4);
+        t->compound = sqlite3_column_double(st, 5);
+        t->frustration_score = col_real(st, 6);
+        t->category_mask = (uint32_t)sqlite3_column_int64(st, 7);
+        t->solution_first = col_flag(st, 8);
+    }
+    if (rc != SQLITE_DONE) {
+        fail_sql(sdb, "cannot read turns for metrics");
+        done(st);
+        free(turns);
+        return -1;
+    }
+    done(st);
+    at_conv_metrics m;
+    rc = at_conversation_metrics(turns, n, &f, silence_threshold_ms, &m);
+    free(turns);
+    if (rc)
+        return fail_with(sdb, "out of memory computing metrics");
+
+    st = sdb->stmt[ST_METRICS_UPDATE];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    bind_int_or_null(st, 2, m.turns);
+    bind_int_or_null(st, 3, m.agent_turns);
+    bind_int_or_null(st, 4, m.customer_turns);
+    bind_int_or_null(st, 5, m.duration_ms);
+    bind_int_or_null(st, 6, m.first_response_ms);
+    bind_real_or_null(st, 7, m.avg_response_ms);
+    bind_int_or_null(st, 8, m.max_response_ms);
+    for (int q = 0; q < 4; q++)
+        bind_real_or_null(st, 9 + q, m.customer_sentiment_q[q]);
+    bind_real_or_null(st, 13, m.customer_sentiment_start);
+    bind_real_or_null(st, 14, m.customer_sentiment_end);
+    bind_real_or_null(st, 15, m.customer_sentiment_min);
+    bind_real_or_null(st, 16, m.customer_sentiment_mean);
+    bind_real_or_null(st, 17, m.sentiment_trend);
+    bind_int_or_null(st, 18, m.empathy_opportunities);
+    bind_int_or_null(st, 19, m.empathy_responses);
+    bind_real_or_null(st, 20, m.empathy_response_rate);
+    bind_int_or_null(st, 21, m.solution_before_acknowledgement);
+    bind_real_or_null(st, 22, m.empathy_score);
+    bind_real_or_null(st, 23, m.frustration_peak);
+    bind_real_or_null(st, 24, m.frustration_end);
+    bind_real_or_null(st, 25, m.recovery);
+    bind_int_or_null(st, 26, m.escalation_requested);
+    bind_int_or_null(st, 27, m.churn_threat);
+    bind_int_or_null(st, 28, m.legal_threat);
+    bind_int_or_null(st, 29, m.abuse);
+    bind_int_or_null(st, 30, m.interruptions_agent);
+    bind_int_or_null(st, 31, m.interruptions_customer);
+    bind_real_or_null(st, 32, m.talk_ratio_agent);
+    bind_int_or_null(st, 33, m.silence_ms);
+    bind_int_or_null(st, 34, m.resolution_ms);
+    bind_int_or_null(st, 35, m.escalated);
+    return run(sdb, ST_METRICS_UPDATE, "cannot store conversation metrics");
+}
+
+/* ---- rescoring -------------------------------------------------------------------------- */
+
+void rescore_cursor_fini(rescore_cursor *cur)
+{
+    free(cur->conversation_id);
+    free(cur->last_counted);
+    cur->conversation_id = cur->last_counted = NULL;
+}
+
+void rescore_cursor_restart(rescore_cursor *cur)
+{
+    int64_t since_ms = cur->since_ms;
+    rescore_cursor_fini(cur);
+    memset(cur, 0, sizeof *cur);
+    cur->since_ms = since_ms;
+}
+
+/* One utterance of a slice, read before any of them is rewritten: the select walks the table
+ * that the updates change. */
+typedef struct slice_row {
+    char *conversation_id;
+    int64_t seq;
+    at_speaker speaker;
+    char *text; /* NULL: stored without text */
+    size_t text_len;
+} slice_row;
+
+static void free_rows(slice_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(rows[i].conversation_id);
+        free(rows[i].text);
+    }
+    free(rows);
+}
+
+static char *dup_bytes(const void *p, size_t len)
+{
+    char *s = malloc(len + 1);
+    if (s) {
+        memcpy(s, p, len);
+        s[len] = '\0';
+    }
+    return s;
+}
+
+/* Reads up to max_rows rows after the cursor into *out (new; free with free_rows). Returns the
+ * count, or -1. */
+static ssize_t read_slice(scoredb *sdb, const rescore_cursor *cur, const char *model_id,
+                          size_t max_rows, slice_row **out)
+{
+    *out = NULL;
+    slice_row *rows = calloc(max_rows, sizeof *rows);
+    if (!rows)
+        return fail_with(sdb, "out of memory rescoring");
+    sqlite3_stmt *st = sdb->stmt[ST_RESCORE_SELECT];
+    /* Before the first row the cursor is ("", -1), below every key: seq is never negative. */
+    sqlite3_bind_text(st, 1, cur->conversation_id ? cur->conversation_id : "", -1,
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, cur->conversation_id ? cur->seq : -1);
+    sqlite3_bind_text(st, 3, model_id, -1, SQLITE_STATIC);
+    bind_int_or_null(st, 4, cur->since_ms);
+    sqlite3_bind_int64(st, 5, max_rows > (size_t)INT_MAX ? INT_MAX : (int64_t)max_rows);
+    size_t n = 0;
+    bool oom = false;
+    int rc = SQLITE_DONE;
+    while (n < max_rows && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        slice_row *r = &rows[n++];
+        const void *cid = sqlite3_column_text(st, 0);
+        r->conversation_id = dup_bytes(cid ? cid : "", (size_t)sqlite3_column_bytes(st, 0));
+        r->seq = sqlite3_column_int64(st, 1);
+        const char *sp = (const char *)sqlite3_column_text(st, 2);
+        if (!sp || at_speaker_parse(sp, strlen(sp), &r->speaker))
+            r->speaker = AT_SPEAKER_SYSTEM;
+        if (sqlite3_column_type(st, 3) != SQLITE_NULL) {
+            const void *text = sqlite3_column_text(st, 3);
+            r->text_len = (size_t)sqlite3_column_bytes(st, 3);
+            r->text = dup_bytes(text ? text : "", r->text_len);
+            oom |= !r->text;
+        }
+        if ((oom |= !r->conversation_id))
+            break;
+    }
+    if (oom || (n < max_rows && rc != SQLITE_DONE)) {
+        if (oom)
+            fail_with(sdb, "out of memory rescoring");
+        else
+            fail_sql(sdb, "cannot read utterances to rescore");
+        done(st);
+        free_rows(rows, n);
+        return -1;
+    }
+    done(st);
+    *out = rows;
+    return (ssize_t)n;
+}
+
+/* Whether stored text can be scored again as it was scored the first time. Redaction
+ * (store_text = redacted) replaces secrets by placeholders such as "[EMAIL]" or "[CARD]"
+ * (lexicons/redact.tsv), after scoring; such a text would score differently and put marker
+ * offsets into the redacted text, which the schema says refer to the original. The schema does
+ * not record whether redaction changed a text, so any bracketed upper-case word counts as a
+ * placeholder: at worst a turn that really said "[URGENT]" keeps its old scores. */
+static bool is_rescorable(const char *text, size_t len)
+{
+    for (const char *p = text, *end = text + len; (p = memchr(p, '[', (size_t)(end - p)));) {
+        const char *q = ++p;
+        while (q < end && ((*q >= 'A' && *q <= 'Z') || *q == '_' || *q == '-'))
+            q++;
+        if (q > p && q < end && *q == ']')
+            return false;
+    }
+    return true;
+}
+
+/* Scores one stored utterance again and rewrites its row and markers. */
+static int rescore_row(scoredb *sdb, const at_model *model, at_scratch *scratch,
+                       const slice_row *r)
+{
+    at_result res;
+    int rc = at_score(model, scratch, r->text, r->text_len, r->speaker, 0, &res);
+    if (rc) {
+        snprintf(sdb->errmsg, sizeof sdb->errmsg, "cannot rescore an utterance: %s",
+                 at_strerror(rc));
+        return -1;
+    }
+    sqlite3_stmt *st = sdb->stmt[ST_RESCORE_UPDATE];
+    sqlite3_bind_text(st, 1, r->conversation_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, r->seq);
+    sqlite3_bind_double(st, 3, res.sentiment.neg);
+    sqlite3_bind_double(st, 4, res.sentiment.neu);
+    sqlite3_bind_double(st, 5, res.sentiment.pos);
+    sqlite3_bind_double(st, 6, res.sentiment.compound);
+    /* As the daemon stores it: a frustration score only for customer turns. */
+    if (r->speaker == AT_SPEAKER_CUSTOMER)
+        sqlite3_bind_double(st, 7, res.frustration_score);
+    else
+        sqlite3_bind_null(st, 7);
+    sqlite3_bind_int64(st, 8, (int64_t)res.category_mask);
+    int sf = scoredb_solution_first(&res);
+    if (sf < 0)
+        sqlite3_bind_null(st, 9);
+    else
+        sqlite3_bind_int(st, 9, sf);
+    sqlite3_bind_text(st, 10, at_model_id(model), -1, SQLITE_STATIC);
+    if (run(sdb, ST_RESCORE_UPDATE, "cannot rewrite a rescored utterance"))
+        return -1;
+    st = sdb->stmt[ST_MARKERS_DELETE];
+    sqlite3_bind_text(st, 1, r->conversation_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, r->seq);
+    if (run(sdb, ST_MARKERS_DELETE, "cannot remove the old markers of an utterance"))
+        return -1;
+    return scoredb_put_markers(sdb, r->conversation_id, r->seq, res.markers, res.n_markers);
+}
+
+int scoredb_rescore(scoredb *sdb, const at_model *model, at_scratch *scratch,
+                    rescore_cursor *cur, size_t max_rows, int64_t silence_threshold_ms,
+                    rescore_counts *counts)
+{
+    if (max_rows == 0)
+        max_rows = 1;
+    slice_row *rows;
+    ssize_t n = read_slice(sdb, cur, at_model_id(model), max_rows, &rows);
+    if (n < 0)
+        return -1;
+    rescore_counts c = *counts;
+    /* Rows come in key order, so a conversation's rows are adjacent: its metrics are recomputed
+     * once, after its last rescored row of the slice. */
+    const char *pending = NULL; /* a conversation with rescored rows and stale metrics */
+    const char *counted = cur->last_counted;
+    int ret = -1;
+    for (ssize_t i = 0; i < n; i++) {
+        const slice_row *r = &rows[i];
+        if (pending && strcmp(pending, r->conversation_id) != 0) {
+            if (scoredb_update_metrics(sdb, pending, silence_threshold_ms))
+                goto out;
+            pending = NULL;
+        }
+        if (!r->text || !is_rescorable(r->text, r->text_len)) {
+            c.skipped++;
+            continue;
+        }
+        if (rescore_row(sdb, model, scratch, r))
+            goto out;
+        c.utterances++;
+        pending = r->conversation_id;
+        if (!counted || strcmp(counted, r->conversation_id) != 0) {
+            c.conversations++;
+            counted = r->conversation_id;
+        }
+    }
+    if (pending && scoredb_update_metrics(sdb, pending, silence_threshold_ms))
+        goto out;
+
+    if (n > 0) {
+        char *cid = strdup(rows[n - 1].conversation_id);
+        char *last = counted == cur->last_counted ? NULL : strdup(counted);
+        if (!cid || (counted != cur->last_counted && !last)) {
+            free(cid);
+            free(last);
+            fail_with(sdb, "out of memory rescoring");
+            goto out;
+        }
+        free(cur->conversation_id);
+        cur->conversation_id = cid;
+        cur->seq = rows[n - 1].seq;
+        if (last) {
+            free(cur->last_counted);
+            cur->last_counted = last;
+        }
+    }
+    *counts = c;
+    ret = (size_t)n == max_rows ? 1 : 0;
+out:
+    free_rows(rows, (size_t)n);
+    return ret;
+}
