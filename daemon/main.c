@@ -41,6 +41,7 @@ typedef struct daemon_state {
     watchdog *wd;     /* NULL unless systemd asked for a watchdog */
     uv_signal_t sig_term, sig_int, sig_hup;
     int n_sigint;
+    bool draining, drained;
     int lock_fd; /* the one-writer lock of the database (common/dblock.c), held until exit */
     /* Command-line settings, re-applied over the file on reload (flags always win). */
     const char *flag_keys[8];
@@ -82,9 +83,12 @@ static void on_drained(server *srv)
     watchdog_stop(D.wd);
     pipeline_free(D.pipe);
     D.pipe = NULL;
-    uv_close((uv_handle_t *)&D.sig_term, NULL);
-    uv_close((uv_handle_t *)&D.sig_int, NULL);
-    uv_close((uv_handle_t *)&D.sig_hup, NULL);
+    /* Unref rather than close: a late signal is still caught (and ignored) instead of killing
+     * the process with the default action while the last connections close. */
+    D.drained = true;
+    uv_unref((uv_handle_t *)&D.sig_term);
+    uv_unref((uv_handle_t *)&D.sig_int);
+    uv_unref((uv_handle_t *)&D.sig_hup);
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -96,6 +100,9 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     }
     if (signum == SIGTERM && D.n_sigint == 0)
         D.n_sigint = 1;
+    if (D.draining)
+        return; /* already draining or drained */
+    D.draining = true;
     log_msg(LOG_INFO, "main", "%s: draining", signum == SIGINT ? "SIGINT" : "SIGTERM");
     sd_notify(0, "STOPPING=1");
     pipeline_stop_rescore(D.pipe); /* a rescore resumes when requested again */
@@ -125,11 +132,11 @@ static void rebuild_done(uv_work_t *req, int status)
 {
     (void)req;
     D.rebuilding = false;
-    if (status || !D.rebuilt) {
+    if (!D.pipe) {
+        at_model_free(D.rebuilt); /* drained meanwhile: nothing to swap into */
+    } else if (status || !D.rebuilt) {
         log_msg(LOG_ERROR, "main", "lexicon reload failed, keeping model %s: %s",
                 at_model_id(pipeline_model(D.pipe)), D.rebuild_err);
-    } else if (!D.pipe) {
-        at_model_free(D.rebuilt); /* shutting down */
     } else if (strcmp(at_model_id(D.rebuilt), at_model_id(pipeline_model(D.pipe))) == 0) {
         log_msg(LOG_INFO, "main", "lexicons unchanged (model %s)", at_model_id(D.rebuilt));
         at_model_free(D.rebuilt);
@@ -155,6 +162,8 @@ static void on_hup(uv_signal_t *h, int signum)
 {
     (void)h;
     (void)signum;
+    if (D.draining)
+        return; /* no reload while stopping */
     /* systemd 253 and later want the monotonic time with RELOADING=1. */
     sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(uv_hrtime() / 1000));
     config fresh;
@@ -350,6 +359,10 @@ int main(int argc, char **argv)
     sd_notify(0, "READY=1");
 
     uv_run(D.loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&D.sig_term, NULL);
+    uv_close((uv_handle_t *)&D.sig_int, NULL);
+    uv_close((uv_handle_t *)&D.sig_hup, NULL);
+    uv_run(D.loop, UV_RUN_NOWAIT);
 
     server_free(D.srv);
     metrics_free(D.metrics);

@@ -171,8 +171,10 @@ void work_free(work *w)
     if (!w)
         return;
     if (w->scored) {
-        for (size_t i = 0; i < w->msg.n_turns; i++)
+        for (size_t i = 0; i < w->msg.n_turns; i++) {
             free(w->scored[i].markers);
+            free(w->scored[i].redacted);
+        }
         free(w->scored);
     }
     for (size_t i = 0; i < w->n_alerts; i++)
@@ -325,6 +327,16 @@ static void score_work(worker *wk, work *w)
                     (long long)t->seq, r.n_limit_hits);
         if (p->alert_cb)
             detect_alerts(wk, w, t, &r);
+        if (p->store_text == STORE_TEXT_REDACTED) {
+            /* After scoring, so that redaction never changes a score. */
+            const char *red;
+            size_t red_len;
+            if (at_redact(model, wk->scratch, t->text, t->text_len, &red, &red_len, NULL) == 0 &&
+                (s->redacted = malloc(red_len + 1))) {
+                memcpy(s->redacted, red, red_len + 1);
+                s->redacted_len = red_len;
+            }
+        }
         s->sentiment = r.sentiment;
         s->category_mask = r.category_mask;
         s->solution_first = scoredb_solution_first(&r);
@@ -373,8 +385,8 @@ static int apply_work(pipeline *p, work *w)
         stored_utterance u = {
             .conversation_id = m->conversation_id,
             .turn = t,
-            .text = p->store_text == STORE_TEXT_FULL ? t->text : NULL,
-            .text_len = p->store_text == STORE_TEXT_FULL ? t->text_len : 0,
+            .text = p->store_text == STORE_TEXT_FULL ? t->text : s->redacted,
+            .text_len = p->store_text == STORE_TEXT_FULL ? t->text_len : s->redacted_len,
             .sentiment = s->sentiment,
             .frustration_score = s->frustration_score,
             .markers = s->markers,

@@ -24,6 +24,8 @@ typedef struct scored_turn {
     size_t n_markers;
     uint32_t category_mask;
     int solution_first;       /* see at_turn */
+    char *redacted;           /* store_text = redacted: the text to store (owned) */
+    size_t redacted_len;
 } scored_turn;
 
 /* A live signal raised by a worker, delivered to subscribers after its commit. */
