@@ -492,8 +492,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 static void on_idle(uv_timer_t *t)
 {
     conn *c = t->data;
-    if (c->inflight)
-        return; /* still waiting for a commit: not idle */
+    if (c->inflight || c->paused)
+        return; /* waiting for a commit, or for room to take its next line: not idle */
     log_msg(LOG_DEBUG, "server", "closing a connection idle for %d ms",
             c->srv->cfg.idle_timeout_ms);
     conn_finish(c);

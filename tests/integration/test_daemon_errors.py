@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import Closed, utt
+from conftest import Closed, db_connect, utt
 
 U = {"type": "utterance", "conversation_id": "c", "speaker": "customer", "text": "hi"}
 
@@ -468,3 +468,26 @@ def test_idle_connection_is_closed(attuned):
     assert busy.expect_closed(timeout=3) == []
     assert time.monotonic() - t1 >= 0.25
     assert d.rows("SELECT COUNT(*) FROM utterances") == [(1,)]
+
+
+def test_a_connection_waiting_on_backpressure_is_not_idle(attuned):
+    """A client whose lines wait for room in the pipeline (the writer is blocked longer than
+    idle_timeout_ms by another client's lines) is not idle: it is not closed, and its lines are
+    stored once the writer moves on."""
+    d = attuned(idle_timeout_ms=600, queue_lines=16)
+    lock = db_connect(d.db)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        a = d.connect()
+        a.send(*[utt("c-a", i) for i in range(16)])   # fills the pipeline
+        time.sleep(0.2)
+        b = d.connect()
+        b.send(*[utt("c-b", i) for i in range(10)])   # read, but no room: waits
+        time.sleep(1.8)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    a.wait_ack(16)
+    assert b.wait_ack(10) == []
+    assert d.rows("SELECT conversation_id, COUNT(*) FROM utterances GROUP BY 1 ORDER BY 1") == [
+        ("c-a", 16), ("c-b", 10)]
