@@ -22,6 +22,9 @@
 
 #define READ_CHUNK 65536
 #define MAX_INFLIGHT_BYTES (64u << 20)
+/* How long a closing connection may take to flush its last replies to a client that does not
+ * read them, before it is closed anyway (a stuck client must not hold up SIGTERM). */
+#define FINISH_TIMEOUT_MS 5000
 
 typedef struct conn conn;
 
@@ -236,13 +239,23 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     conn_close(c);
 }
 
-/* Closes after what was written has been sent. */
+static void on_finish_timeout(uv_timer_t *t)
+{
+    conn *c = t->data;
+    log_msg(LOG_DEBUG, "server", "closing a connection whose client did not read its last "
+            "replies within %d ms", FINISH_TIMEOUT_MS);
+    conn_close(c);
+}
+
+/* Closes after what was written has been sent, or after FINISH_TIMEOUT_MS. */
 static void conn_finish(conn *c)
 {
     if (c->closing || c->finishing)
         return;
     c->finishing = true;
     uv_read_stop((uv_stream_t *)&c->tcp);
+    /* The idle timer is not needed any more: it becomes the deadline. */
+    uv_timer_start(&c->idle, on_finish_timeout, FINISH_TIMEOUT_MS, 0);
     uv_shutdown_t *req = malloc(sizeof *req);
     if (!req || uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown)) {
         free(req);

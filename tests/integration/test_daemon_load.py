@@ -214,3 +214,33 @@ def test_kill9_loses_nothing_acked_and_a_resend_stores_nothing_twice(attuned):
     assert d2.rows("SELECT COUNT(*) FROM markers") == [(expected_markers,)]
     assert d2.rows("SELECT COUNT(*) FROM conversations WHERE resolved = 1 AND csat = 4 AND "
                    "channel = 'chat'") == [(convs,)]
+
+
+def test_sigterm_does_not_wait_forever_for_a_client_that_does_not_read(attuned):
+    """A client that stops reading its replies cannot hold up shutdown: the daemon gives its
+    connection a few seconds to flush, then closes it and exits 0. A well-behaved client gets
+    its acks and a clean close meanwhile."""
+    d = attuned(client_queue_bytes=4096)
+    good = d.connect()
+    good.send(*[utt("c-good", i) for i in range(50)])
+    good.wait_ack()
+    stuck = d.connect(rcvbuf=4096)
+    stuck.sock.settimeout(0)
+    chunk = b"x\n" * 4096   # each line costs the daemon a ~100-byte invalid_json reply
+    t0 = last = time.monotonic()
+    while time.monotonic() - last < 1.0:
+        try:
+            stuck.sock.send(chunk)
+            last = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.01)
+        assert time.monotonic() - t0 < 30, "the daemon never stopped reading"
+    good.send(utt("c-good", 50))
+    good.wait_ack()
+    d.proc.send_signal(signal.SIGTERM)
+    assert good.expect_closed() == []
+    t1 = time.monotonic()
+    assert d.wait(timeout=20) == 0
+    assert time.monotonic() - t1 < 15
+    stuck.close()
+    assert d.rows("SELECT COUNT(*) FROM utterances") == [(51,)]
