@@ -536,6 +536,123 @@ static void test_begin_twice_fails(void **state)
 
 /* A bad utterance fails alone: the rest of its batch commits, and the message names the column
  * but not the transcript. */
+/* Runs a rescoring pass to its end in slices of max_rows, one transaction each. */
+static rescore_counts rescore_all(store *s, const at_model *m, at_scratch *sc, int64_t since_ms,
+                                  size_t max_rows)
+{
+    rescore_cursor cur = {.since_ms = since_ms};
+    rescore_counts counts = {0};
+    int rc;
+    do {
+        assert_int_equal(store_begin(s), 0);
+        rc = store_rescore(s, m, sc, &cur, max_rows, 3000, &counts);
+        if (rc < 0)
+            fail_msg("store_rescore: %s", store_errmsg(s));
+        assert_int_equal(store_commit(s), 0);
+    } while (rc == 1);
+    rescore_cursor_fini(&cur);
+    return counts;
+}
+
+static void test_rescore(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    const char *dir = getenv("ATTUNE_LEXICONS");
+    at_model *m = NULL;
+    at_scratch *sc = NULL;
+    char err[512];
+    if (at_model_new(dir ? dir : "lexicons", &m, err, sizeof err))
+        fail_msg("at_model_new: %s", err);
+    assert_int_equal(at_scratch_new(&sc), 0);
+
+    /* Three conversations stored by an older model with no markers: one of two turns, one of
+     * four (it spans slices of two), one started before `since`. One turn has no text, one
+     * holds a redaction placeholder: neither can be scored as it was. */
+    static const struct {
+        const char *cid;
+        int64_t seq;
+        at_speaker speaker;
+        const char *text;
+    } rows[] = {
+        {"a", 0, AT_SPEAKER_CUSTOMER, "This is the third time I have called!"},
+        {"a", 1, AT_SPEAKER_AGENT, "I am so sorry, let me fix that for you."},
+        {"b", 0, AT_SPEAKER_CUSTOMER, "I want to cancel my account"},
+        {"b", 1, AT_SPEAKER_AGENT, NULL},
+        {"b", 2, AT_SPEAKER_CUSTOMER, "My email is [EMAIL], write to me"},
+        {"b", 3, AT_SPEAKER_AGENT, "Calm down, that's our policy."},
+        {"old", 0, AT_SPEAKER_CUSTOMER, "Let me speak to a manager"},
+    };
+    conv_facts old = no_facts();
+    old.started_at = 1000;
+    assert_int_equal(store_put_conversation(s, "old", &old), 0);
+    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+        turn t = make_turn(rows[i].seq, rows[i].speaker);
+        stored_utterance u = make_utt(rows[i].cid, &t);
+        u.text = rows[i].text;
+        u.text_len = rows[i].text ? strlen(rows[i].text) : 0;
+        u.model_id = "m-old";
+        put_ok(s, &u, true);
+    }
+
+    rescore_counts c = rescore_all(s, m, sc, 2000, 2);
+    assert_int_equal(c.utterances, 4);
+    assert_int_equal(c.conversations, 2); /* "b" spans slices and counts once */
+    assert_int_equal(c.skipped, 2);
+    sqlite3 *db = s->db;
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM utterances WHERE model_id = '%s'",
+             at_model_id(m));
+    assert_int_equal(q_int(db, sql), 4);
+    assert_text(db, "SELECT group_concat(conversation_id || seq, ',') FROM (SELECT * FROM"
+                    " utterances WHERE model_id = 'm-old' ORDER BY 1, 2)", "b1,b2,old0");
+    /* What the daemon would store for each rescored turn: at_score's scores and markers. */
+    bool b_churn = false;
+    for (size_t i = 0; i < 6; i++) {
+        if (!rows[i].text || strchr(rows[i].text, '['))
+            continue;
+        at_result r;
+        assert_int_equal(at_score(m, sc, rows[i].text, strlen(rows[i].text), rows[i].speaker, 0,
+                                  &r), 0);
+        if (rows[i].speaker == AT_SPEAKER_CUSTOMER)
+            b_churn |= strcmp(rows[i].cid, "b") == 0 &&
+                       (r.category_mask & (1u << AT_CAT_CHURN_THREAT));
+        snprintf(sql, sizeof sql, "SELECT category_mask FROM utterances WHERE"
+                 " conversation_id = '%s' AND seq = %d", rows[i].cid, (int)rows[i].seq);
+        assert_int_equal(q_int(db, sql), r.category_mask);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM markers WHERE"
+                 " conversation_id = '%s' AND seq = %d", rows[i].cid, (int)rows[i].seq);
+        assert_int_equal(q_int(db, sql), r.n_markers);
+        snprintf(sql, sizeof sql, "SELECT compound = %.4f FROM utterances WHERE"
+                 " conversation_id = '%s' AND seq = %d", r.sentiment.compound, rows[i].cid,
+                 (int)rows[i].seq);
+        assert_int_equal(q_int(db, sql), 1);
+        snprintf(sql, sizeof sql, "SELECT coalesce(solution_first, -1) FROM utterances WHERE"
+                 " conversation_id = '%s' AND seq = %d", rows[i].cid, (int)rows[i].seq);
+        assert_int_equal(q_int(db, sql), scoredb_solution_first(&r));
+        snprintf(sql, sizeof sql, "SELECT frustration_score IS NULL FROM utterances WHERE"
+                 " conversation_id = '%s' AND seq = %d", rows[i].cid, (int)rows[i].seq);
+        assert_int_equal(q_int(db, sql), rows[i].speaker != AT_SPEAKER_CUSTOMER);
+    }
+    /* The metrics of the rescored conversations were recomputed; the old one was left. */
+    assert_int_equal(q_int(db, "SELECT turns FROM conversations WHERE conversation_id = 'a'"), 2);
+    assert_int_equal(q_int(db, "SELECT churn_threat * 10 + turns FROM conversations"
+                               " WHERE conversation_id = 'b'"), b_churn * 10 + 4);
+    assert_true(q_is_null(db, "SELECT turns FROM conversations WHERE conversation_id = 'old'"));
+
+    /* Resumable: a second pass finds only what it skipped, and with no `since` the old one. */
+    c = rescore_all(s, m, sc, AT_NULL_INT, 1);
+    assert_int_equal(c.utterances, 1);
+    assert_int_equal(c.conversations, 1);
+    assert_int_equal(c.skipped, 2);
+    c = rescore_all(s, m, sc, AT_NULL_INT, 100);
+    assert_int_equal(c.utterances, 0);
+    assert_int_equal(c.conversations, 0);
+    assert_integrity(s);
+    at_scratch_free(sc);
+    at_model_free(m);
+}
+
 static void test_failed_utterance_keeps_batch(void **state)
 {
     fixture *f = *state;
@@ -592,6 +709,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rollback_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_begin_twice_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_utterance_keeps_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rescore, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
