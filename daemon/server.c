@@ -584,7 +584,10 @@ void server_on_done(void *ud, const completion *done, size_t n_done)
             histogram_observe_us(&srv->ack_latency, (now_ns - done[i].read_ns) / 1000);
         if (!c->touched) {
             if (n_touched == sizeof touched / sizeof *touched) {
-                send_ack(c); /* the array is full: ack this one now */
+                /* The array is full: ack this one now, and close it if it is done. */
+                send_ack(c);
+                if (c->eof && !c->inflight)
+                    conn_finish(c);
             } else {
                 c->touched = true;
                 touched[n_touched++] = c;

@@ -1,5 +1,6 @@
 """attuned: acknowledgements come only after commit, are cumulative per connection, and
 resending what was not (or was) acknowledged stores nothing twice."""
+import socket
 import sqlite3
 import time
 
@@ -216,3 +217,33 @@ def test_client_closing_with_lines_in_flight_loses_nothing_it_was_acked(attuned)
     c3 = d.connect()
     c3.send({"type": "ping"})
     assert c3.recv() == {"type": "pong"}
+
+
+def test_many_half_closed_connections_in_one_commit_are_all_acked_and_closed(attuned):
+    """Clients that send their lines and half-close get their ack and then the close, also
+    when one commit covers lines of more connections than the server handles in one pass."""
+    d = attuned(batch_rows=1000, batch_ms=50)
+    n = 300
+    lock = db_connect(d.db)
+    lock.execute("BEGIN IMMEDIATE")   # so that one batch, one commit covers all of them
+    try:
+        clients = [d.connect() for _ in range(n)]
+        for i, c in enumerate(clients):
+            c.send(utt("c-half-%d" % i, 0))
+            c.sock.shutdown(socket.SHUT_WR)
+        time.sleep(0.5)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    deadline = time.monotonic() + 15
+    not_closed = 0
+    for c in clients:
+        c.wait_ack(1, timeout=max(0.1, deadline - time.monotonic()))
+        try:
+            c.expect_closed(timeout=max(0.1, deadline - time.monotonic()))
+        except AssertionError:
+            not_closed += 1
+        c.close()
+    assert not_closed == 0, "%d of %d half-closed connections were never closed" % (
+        not_closed, n)
+    assert d.rows("SELECT COUNT(*) FROM utterances") == [(n,)]
