@@ -275,12 +275,15 @@ def test_error_line_numbers_with_pipelined_good_and_bad_lines(shared):
 def test_crlf_and_blank_lines_are_numbered(shared):
     c = shared.connect()
     c.send_raw(b'{"type":"ping"}\r\n' + json.dumps(utt("c-crlf", 0)).encode() + b"\r\n" +
-               b'{"type":"nope","id":"x"}\r\n')
+               b'{"type":"nope","id":"x"}\r\n' + b"\n" + b"\r\n" + b'{"type":"ping"}\n')
     assert c.recv() == {"type": "pong"}
-    err = c.recv_type("error")
-    assert (err["line"], err["code"], err["id"]) == (3, "unknown_type", "x")
+    # A blank line is a line too: it is numbered, and it is not a JSON object.
+    errors = [c.recv_type("error") for _ in range(3)]
+    assert [(e["line"], e["code"], e.get("id")) for e in errors] == [
+        (3, "unknown_type", "x"), (4, "invalid_json", None), (5, "invalid_json", None)]
+    assert c.recv_type("pong") == {"type": "pong"}
     c.send(utt("c-crlf", 1))
-    c.wait_ack(4)
+    c.wait_ack(7)
     assert shared.rows("SELECT seq FROM utterances WHERE conversation_id = 'c-crlf'") == [
         (0,), (1,)]
 
@@ -491,3 +494,4 @@ def test_a_connection_waiting_on_backpressure_is_not_idle(attuned):
     assert b.wait_ack(10) == []
     assert d.rows("SELECT conversation_id, COUNT(*) FROM utterances GROUP BY 1 ORDER BY 1") == [
         ("c-a", 16), ("c-b", 10)]
+

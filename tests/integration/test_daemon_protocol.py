@@ -39,6 +39,14 @@ def test_hello_gets_welcome_and_ping_gets_pong(daemon):
     assert c.quiet(0.2) == []  # no acks for lines that were answered and stored nothing
 
 
+def test_hello_with_a_token_is_welcomed_when_none_is_configured(daemon):
+    c = daemon.connect()
+    c.send({"type": "hello", "token": "anything", "client": "x", "future_field": 1},
+           utt("c-tok", 0))
+    assert c.wait_ack() == [{"type": "welcome", "server": c.messages[0]["server"],
+                             "protocol": 1}]
+
+
 def test_hello_is_optional_without_a_token(daemon):
     c = daemon.connect()
     c.send(utt("c-nohello", 0))
