@@ -200,6 +200,9 @@ int store_rescore(store *s, const at_model *model, at_scratch *scratch, rescore_
 /* Reads a conversation's queue and agent_id (new strings or NULL; free with free()). */
 int store_conversation_routing(store *s, const char *conversation_id, char **queue,
                                char **agent_id);
+/* Whether the last failure may pass by itself (busy, locked, disk full, I/O), as opposed to
+ * one that will recur for the same data (a constraint). */
+bool store_error_is_transient(const store *s);
 /* The last SQLite error, for logs. */
 const char *store_errmsg(const store *s);
 

@@ -70,6 +70,8 @@ struct pipeline {
     store *st;
     enum store_text_policy store_text;
     int64_t silence_threshold_ms;
+    bool last_transient;  /* writer: whether the last failed batch may succeed on retry */
+    char last_error[512]; /* writer: its message */
     const char **touched; /* writer: conversations of the current batch */
     size_t cap_touched;
     worker *workers;
@@ -439,34 +441,32 @@ static int update_metrics(pipeline *p, work *batch)
 static int apply_batch(pipeline *p, work *batch)
 {
     if (store_begin(p->st))
-        return -1;
+        goto fail;
     for (work *w = batch; w; w = w->next) {
-        if (apply_work(p, w)) {
-            store_rollback(p->st);
-            return -1;
-        }
+        if (apply_work(p, w))
+            goto fail;
     }
-    if (update_metrics(p, batch)) {
-        store_rollback(p->st);
-        return -1;
-    }
+    if (update_metrics(p, batch))
+        goto fail;
     /* Subscribers filter alerts by queue and agent, which the conversation row knows. */
     for (work *w = batch; w; w = w->next) {
         for (size_t i = 0; i < w->n_alerts; i++) {
             alert *a = &w->alerts[i];
             free(a->queue);
             free(a->agent_id);
-            if (store_conversation_routing(p->st, a->conversation_id, &a->queue, &a->agent_id)) {
-                store_rollback(p->st);
-                return -1;
-            }
+            if (store_conversation_routing(p->st, a->conversation_id, &a->queue, &a->agent_id))
+                goto fail;
         }
     }
-    if (store_commit(p->st)) {
-        store_rollback(p->st);
-        return -1;
-    }
+    if (store_commit(p->st))
+        goto fail;
     return 0;
+fail:
+    /* Judged before the rollback, which would replace SQLite's error code. */
+    p->last_transient = store_error_is_transient(p->st);
+    snprintf(p->last_error, sizeof p->last_error, "%s", store_errmsg(p->st));
+    store_rollback(p->st);
+    return -1;
 }
 
 static void deliver(pipeline *p, work *batch)
@@ -504,7 +504,7 @@ static void deliver(pipeline *p, work *batch)
             }
         }
         p->done[p->n_done++] = (completion){w->conn_id, w->line_no, w->bytes, w->read_ns,
-                                            w->reply};
+                                            w->reply, w->failed};
         w->reply = NULL;
     }
     pthread_mutex_unlock(&p->done_mu);
@@ -550,6 +550,46 @@ static int commit_batch(pipeline *p, work *batch)
     histogram_observe_us(&p->commit_latency, (uv_hrtime() - t0) / 1000);
     atomic_store(&p->failing_since_ns, 0);
     return 0;
+}
+
+/* Commits a batch, retrying with backoff while the failure may pass by itself (busy, disk
+ * full, I/O): nothing is acknowledged meanwhile and the loop thread's bound turns the wait into
+ * backpressure. Returns -1 at once for a failure that would recur with the same data. */
+static int commit_with_retry(pipeline *p, work *batch, size_t rows)
+{
+    int backoff_ms = 50;
+    while (commit_batch(p, batch)) {
+        atomic_fetch_add_explicit(&p->commit_failures, 1, memory_order_relaxed);
+        if (!p->last_transient)
+            return -1;
+        log_msg(LOG_WARN, "writer", "batch of %zu rows not committed (%s); retrying in %d ms",
+                rows, p->last_error, backoff_ms);
+        struct timespec ts = {backoff_ms / 1000, (long)(backoff_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        if (backoff_ms < 2000)
+            backoff_ms *= 2;
+    }
+    return 0;
+}
+
+/* A batch failed for a reason that will recur: replay it one item per transaction, so that
+ * every other item is stored and only the culprit is answered with an `internal` error. */
+static void isolate_failure(pipeline *p, work *batch)
+{
+    log_msg(LOG_ERROR, "writer", "a batch cannot be committed (%s); storing its lines one by one",
+            p->last_error);
+    work *w = batch;
+    while (w) {
+        work *next = w->next;
+        w->next = NULL;
+        if (commit_with_retry(p, w, work_rows(w))) {
+            w->failed = true;
+            log_msg(LOG_ERROR, "writer", "line %llu of a connection cannot be stored: %s",
+                    (unsigned long long)w->line_no, p->last_error);
+        }
+        w->next = next;
+        w = next;
+    }
 }
 
 /* ---- rescoring (writer thread) --------------------------------------------------------- */
@@ -731,16 +771,8 @@ static void *writer_main(void *arg)
             tail = w;
             rows += work_rows(w);
         }
-        int backoff_ms = 50;
-        while (commit_batch(p, batch)) {
-            atomic_fetch_add_explicit(&p->commit_failures, 1, memory_order_relaxed);
-            log_msg(LOG_WARN, "writer", "batch of %zu rows not committed (%s); retrying in %d ms",
-                    rows, store_errmsg(p->st), backoff_ms);
-            struct timespec ts = {backoff_ms / 1000, (long)(backoff_ms % 1000) * 1000000L};
-            nanosleep(&ts, NULL);
-            if (backoff_ms < 2000)
-                backoff_ms *= 2;
-        }
+        if (commit_with_retry(p, batch, rows))
+            isolate_failure(p, batch);
         atomic_fetch_add_explicit(&p->rows_committed, rows, memory_order_relaxed);
         atomic_fetch_add_explicit(&p->batches_committed, 1, memory_order_relaxed);
         deliver(p, batch);

@@ -51,6 +51,7 @@ typedef struct work {
     alert *alerts;    /* owned; handed to the loop thread after the commit */
     size_t n_alerts;
     char *reply;      /* owned; a line to send before the ack (rescore), or NULL */
+    bool failed;      /* could not be stored (not a passing condition): answered `internal` */
 } work;
 
 typedef struct completion {
@@ -60,6 +61,7 @@ typedef struct completion {
     uint64_t read_ns; /* from the work item */
     char *reply;      /* a JSON line to send on the connection before its ack, or NULL;
                        * the pipeline frees it after the callback */
+    bool failed;      /* the line was not stored: answer it with an `internal` error */
 } completion;
 
 /* Called on the loop thread with alerts whose utterances were committed; the callee takes

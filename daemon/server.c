@@ -579,6 +579,9 @@ void server_on_done(void *ud, const completion *done, size_t n_done)
         }
         if (done[i].reply)
             send_line(c, done[i].reply, strlen(done[i].reply)); /* before the ack covers it */
+        if (done[i].failed)
+            send_error(c, done[i].line_no, WIRE_INTERNAL, "the server could not store this "
+                       "line; it was not stored (see the server log)", NULL);
         mark_done(c, done[i].line_no);
         if (!c->acks_none)
             histogram_observe_us(&srv->ack_latency, (now_ns - done[i].read_ns) / 1000);

@@ -39,10 +39,8 @@ enum stmt_id {
     ST_BEGIN,
     ST_COMMIT,
     ST_ROLLBACK,
-    ST_SAVEPOINT,
-    ST_RELEASE,
-    ST_ROLLBACK_TO,
     ST_CONV_MERGE,
+    ST_CONV_OUTCOME,
     ST_CONV_ENSURE,
     ST_NEXT_SEQ,
     ST_UTT_INSERT,
@@ -57,9 +55,6 @@ static const char *const stmt_sql[N_STMTS] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_SAVEPOINT] = "SAVEPOINT put_utterance",
-    [ST_RELEASE] = "RELEASE put_utterance",
-    [ST_ROLLBACK_TO] = "ROLLBACK TO put_utterance",
     [ST_CONV_MERGE] =
         "INSERT INTO conversations (conversation_id, channel, queue, agent_id, customer_id,"
         " started_at, ended_at, resolved, resolved_at, csat, nps, escalated, transferred,"
@@ -80,6 +75,15 @@ static const char *const stmt_sql[N_STMTS] = {
         " transferred = COALESCE(excluded.transferred, transferred),"
         " ended = MAX(ended, excluded.ended),"
         " updated_at = excluded.updated_at",
+    /* end and outcome touch no indexed column, so they update only what they carry: the
+     * merge above would rewrite all five secondary indexes of the row. */
+    [ST_CONV_OUTCOME] =
+        "UPDATE conversations SET"
+        " ended_at = COALESCE(?2, ended_at), resolved = COALESCE(?3, resolved),"
+        " resolved_at = COALESCE(?4, resolved_at), csat = COALESCE(?5, csat),"
+        " nps = COALESCE(?6, nps), escalated = COALESCE(?7, escalated),"
+        " transferred = COALESCE(?8, transferred), ended = MAX(ended, ?9), updated_at = ?10"
+        " WHERE conversation_id = ?1",
     [ST_CONV_ENSURE] =
         "INSERT INTO conversations (conversation_id, created_at, updated_at) VALUES (?1, ?2, ?2)"
         " ON CONFLICT (conversation_id) DO NOTHING",
@@ -93,12 +97,62 @@ static const char *const stmt_sql[N_STMTS] = {
     [ST_ROUTING_SELECT] = "SELECT queue, agent_id FROM conversations WHERE conversation_id = ?1",
 };
 
+/* Conversations whose row is known to exist in the current transaction, so that an utterance
+ * needs no "ensure" statement when an earlier one of the batch already made sure. Open
+ * addressing over string hashes; cleared at every BEGIN and ROLLBACK. */
+#define ENSURED_SLOTS 8192
+typedef struct ensured {
+    uint64_t hash[ENSURED_SLOTS];
+    char *id[ENSURED_SLOTS];
+    size_t n;
+} ensured;
+
 struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[N_STMTS];
+    ensured *ensured;
     scoredb *sdb; /* markers, metrics and rescoring on the same connection */
     char errmsg[512]; /* the last failure: what was being done and SQLite's message */
 };
+
+static uint64_t str_hash(const char *c)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *c; c++) {
+        h ^= (unsigned char)*c;
+        h *= 0x100000001b3ULL;
+    }
+    return h | 1; /* 0 marks an empty slot */
+}
+
+static void ensured_clear(ensured *e)
+{
+    if (!e->n)
+        return;
+    for (size_t i = 0; i < ENSURED_SLOTS; i++) {
+        free(e->id[i]);
+        e->id[i] = NULL;
+        e->hash[i] = 0;
+    }
+    e->n = 0;
+}
+
+/* Returns true when id was already recorded; records it otherwise (while there is room). */
+static bool ensured_check(ensured *e, const char *id)
+{
+    uint64_t h = str_hash(id);
+    for (size_t i = h % ENSURED_SLOTS;; i = (i + 1) % ENSURED_SLOTS) {
+        if (!e->hash[i]) {
+            if (e->n * 2 >= ENSURED_SLOTS || !(e->id[i] = strdup(id)))
+                return false; /* full: just run the statement */
+            e->hash[i] = h;
+            e->n++;
+            return false;
+        }
+        if (e->hash[i] == h && strcmp(e->id[i], id) == 0)
+            return true;
+    }
+}
 
 /* Wall-clock time in milliseconds since the epoch, for created_at/updated_at. */
 static int64_t now_ms(void)
@@ -279,8 +333,12 @@ fail:
 int store_open(const char *path, store **out, char *err, size_t err_len)
 {
     *out = NULL;
+    /* SQLite's memory statistics take a global mutex on every allocation; nothing reads them.
+     * This only works before the library initialises, and fails harmlessly afterwards. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     store *s = calloc(1, sizeof *s);
-    if (!s) {
+    if (!s || !(s->ensured = calloc(1, sizeof *s->ensured))) {
+        free(s);
         snprintf(err, err_len, "out of memory");
         return -1;
     }
@@ -313,8 +371,10 @@ int store_open(const char *path, store **out, char *err, size_t err_len)
                  mode);
         goto fail;
     }
-    if (exec_sql(s->db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON", err, err_len,
-                 "cannot set pragmas"))
+    /* A 64 MiB page cache: with many conversations interleaved the default 2 MiB thrashes,
+     * turning every batch into page reads. */
+    if (exec_sql(s->db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                 " PRAGMA cache_size = -65536", err, err_len, "cannot set pragmas"))
         goto fail;
 
     if (migrate(s->db, path, err, err_len))
@@ -347,6 +407,10 @@ void store_close(store *s)
     /* Every statement is finalized, so this closes (and, as the last connection, checkpoints
      * the WAL) rather than leaving a zombie connection. */
     sqlite3_close(s->db);
+    if (s->ensured) {
+        ensured_clear(s->ensured);
+        free(s->ensured);
+    }
     free(s);
 }
 
@@ -354,6 +418,7 @@ void store_close(store *s)
 
 int store_begin(store *s)
 {
+    ensured_clear(s->ensured);
     return run(s, ST_BEGIN, "BEGIN IMMEDIATE");
 }
 
@@ -368,9 +433,26 @@ void store_rollback(store *s)
 {
     /* Some errors (I/O, disk full, out of memory) make SQLite roll back on its own; a second
      * ROLLBACK would only fail with "no transaction is active". */
+    ensured_clear(s->ensured);
     if (sqlite3_get_autocommit(s->db))
         return;
     run(s, ST_ROLLBACK, "ROLLBACK");
+}
+
+bool store_error_is_transient(const store *s)
+{
+    switch (sqlite3_errcode(s->db) & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_NOMEM:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+        return true;
+    default:
+        return false;
+    }
 }
 
 const char *store_errmsg(const store *s)
@@ -384,6 +466,33 @@ int store_put_conversation(store *s, const char *conversation_id, const conv_fac
 {
     if (!conversation_id || !f)
         return fail_with(s, "store_put_conversation: no conversation_id or facts");
+    bool has_meta = f->channel || f->queue || f->agent_id || f->customer_id ||
+                    f->started_at != WIRE_ABSENT;
+    if (!has_meta) {
+        if (!ensured_check(s->ensured, conversation_id)) {
+            sqlite3_stmt *en = s->stmt[ST_CONV_ENSURE];
+            sqlite3_bind_text(en, 1, conversation_id, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(en, 2, now_ms());
+            if (run(s, ST_CONV_ENSURE, "cannot create conversation"))
+                return -1;
+        }
+        sqlite3_stmt *up = s->stmt[ST_CONV_OUTCOME];
+        sqlite3_bind_text(up, 1, conversation_id, -1, SQLITE_STATIC);
+        bind_int_or_null(up, 2, f->ended_at);
+        bind_flag_or_null(up, 3, f->resolved);
+        bind_int_or_null(up, 4, f->resolved_at);
+        if (isnan(f->csat))
+            sqlite3_bind_null(up, 5);
+        else
+            sqlite3_bind_double(up, 5, f->csat);
+        bind_int_or_null(up, 6, f->nps);
+        bind_flag_or_null(up, 7, f->escalated);
+        bind_flag_or_null(up, 8, f->transferred);
+        sqlite3_bind_int(up, 9, f->ended ? 1 : 0);
+        sqlite3_bind_int64(up, 10, now_ms());
+        return run(s, ST_CONV_OUTCOME, "cannot store outcome");
+    }
+    ensured_check(s->ensured, conversation_id);
     sqlite3_stmt *st = s->stmt[ST_CONV_MERGE];
     sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
     bind_text_or_null(st, 2, f->channel);
@@ -406,15 +515,17 @@ int store_put_conversation(store *s, const char *conversation_id, const conv_fac
     return run(s, ST_CONV_MERGE, "cannot store conversation");
 }
 
-/* The body of store_put_utterance, run inside its savepoint. */
 static int put_utterance(store *s, const stored_utterance *u, bool *inserted)
 {
     const turn *t = u->turn;
-    sqlite3_stmt *st = s->stmt[ST_CONV_ENSURE];
-    sqlite3_bind_text(st, 1, u->conversation_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, now_ms());
-    if (run(s, ST_CONV_ENSURE, "cannot create conversation for utterance"))
-        return -1;
+    sqlite3_stmt *st;
+    if (!ensured_check(s->ensured, u->conversation_id)) {
+        st = s->stmt[ST_CONV_ENSURE];
+        sqlite3_bind_text(st, 1, u->conversation_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, now_ms());
+        if (run(s, ST_CONV_ENSURE, "cannot create conversation for utterance"))
+            return -1;
+    }
 
     int64_t seq = t->seq;
     if (seq == WIRE_ABSENT) {
@@ -479,18 +590,11 @@ int store_put_utterance(store *s, const stored_utterance *u, bool *inserted)
     if (u->n_markers && !u->markers)
         return fail_with(s, "store_put_utterance: n_markers without markers");
 
-    if (run(s, ST_SAVEPOINT, "cannot start utterance savepoint"))
+    /* No savepoint per utterance (it made SQLite journal every page an utterance touched):
+     * a failure here fails the caller's transaction, which the writer rolls back and replays
+     * item by item to isolate the one that cannot be stored. */
+    if (put_utterance(s, u, &is_new))
         return -1;
-    if (put_utterance(s, u, &is_new) || run(s, ST_RELEASE, "cannot release utterance savepoint")) {
-        /* Undo this utterance only; the rest of the caller's batch stays intact. The failure's
-         * message is already in errmsg, so these two statements are stepped without touching it
-         * (after some errors SQLite has already rolled back, and they fail harmlessly). */
-        sqlite3_step(s->stmt[ST_ROLLBACK_TO]);
-        done(s->stmt[ST_ROLLBACK_TO]);
-        sqlite3_step(s->stmt[ST_RELEASE]);
-        done(s->stmt[ST_RELEASE]);
-        return -1;
-    }
     if (inserted)
         *inserted = is_new;
     return 0;

@@ -2,6 +2,7 @@
 and the connection staying usable after each error that is not fatal."""
 import json
 import socket
+import sqlite3
 import time
 
 import pytest
@@ -495,3 +496,27 @@ def test_a_connection_waiting_on_backpressure_is_not_idle(attuned):
     assert d.rows("SELECT conversation_id, COUNT(*) FROM utterances GROUP BY 1 ORDER BY 1") == [
         ("c-a", 16), ("c-b", 10)]
 
+
+def test_a_line_that_cannot_be_stored_is_isolated_and_answered_internal(attuned):
+    # A trigger (as an analyst might add) makes one utterance impossible to store: the rest of
+    # its batch must still be stored and acked, and that line alone answered `internal`.
+    d = attuned(batch_ms=200)
+    c = d.connect()
+    c.send({"type": "ping"})
+    c.recv_type("pong")
+    con = sqlite3.connect(str(d.db), timeout=10)
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON utterances WHEN NEW.seq = 13 "
+                "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END")
+    con.commit()
+    con.close()
+    lines = [{"type": "utterance", "conversation_id": "iso", "seq": i, "speaker": "customer",
+              "text": "turn %d" % i, "id": "u%d" % i} for i in range(30)]
+    last = c.send(*lines)
+    c.wait_ack(last, timeout=30)
+    errors = c.errors()
+    assert len(errors) == 1, errors
+    assert errors[0]["code"] == "internal" and errors[0]["line"] == 2 + 13
+    assert "turn" not in errors[0]["message"]  # never the text
+    seqs = [s for (s,) in d.rows("SELECT seq FROM utterances ORDER BY seq")]
+    assert seqs == [i for i in range(30) if i != 13]
+    assert "cannot be stored" in d.log()
