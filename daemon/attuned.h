@@ -7,6 +7,7 @@
  *   store.c    the SQLite store: migrations, batched upserts (writer thread only)
  *   pipeline.c scoring workers and the writer thread, bounded queues, commit callbacks
  *   server.c   libuv listener, connections, framing, acks, backpressure (loop thread)
+ *   framer.c   a connection's bytes split into lines, bounded (pure: fuzzed directly)
  *   metrics.c  HTTP endpoint: GET /metrics (Prometheus text) and /healthz (loop thread)
  *   watchdog.c writer health and systemd WATCHDOG=1 pings (loop thread)
  *   main.c     start-up and shut-down order only

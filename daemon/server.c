@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 
+#include "framer.h"
 #include "server.h"
 
 #define READ_CHUNK 65536
@@ -49,9 +50,7 @@ struct conn {
     uv_timer_t idle;
     server *srv;
     conn *next, *prev;
-    char *buf;
-    size_t len, cap;
-    bool discarding; /* inside a line over max_line_bytes, until its newline */
+    framer fr; /* the bytes read and not yet handled as lines */
     uint64_t next_line;
     uint64_t done_through;
     uint64_t acked;
@@ -207,7 +206,7 @@ static void conn_maybe_free(conn *c)
 {
     if (c->handles_open || c->inflight)
         return;
-    free(c->buf);
+    framer_fini(&c->fr);
     free(c->ring);
     free(c->filter_queue);
     free(c->filter_agent_id);
@@ -379,57 +378,40 @@ static void pause_conn(conn *c)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
 
+static void reject_too_long(conn *c, bool is_cut)
+{
+    server *srv = c->srv;
+    uint64_t line_no = ++c->next_line;
+    srv->stats.lines_received++;
+    char why[128];
+    snprintf(why, sizeof why, "the line is longer than max_line_bytes (%zu bytes)%s",
+             c->fr.max_line_bytes, is_cut ? "; it was discarded up to its newline" : "");
+    send_error(c, line_no, WIRE_LINE_TOO_LONG, why, NULL);
+    mark_done(c, line_no);
+}
+
 /* Handles the complete lines buffered in c while the pipeline admits them. */
 static void process_lines(conn *c)
 {
     server *srv = c->srv;
-    size_t off = 0;
-    size_t max = srv->cfg.max_line_bytes;
     c->paused = false;
     /* A finishing connection (refused with unauthorized) gets nothing more processed. */
     while (!c->closing && !c->finishing) {
-        char *start = c->buf + off;
-        char *nl = c->len > off ? memchr(start, '\n', c->len - off) : NULL;
-        if (!nl) {
-            /* max bytes and a '\r' whose '\n' has not arrived yet may still be a line at
-             * the limit. */
-            size_t pending = c->len - off;
-            if (pending > max + 1 || (pending == max + 1 && c->buf[c->len - 1] != '\r')) {
-                /* Over the limit with no newline yet: answer now and drop the rest of it. */
-                uint64_t line_no = ++c->next_line;
-                srv->stats.lines_received++;
-                char why[128];
-                snprintf(why, sizeof why, "the line is longer than max_line_bytes (%zu bytes); "
-                         "it was discarded up to its newline", max);
-                send_error(c, line_no, WIRE_LINE_TOO_LONG, why, NULL);
-                mark_done(c, line_no);
-                c->discarding = true;
-                off = c->len;
-            }
-            break;
-        }
-        if (!can_admit(c)) {
+        /* Over-long lines without their newline are answered even when paused: they are
+         * dropped at once, which keeps the buffer within its bound. */
+        if (framer_has_line(&c->fr) && !can_admit(c)) {
             pause_conn(c);
             break;
         }
-        size_t len = (size_t)(nl - start);
-        off += len + 1;
-        if (len && start[len - 1] == '\r')
-            len--;
-        if (len > max) {
-            uint64_t line_no = ++c->next_line;
-            srv->stats.lines_received++;
-            char why[128];
-            snprintf(why, sizeof why, "the line is longer than max_line_bytes (%zu bytes)", max);
-            send_error(c, line_no, WIRE_LINE_TOO_LONG, why, NULL);
-            mark_done(c, line_no);
-            continue;
-        }
-        handle_line(c, start, len);
-    }
-    if (off) {
-        memmove(c->buf, c->buf + off, c->len - off);
-        c->len -= off;
+        const char *line;
+        size_t len;
+        enum framer_event ev = framer_next(&c->fr, &line, &len);
+        if (ev == FRAMER_NONE)
+            break;
+        if (ev == FRAMER_LINE)
+            handle_line(c, line, len);
+        else
+            reject_too_long(c, ev == FRAMER_TOO_LONG_CUT);
     }
     if (!c->paused && !c->closing && !c->finishing && !c->eof && !srv->draining)
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
@@ -474,31 +456,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     if (srv->cfg.idle_timeout_ms > 0)
         uv_timer_again(&c->idle);
-    const char *p = b->base;
-    size_t n = (size_t)nread;
-    if (c->discarding) {
-        const char *nl = memchr(p, '\n', n);
-        if (!nl)
-            return;
-        c->discarding = false;
-        n -= (size_t)(nl + 1 - p);
-        p = nl + 1;
+    if (framer_feed(&c->fr, b->base, (size_t)nread)) {
+        send_error(c, c->next_line + 1, WIRE_INTERNAL, "the server ran out of memory", NULL);
+        conn_finish(c);
+        return;
     }
-    if (c->len + n > c->cap) {
-        size_t cap = c->cap ? c->cap : 4096;
-        while (cap < c->len + n)
-            cap *= 2;
-        char *nb = realloc(c->buf, cap);
-        if (!nb) {
-            send_error(c, c->next_line + 1, WIRE_INTERNAL, "the server ran out of memory", NULL);
-            conn_finish(c);
-            return;
-        }
-        c->buf = nb;
-        c->cap = cap;
-    }
-    memcpy(c->buf + c->len, p, n);
-    c->len += n;
     process_lines(c);
 }
 
@@ -526,6 +488,7 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     c->srv = srv;
+    framer_init(&c->fr, srv->cfg.max_line_bytes);
     uv_tcp_init(srv->loop, &c->tcp);
     uv_timer_init(srv->loop, &c->idle);
     c->tcp.data = c;
