@@ -6,6 +6,7 @@ BUILD   ?= build
 PREFIX  ?= /usr/local
 DESTDIR ?=
 BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
 DATADIR ?= $(PREFIX)/share/attune
 MANDIR  ?= $(PREFIX)/share/man
 SYSCONFDIR ?= $(PREFIX)/etc
@@ -52,7 +53,7 @@ BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 LIB_LIBS  = $(PCRE2_8_LIBS) -lm
 
 .PHONY: all test check asan bench eval install clean run unit cases integration
-all: $(BUILD)/libattune.a $(BUILD)/attune $(BUILD)/attuned $(BENCH_BIN)
+all: $(BUILD)/libattune.a $(BUILD)/attune $(BUILD)/attuned $(BUILD)/attune_sqlite.so $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c $(BUILD)/config.mk
 	@mkdir -p $(dir $@)
@@ -66,6 +67,10 @@ $(BUILD)/datadir.stamp: FORCE
 	@mkdir -p $(dir $@)
 	@echo '$(DATADIR)' | cmp -s - $@ || echo '$(DATADIR)' > $@
 .PHONY: FORCE
+
+# libattune is position-independent so that the SQLite extension, a shared object, can link it.
+$(LIB_OBJ) $(EXT_OBJ): ALL_CFLAGS += -fPIC
+$(EXT_OBJ): ALL_CFLAGS += -fvisibility=hidden
 
 $(BUILD)/libattune.a: $(LIB_OBJ)
 	@rm -f $@
@@ -85,6 +90,11 @@ $(BUILD)/libcommon.a: $(COMMON_OBJ)
 $(BUILD)/attune: $(CLI_OBJ) $(BUILD)/schema_sql.o $(BUILD)/libcommon.a $(BUILD)/libattune.a
 	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/schema_sql.o $(BUILD)/libcommon.a $(BUILD)/libattune.a $(JANSSON_LIBS) $(SQLITE3_LIBS) $(LIB_LIBS) $(ALL_LDFLAGS)
 
+# The SQLite loadable extension (`.load build/attune_sqlite`): scoring and statistics functions.
+# libattune's symbols stay inside it, and none may be left undefined (-z defs): SQLite's own
+# functions come through the API table it hands the extension, not through the linker.
+$(BUILD)/attune_sqlite.so: $(EXT_OBJ) $(BUILD)/libattune.a
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(EXT_OBJ) $(BUILD)/libattune.a -Wl,--exclude-libs,ALL -Wl,-z,defs $(LIB_LIBS) $(ALL_LDFLAGS)
 
 # The migrations are compiled into the daemon so that a binary always knows its own schema.
 $(BUILD)/schema_sql.c: $(SCHEMA_SQL) packaging/embed_schema.sh
@@ -150,6 +160,8 @@ install: all
 	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
 	install -m 755 $(BUILD)/attune $(DESTDIR)$(BINDIR)/attune
 	install -m 755 $(BUILD)/attuned $(DESTDIR)$(BINDIR)/attuned
+	install -d $(DESTDIR)$(LIBDIR)/attune
+	install -m 755 $(BUILD)/attune_sqlite.so $(DESTDIR)$(LIBDIR)/attune/attune_sqlite.so
 	cp -R lexicons/. $(DESTDIR)$(DATADIR)/lexicons/
 	chmod -R u=rwX,go=rX $(DESTDIR)$(DATADIR)/lexicons
 	install -m 644 schema/*.sql schema/README.md $(DESTDIR)$(DATADIR)/schema/

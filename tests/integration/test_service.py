@@ -755,6 +755,25 @@ def test_installed_commands_find_the_installed_lexicons(installs, tmp_path):
     assert installed_id == model_id_of(REPO / "lexicons")
 
 
+def test_installed_sqlite_extension_finds_the_installed_lexicons(installs, tmp_path):
+    assert (installs / "dest" / "usr/local/lib/attune/attune_sqlite.so").is_file()
+    so = installs / "prefix" / "lib" / "attune" / "attune_sqlite.so"
+    if not os.path.exists("/usr/bin/sqlite3"):
+        pytest.skip("no sqlite3 shell")
+    env = {k: v for k, v in os.environ.items() if k != "ATTUNE_LEXICONS"}
+    # A sanitizer build (make asan) needs its runtimes loaded first into the sqlite3 shell.
+    ldd = subprocess.run(["ldd", str(so)], capture_output=True, text=True).stdout
+    preload = [l.split("=>")[1].split()[0] for l in ldd.splitlines()
+               if "=>" in l and ("libasan" in l or "libubsan" in l)]
+    if preload:
+        env["LD_PRELOAD"] = " ".join(preload)
+    p = subprocess.run(["/usr/bin/sqlite3", ":memory:"],
+                       input=".load %s\nSELECT attune_model_id();\n" % str(so)[:-3],
+                       capture_output=True, text=True, timeout=60, env=env, cwd=str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == model_id_of(REPO / "lexicons")
+
+
 def test_unit_file_verifies_and_says_what_the_service_needs(installs):
     unit_text = (REPO / "packaging" / "attuned.service").read_text()
     settings = {}
