@@ -72,8 +72,10 @@ struct pipeline {
     int64_t silence_threshold_ms;
     bool last_transient;  /* writer: whether the last failed batch may succeed on retry */
     char last_error[512]; /* writer: its message */
-    const char **touched; /* writer: conversations of the current batch */
+    struct touched_conv *touched; /* writer: conversations of the current batch */
     size_t cap_touched;
+    struct recent *recent[4096];  /* writer: metrics throttling, see update_metrics */
+    size_t n_recent, n_dirty;
     worker *workers;
     int n_workers;
     pthread_t writer;
@@ -406,12 +408,99 @@ static int apply_work(pipeline *p, work *w)
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
+
+/* Metrics of a conversation that only received utterances are recomputed at most once per
+ * METRICS_INTERVAL_MS: recomputing reads all its turns, so doing it every batch would make a
+ * long conversation streamed turn by turn cost the square of its length. Until then the
+ * conversation is "dirty"; the writer recomputes due ones with the next batch or, when idle,
+ * in a transaction of their own. start, end, outcome and conversation messages recompute at
+ * once, so an ended conversation's row is final and streamed or whole give the same row. */
+#define METRICS_INTERVAL_MS 1000
+#define RECENT_BUCKETS 4096
+#define RECENT_MAX 100000
+
+typedef struct recent {
+    struct recent *next;
+    uint64_t last_ms; /* when its metrics were last recomputed */
+    bool dirty;       /* turns arrived since */
+    char id[];
+} recent;
+
+static uint64_t mono_ms(void)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+    return uv_hrtime() / 1000000;
 }
 
-/* Recomputes the metrics of every conversation the batch touched, once each. */
+static recent *recent_get(pipeline *p, const char *id)
+{
+    uint64_t h = hash_str(id) % RECENT_BUCKETS;
+    for (recent *r = p->recent[h]; r; r = r->next)
+        if (strcmp(r->id, id) == 0)
+            return r;
+    if (p->n_recent >= RECENT_MAX)
+        return NULL; /* full: recompute at once, as without throttling */
+    size_t len = strlen(id);
+    recent *r = malloc(sizeof *r + len + 1);
+    if (!r)
+        return NULL;
+    memcpy(r->id, id, len + 1);
+    r->last_ms = 0;
+    r->dirty = false;
+    r->next = p->recent[h];
+    p->recent[h] = r;
+    p->n_recent++;
+    return r;
+}
+
+static void recent_free_all(pipeline *p)
+{
+    for (size_t b = 0; b < RECENT_BUCKETS; b++) {
+        for (recent *r = p->recent[b], *next; r; r = next) {
+            next = r->next;
+            free(r);
+        }
+        p->recent[b] = NULL;
+    }
+    p->n_recent = p->n_dirty = 0;
+}
+
+/* Recomputes dirty conversations that are due, and forgets clean ones not seen for a while. */
+static int flush_due(pipeline *p, uint64_t now)
+{
+    for (size_t b = 0; b < RECENT_BUCKETS && (p->n_dirty || p->n_recent); b++) {
+        recent **link = &p->recent[b];
+        while (*link) {
+            recent *r = *link;
+            if (r->dirty && now - r->last_ms >= METRICS_INTERVAL_MS) {
+                if (store_update_metrics(p->st, r->id, p->silence_threshold_ms))
+                    return -1;
+                r->dirty = false;
+                r->last_ms = now;
+                p->n_dirty--;
+            }
+            if (!r->dirty && now - r->last_ms >= 10 * METRICS_INTERVAL_MS) {
+                *link = r->next;
+                free(r);
+                p->n_recent--;
+                continue;
+            }
+            link = &r->next;
+        }
+    }
+    return 0;
+}
+
+typedef struct touched_conv {
+    const char *id;
+    bool final; /* the batch holds a message other than utterance for it */
+} touched_conv;
+
+static int cmp_touched(const void *a, const void *b)
+{
+    return strcmp(((const touched_conv *)a)->id, ((const touched_conv *)b)->id);
+}
+
+/* Recomputes the metrics of the conversations the batch touched, once each (see above). */
 static int update_metrics(pipeline *p, work *batch)
 {
     size_t n = 0;
@@ -420,22 +509,53 @@ static int update_metrics(pipeline *p, work *batch)
             continue;
         if (n == p->cap_touched) {
             size_t cap = p->cap_touched ? p->cap_touched * 2 : 256;
-            const char **t = realloc(p->touched, cap * sizeof *t);
+            touched_conv *t = realloc(p->touched, cap * sizeof *t);
             if (!t)
                 return -1;
             p->touched = t;
             p->cap_touched = cap;
         }
-        p->touched[n++] = w->msg.conversation_id;
+        p->touched[n++] = (touched_conv){w->msg.conversation_id,
+                                         w->msg.type != MSG_UTTERANCE};
     }
-    qsort(p->touched, n, sizeof *p->touched, cmp_str);
-    for (size_t i = 0; i < n; i++) {
-        if (i && strcmp(p->touched[i], p->touched[i - 1]) == 0)
+    if (n > 1)
+        qsort(p->touched, n, sizeof *p->touched, cmp_touched);
+    uint64_t now = mono_ms();
+    for (size_t i = 0; i < n;) {
+        const char *id = p->touched[i].id;
+        bool final = false;
+        for (; i < n && strcmp(p->touched[i].id, id) == 0; i++)
+            final |= p->touched[i].final;
+        recent *r = recent_get(p, id);
+        if (!final && r && now - r->last_ms < METRICS_INTERVAL_MS) {
+            if (!r->dirty) {
+                r->dirty = true;
+                p->n_dirty++;
+            }
             continue;
-        if (store_update_metrics(p->st, p->touched[i], p->silence_threshold_ms))
+        }
+        if (store_update_metrics(p->st, id, p->silence_threshold_ms))
             return -1;
+        if (r) {
+            r->last_ms = now;
+            if (r->dirty) {
+                r->dirty = false;
+                p->n_dirty--;
+            }
+        }
     }
-    return 0;
+    return p->n_dirty || p->n_recent > RECENT_MAX / 2 ? flush_due(p, now) : 0;
+}
+
+/* When the writer is idle: recompute the dirty conversations that are due, in a transaction of
+ * their own. A failure leaves them dirty for the next try. */
+static void flush_idle(pipeline *p, bool all)
+{
+    if (store_begin(p->st))
+        return;
+    uint64_t now = all ? UINT64_MAX / 2 : mono_ms();
+    if (flush_due(p, now) || store_commit(p->st))
+        store_rollback(p->st);
 }
 
 static int apply_batch(pipeline *p, work *batch)
@@ -731,7 +851,22 @@ static work *writer_next(pipeline *p, const struct timespec *deadline)
 {
     for (;;) {
         work *w;
-        if (p->job && !deadline) {
+        if (p->n_dirty && !deadline && !p->job) {
+            /* Idle with dirty conversations: wake in time to recompute them. */
+            struct timespec due;
+            deadline_after(&due, METRICS_INTERVAL_MS / 4);
+            w = writer_pop(p, &due);
+            if (!w) {
+                pthread_mutex_lock(&p->wq.mu);
+                bool closed = p->wq.closed && !p->wq.head;
+                pthread_mutex_unlock(&p->wq.mu);
+                /* At shutdown every dirty conversation is recomputed, due or not. */
+                flush_idle(p, closed);
+                if (closed)
+                    return NULL;
+                continue;
+            }
+        } else if (p->job && !deadline) {
             struct timespec now;
             deadline_after(&now, 0);
             w = writer_pop(p, &now);
@@ -978,6 +1113,7 @@ void pipeline_free(pipeline *p)
     pthread_join(p->writer, NULL);
     queue_fini(&p->wq);
     free(p->touched);
+    recent_free_all(p);
     for (size_t i = 0; i < p->n_alerts; i++)
         alert_fini(&p->alerts[i]);
     free(p->alerts);

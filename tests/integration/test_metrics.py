@@ -161,3 +161,18 @@ def test_no_opportunity_rate_is_null(daemon):
     m = daemon.row("calm")
     assert m["empathy_opportunities"] == 0
     assert m["empathy_response_rate"] is None
+
+
+def test_streamed_turns_update_metrics_without_an_end(daemon):
+    # Metrics of a conversation still in progress are recomputed at most once a second (so a
+    # long conversation does not cost the square of its length), but they do catch up.
+    for i in range(40):
+        daemon.send([{"type": "utterance", "conversation_id": "live", "seq": i,
+                      "speaker": "customer" if i % 2 == 0 else "agent", "ts": 1000 * i,
+                      "text": "turn %d" % i}])
+    deadline = time.time() + 5
+    while time.time() < deadline and daemon.row("live")["turns"] != 40:
+        time.sleep(0.1)
+    m = daemon.row("live")
+    assert m["turns"] == 40 and m["customer_turns"] == 20
+    assert m["ended"] == 0
