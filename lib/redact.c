@@ -5,7 +5,8 @@
  *    them in every shape: grouped, spaced, dashed, split across words, or spoken ("four five
  *    three two ..." from speech-to-text). A run of digit tokens (digit groups and digit words,
  *    joined by spaces, dashes, dots or commas) is redacted whole when any 13 to 19 consecutive
- *    digits in it pass the Luhn check, so no Luhn-valid card number survives;
+ *    digits in it pass the Luhn check, so no Luhn-valid card number survives. Digit groups
+ *    count even when glued to letters ("card4111..."), and runs of any length are checked;
  *  - the patterns of lexicons/redact.tsv (e-mail, phone, SSN, IBAN with its mod-97 check, CVV
  *    and expiry phrases), each replaced by its placeholder.
  *
@@ -47,8 +48,15 @@ struct at__rscratch {
     span *spans;
     size_t n_spans, cap_spans;
     at__buf out;
-    char digits[64];
 };
+
+/* The digits of a run as they are read: the last 19 are kept, and is_card is set as soon as a
+ * window of 13 to 19 of them that ends at a new digit passes the Luhn check. */
+typedef struct digit_run {
+    char last[19];
+    size_t n; /* digits read so far */
+    bool is_card;
+} digit_run;
 
 static const char *const digit_words[] = {"zero", "one", "two", "three", "four", "five", "six",
                                           "seven", "eight", "nine"};
@@ -213,14 +221,17 @@ static bool luhn(const char *d, size_t n)
     return sum % 10 == 0;
 }
 
-/* Any window of 13..19 consecutive digits that passes Luhn. */
-static bool has_card(const char *d, size_t n)
+static void run_push(digit_run *r, char digit)
 {
-    for (size_t len = 13; len <= 19 && len <= n; len++)
-        for (size_t i = 0; i + len <= n; i++)
-            if (luhn(d + i, len))
-                return true;
-    return false;
+    size_t kept = r->n < sizeof r->last ? r->n : sizeof r->last;
+    if (kept == sizeof r->last) {
+        memmove(r->last, r->last + 1, kept - 1);
+        kept--;
+    }
+    r->last[kept++] = digit;
+    r->n++;
+    for (size_t len = 13; len <= kept && !r->is_card; len++)
+        r->is_card = luhn(r->last + kept - len, len);
 }
 
 static bool iban_ok(const char *s, size_t len)
@@ -260,19 +271,19 @@ static int add_span(at__rscratch *s, size_t start, size_t end, const char *place
     return 0;
 }
 
-/* Reads the token at text[i): a digit group (returns its digits) or a digit word (one digit,
- * "oh" and "o" read as zero). Returns the token's end, or i when it is neither. */
-static size_t digit_token(const char *text, size_t len, size_t i, char *d, size_t *nd)
+/* Reads the token at text[i): a digit group (its digits are pushed) or a digit word (one
+ * digit, "oh" and "o" read as zero), which must be a whole word. Returns the token's end, or i
+ * when it is neither. */
+static size_t digit_token(const char *text, size_t len, size_t i, digit_run *r)
 {
     size_t j = i;
     if (isdigit((unsigned char)text[i])) {
-        while (j < len && isdigit((unsigned char)text[j])) {
-            if (*nd < 63)
-                d[(*nd)++] = text[j];
-            j++;
-        }
+        while (j < len && isdigit((unsigned char)text[j]))
+            run_push(r, text[j++]);
         return j;
     }
+    if (i > 0 && isalnum((unsigned char)text[i - 1]))
+        return i;
     while (j < len && isalpha((unsigned char)text[j]))
         j++;
     size_t wl = j - i;
@@ -280,15 +291,13 @@ static size_t digit_token(const char *text, size_t len, size_t i, char *d, size_
         return i;
     for (int k = 0; k < 10; k++) {
         if (strlen(digit_words[k]) == wl && strncasecmp(text + i, digit_words[k], wl) == 0) {
-            if (*nd < 63)
-                d[(*nd)++] = (char)('0' + k);
+            run_push(r, (char)('0' + k));
             return j;
         }
     }
     if ((wl == 2 && strncasecmp(text + i, "oh", 2) == 0) ||
         (wl == 1 && (text[i] == 'o' || text[i] == 'O'))) {
-        if (*nd < 63)
-            d[(*nd)++] = '0';
+        run_push(r, '0');
         return j;
     }
     return i;
@@ -298,13 +307,9 @@ static int scan_cards(at__rscratch *s, const char *text, size_t len)
 {
     size_t i = 0;
     while (i < len) {
-        /* A run starts at a token boundary. */
-        if (i > 0 && isalnum((unsigned char)text[i - 1])) {
-            i++;
-            continue;
-        }
-        size_t nd = 0;
-        size_t end = digit_token(text, len, i, s->digits, &nd);
+        /* A run starts at a digit, or at a digit word that is a word of its own. */
+        digit_run r = {.n = 0};
+        size_t end = digit_token(text, len, i, &r);
         if (end == i) {
             i++;
             continue;
@@ -318,12 +323,15 @@ static int scan_cards(at__rscratch *s, const char *text, size_t len)
                 j++;
             if (j == run_end || j >= len)
                 break;
-            size_t e = digit_token(text, len, j, s->digits, &nd);
-            if (e == j || (e < len && isalnum((unsigned char)text[e])))
+            /* Digits glued to letters still count ("4111 1111 1111 1111thanks"). */
+            digit_run next = r;
+            size_t e = digit_token(text, len, j, &next);
+            if (e == j)
                 break;
+            r = next;
             run_end = e;
         }
-        if (nd >= 13 && has_card(s->digits, nd)) {
+        if (r.is_card) {
             if (add_span(s, start, run_end, "[CARD]"))
                 return AT_ENOMEM;
         }
@@ -358,11 +366,11 @@ int at__redact(const at__redactor *r, at__rscratch *s, const char *text, size_t 
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(s->md);
             bool ok = true;
             if (p->check == CHECK_LUHN) {
-                size_t nd = 0;
-                for (size_t k = ov[0]; k < ov[1] && nd < 63; k++)
+                digit_run run = {.n = 0};
+                for (size_t k = ov[0]; k < ov[1]; k++)
                     if (isdigit((unsigned char)text[k]))
-                        s->digits[nd++] = text[k];
-                ok = nd >= 13 && has_card(s->digits, nd);
+                        run_push(&run, text[k]);
+                ok = run.is_card;
             } else if (p->check == CHECK_IBAN) {
                 ok = iban_ok(text + ov[0], ov[1] - ov[0]);
             }
@@ -379,8 +387,13 @@ int at__redact(const at__redactor *r, at__rscratch *s, const char *text, size_t 
         return AT_ENOMEM;
     for (size_t i = 0; i < s->n_spans; i++) {
         const span *sp = &s->spans[i];
-        if (sp->start < pos)
-            continue; /* inside (or overlapping) a span already replaced */
+        if (sp->start < pos) {
+            /* Inside or overlapping a span already replaced: its placeholder covers this one
+             * too, or the part past it would be kept (half a card number). */
+            if (sp->end > pos)
+                pos = sp->end;
+            continue;
+        }
         if (at__buf_append(&s->out, text + pos, sp->start - pos) ||
             at__buf_append(&s->out, sp->placeholder, strlen(sp->placeholder)))
             return AT_ENOMEM;

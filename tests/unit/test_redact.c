@@ -198,6 +198,29 @@ static void test_card_corpus_leaves_no_luhn_valid_number(void **state)
     assert_int_equal(n, 6 * 8 * 5);
 }
 
+/* Found by tests/fuzz/fuzz_redact.c: digits glued to letters, runs longer than 63 digits, and a
+ * card run that another pattern's match overlaps each let a card number through. */
+static void test_cards_in_awkward_places(void **state)
+{
+    (void)state;
+    const char *const cases[] = {
+        "card4111111111111111x",
+        "4111 1111 1111 1111thanks",
+        "ref1234 4111 1111 1111 1111",
+        "1111111111111111111111111111111111111111111111111111111111111114111111111111111",
+        "+1 22 333 44 4111111111111111",
+        "+1 22 333 44 4111 1111 1111 1111 ok",
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        assert_true(leaks_card(cases[i]));
+        const char *out = redact(cases[i]);
+        if (leaks_card(out))
+            fail_msg("card survived: \"%s\" -> \"%s\"", cases[i], out);
+    }
+    /* Overlapping matches are replaced as one, by the placeholder of the first. */
+    assert_string_equal(redact("+1 22 333 44 4111111111111111"), "[PHONE]");
+}
+
 static void test_other_secrets(void **state)
 {
     (void)state;
@@ -243,6 +266,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_card_corpus_leaves_no_luhn_valid_number),
+        cmocka_unit_test(test_cards_in_awkward_places),
         cmocka_unit_test(test_other_secrets),
         cmocka_unit_test(test_ordinary_numbers_stay),
         cmocka_unit_test(test_scores_do_not_depend_on_redaction),
