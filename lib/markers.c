@@ -38,18 +38,36 @@ typedef struct pattern {
     uint32_t block_mask;  /* for a block: bit (1u << cat) of every category it guards */
     unsigned speakers;    /* bit (1u << at_speaker) */
     uint8_t groups_mask;  /* prefilter: bits of the literal groups that must all be present */
+    uint8_t anchor_bit;   /* the group every match starts with, or 0 */
     pcre2_code *code;
+    pcre2_code *anchored; /* compiled PCRE2_ANCHORED, when anchor_bit: tried at each hit */
     char *where; /* "file:line", for messages */
 } pattern;
 
-/* A required literal of a pattern, for the prefilter. */
+/* A required literal of a pattern, for the prefilter. Literals with the same text are
+ * contiguous (sorted) and compared once, as one utext. */
 typedef struct literal {
     char *text; /* lower-case ASCII, >= 3 bytes */
     size_t len;
     uint32_t pattern;
     unsigned speakers; /* the pattern's, checked before comparing */
     uint8_t group_bit; /* which of the pattern's required groups this literal belongs to */
+    bool is_anchor;    /* a match may start where it occurs: remember the position */
 } literal;
+
+typedef struct tnode {
+    uint32_t first;   /* its first edge */
+    uint32_t n_edges;
+    uint32_t utext;   /* the text ending here, or NO_UTEXT */
+} tnode;
+
+/* A distinct literal text and its literals. */
+typedef struct utext {
+    const char *text;  /* borrowed from its first literal */
+    uint32_t len;
+    uint32_t first, n; /* literals[first .. first + n) */
+    unsigned speakers; /* union of its literals' speakers */
+} utext;
 
 /* A scope cue is a word or a phrase of up to SCOPE_MAX_WORDS words. A `pass` phrase starts with
  * a negator but does not negate what follows ("can't believe", "no wonder"): the scan steps
@@ -69,20 +87,25 @@ typedef struct wordlist {
     size_t max_words;
 } wordlist;
 
-#define PREFILTER_BITS 16
-#define PREFILTER_SIZE (1u << PREFILTER_BITS)
+#define PREFILTER_MAX_STRINGS 64 /* a required set is cut to about this many literals */
 
 struct at__markers {
     pattern *patterns;
     size_t n_patterns;
     literal *literals;
     size_t n_literals;
-    /* Prefilter index: literals grouped by a hash of their first three bytes. bucket_start has
-     * PREFILTER_SIZE + 1 entries; bucket b holds literal indexes order[bucket_start[b] ..
-     * bucket_start[b+1]). */
-    uint32_t *bucket_start;
-    uint32_t *order;
-    uint64_t *bucket_bits; /* PREFILTER_SIZE bits: bucket b is not empty (fits in L1) */
+    utext *utexts;
+    size_t n_utexts;
+    /* Prefilter index: a byte trie of the distinct literal texts. Node 0 is the root; node n's
+     * children are edges first .. first + n_edges - 1 (edge_byte sorted, edge_child), and utext
+     * is the text that ends at n, or NO_UTEXT. Walking it from every position of the text finds
+     * every literal that occurs, in time independent of how many there are. Every literal has
+     * at least three bytes, so walks start from depth2, indexed by the first two bytes. */
+    tnode *nodes;
+    uint8_t *edge_byte;
+    uint32_t *edge_child;
+    size_t n_nodes, n_edges;
+    uint32_t *depth2; /* 65536: the node after bytes b0 b1 at index b0 | b1 << 8, or 0 */
     uint32_t *unfiltered; /* patterns with no literal: always run */
     size_t n_unfiltered;
 
@@ -115,11 +138,18 @@ typedef struct cand {
 } cand;
 
 #define MAX_QUOTES 16 /* quoted spans remembered per utterance */
+#define QUEUED 0x80u   /* groups flag: the pattern is already in todo */
+#define NO_HIT UINT32_MAX
+#define NO_UTEXT UINT32_MAX
 
 struct at__mscratch {
     pcre2_match_data *md;
     uint32_t *stamp;  /* per pattern: generation when groups was last reset */
-    uint8_t *groups;  /* per pattern: prefilter groups seen in this utterance */
+    uint8_t *groups;  /* per pattern: prefilter groups seen in this utterance, | QUEUED */
+    uint32_t *hit_first, *hit_last; /* per pattern: its anchor hits, a list through hit_next */
+    size_t *hit_pos;                /* byte offset of each anchor hit */
+    uint32_t *hit_next;
+    size_t n_hits, cap_hits;
     size_t n_stamp;
     uint32_t generation;
     uint32_t *todo;
@@ -219,17 +249,23 @@ static int load_file(const char *dir, const char *name, uint64_t *hash, char **d
 /* ---- required literals of a regular expression (for the prefilter) ------------------------
  *
  * A small recursive-descent reading of the PCRE2 syntax our pattern files use. For each node it
- * computes its requirements: up to MAX_GROUPS groups, each a set of lower-case strings of which
- * every match contains at least one. A pattern runs only when every group has a string in the
- * text. Sequences keep their best mandatory elements (literal runs and groups: the sets whose
- * shortest string, spaces aside, is longest); alternations take the union of each branch's best
- * set; optional elements, lookarounds and anything not understood require nothing, which is
- * always safe.
+ * computes:
+ *  - when the node can only match a few fixed strings, that exact set (lower-case): "sorry",
+ *    "(?:so )?sorry" = {"so sorry", "sorry"}, "['’]" = {"'", "’"}, an assertion = {""};
+ *  - its requirements: up to MAX_GROUPS groups, each a set of strings of which every match
+ *    contains at least one.
+ * A sequence multiplies the exact sets of consecutive elements ("I" "['’]?" "m" gives
+ * {"im", "i'm", "i’m"}) and offers each product, and the groups of its other mandatory
+ * elements, as candidate groups, keeping the best: those whose shortest string (spaces aside)
+ * is longest. An alternation takes the union of its branches' best groups. Optional elements,
+ * unbounded repeats and anything not understood require nothing, which is always safe. A
+ * pattern runs only when a string of every group is in the lower-cased text; letters outside
+ * ASCII are never literals because caseless matching may fold them.
  */
 
-#define REQ_MAX 96    /* strings in one set before giving up on it */
-#define LIT_MAX 40    /* longest literal kept, bytes */
-#define MAX_GROUPS 3  /* sets that must all be present */
+#define REQ_MAX 256       /* strings in one set before giving up on it */
+#define LIT_MAX 48        /* longest literal kept, bytes */
+#define MAX_GROUPS 3      /* sets that must all be present */
 #define REQ_MIN_QUALITY 3 /* a set is useful when each string has >= 3 non-space bytes */
 
 typedef struct req {
@@ -242,6 +278,15 @@ typedef struct reqs {
     size_t n; /* groups, best first */
     req g[MAX_GROUPS];
 } reqs;
+
+typedef struct rnode {
+    bool is_exact; /* exact holds every string the node can match */
+    req exact;
+    req lead;      /* every match starts with one of these ({""}: nothing known) */
+    reqs groups;
+    bool has_small; /* small: the requirement with the fewest strings, for unions */
+    req small;
+} rnode;
 
 typedef struct rparser {
     const char *p;
@@ -265,12 +310,33 @@ static size_t req_quality(const req *r)
     return r->n ? m : 0;
 }
 
+static bool req_has(const req *r, const char *s, size_t len)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (r->len[i] == len && memcmp(r->s[i], s, len) == 0)
+            return true;
+    return false;
+}
+
+/* Adds a string unless present; false when the set is full or the string too long. */
+static bool req_put(req *r, const char *s, size_t len)
+{
+    if (req_has(r, s, len))
+        return true;
+    if (r->n == REQ_MAX || len >= LIT_MAX)
+        return false;
+    memcpy(r->s[r->n], s, len);
+    r->s[r->n][len] = '\0';
+    r->len[r->n++] = len;
+    return true;
+}
+
 static bool req_same(const req *a, const req *b)
 {
     if (a->n != b->n)
         return false;
     for (size_t i = 0; i < a->n; i++)
-        if (a->len[i] != b->len[i] || memcmp(a->s[i], b->s[i], a->len[i]) != 0)
+        if (!req_has(b, a->s[i], a->len[i]))
             return false;
     return true;
 }
@@ -301,53 +367,189 @@ static void reqs_add(reqs *rs, const req *r)
         rs->n++;
 }
 
-static void parse_alt(rparser *rp, reqs *out);
-
-/* Skips a quantifier at rp->p; returns true when it makes the element optional. Sets *repeats
- * when it allows more than one occurrence. */
-static bool parse_quant(rparser *rp, bool *repeats)
+/* a = a x b (every string of a followed by every string of b); false when it would not fit. */
+static bool req_product(req *a, const req *b, req *tmp)
 {
-    bool optional = false;
-    *repeats = false;
+    if (a->n * b->n > REQ_MAX)
+        return false;
+    tmp->n = 0;
+    for (size_t i = 0; i < a->n; i++)
+        for (size_t j = 0; j < b->n; j++) {
+            char buf[2 * LIT_MAX];
+            memcpy(buf, a->s[i], a->len[i]);
+            memcpy(buf + a->len[i], b->s[j], b->len[j]);
+            if (!req_put(tmp, buf, a->len[i] + b->len[j]))
+                return false;
+        }
+    *a = *tmp;
+    return true;
+}
+
+static void req_empty(req *r)
+{
+    r->n = 1;
+    r->s[0][0] = '\0';
+    r->len[0] = 0;
+}
+
+static void req_single(req *r, const char *s, size_t len)
+{
+    r->n = 1;
+    memcpy(r->s[0], s, len);
+    r->s[0][len] = '\0';
+    r->len[0] = len;
+}
+
+static void node_empty(rnode *n)
+{
+    n->is_exact = true;
+    req_empty(&n->exact);
+    req_empty(&n->lead);
+    n->groups.n = 0;
+    n->has_small = false;
+}
+
+static void node_unknown(rnode *n)
+{
+    n->is_exact = false;
+    n->exact.n = 0;
+    req_empty(&n->lead);
+    n->groups.n = 0;
+    n->has_small = false;
+}
+
+/* Keeps r as n's small requirement when it has fewer strings (ties: higher quality). */
+static void offer_small(rnode *n, const req *r)
+{
+    size_t q = req_quality(r);
+    if (q < REQ_MIN_QUALITY)
+        return;
+    if (!n->has_small || r->n < n->small.n ||
+        (r->n == n->small.n && q > req_quality(&n->small))) {
+        n->small = *r;
+        n->has_small = true;
+    }
+}
+
+static void node_char(rnode *n, const char *bytes, size_t len)
+{
+    node_unknown(n);
+    n->is_exact = true;
+    req_put(&n->exact, bytes, len);
+    n->lead = n->exact;
+}
+
+static void parse_alt(rparser *rp, rnode *out);
+
+/* Reads a quantifier at rp->p: *lo and *hi (SIZE_MAX for unbounded); false when there is none
+ * (1, 1). */
+static bool parse_quant(rparser *rp, size_t *lo, size_t *hi)
+{
+    *lo = *hi = 1;
     if (rp->p >= rp->end)
         return false;
     char c = *rp->p;
-    if (c == '?' || c == '*') {
-        optional = true;
-        *repeats = c == '*';
-        rp->p++;
-    } else if (c == '+') {
-        *repeats = true;
+    if (c == '?' || c == '*' || c == '+') {
+        *lo = c == '+';
+        *hi = c == '?' ? 1 : SIZE_MAX;
         rp->p++;
     } else if (c == '{') {
         const char *q = rp->p + 1;
-        long lo = 0;
+        size_t a = 0, b;
         bool digits = false;
         while (q < rp->end && isdigit((unsigned char)*q)) {
-            lo = lo * 10 + (*q - '0');
+            a = a * 10 + (size_t)(*q - '0');
             q++;
             digits = true;
         }
         if (!digits || q >= rp->end || (*q != '}' && *q != ','))
             return false; /* a literal '{' */
+        b = a;
+        if (*q == ',') {
+            q++;
+            b = SIZE_MAX;
+            if (q < rp->end && isdigit((unsigned char)*q)) {
+                b = 0;
+                while (q < rp->end && isdigit((unsigned char)*q))
+                    b = b * 10 + (size_t)(*q++ - '0');
+            }
+        }
         while (q < rp->end && *q != '}')
             q++;
         rp->p = q < rp->end ? q + 1 : q;
-        optional = lo == 0;
-        *repeats = true;
+        *lo = a;
+        *hi = b;
     } else {
         return false;
     }
     if (rp->p < rp->end && (*rp->p == '?' || *rp->p == '+'))
         rp->p++; /* lazy or possessive */
-    return optional;
+    return true;
 }
 
-/* Parses one atom. Sets *lit to the literal character it denotes (lower-cased), or -1. */
-static void parse_atom(rparser *rp, reqs *out, int *lit)
+/* A character class made only of single characters without case outside ASCII letters
+ * ("['’]", "[sz]", "[,.]") is an exact set; anything else (ranges, negation, escapes such as
+ * \s) is not. Leaves rp after the closing bracket. */
+static void parse_class(rparser *rp, rnode *out)
 {
-    out->n = 0;
-    *lit = -1;
+    node_unknown(out);
+    bool is_simple = true;
+    req set;
+    set.n = 0;
+    if (rp->p < rp->end && *rp->p == '^') {
+        is_simple = false;
+        rp->p++;
+    }
+    bool first = true;
+    while (rp->p < rp->end && (*rp->p != ']' || first)) {
+        first = false;
+        unsigned char c = (unsigned char)*rp->p;
+        if (c == '\\' && rp->p + 1 < rp->end) {
+            char e = rp->p[1];
+            if (ispunct((unsigned char)e) || e == ' ') {
+                char lc = e;
+                is_simple = is_simple && req_put(&set, &lc, 1);
+            } else {
+                is_simple = false;
+            }
+            rp->p += 2;
+        } else if (c == '[' && rp->p + 1 < rp->end && rp->p[1] == ':') {
+            const char *q = strstr(rp->p, ":]");
+            rp->p = q && q < rp->end ? q + 2 : rp->end;
+            is_simple = false;
+        } else if (c == 0xE2 && rp->p + 2 < rp->end && (unsigned char)rp->p[1] <= 0x81) {
+            /* General punctuation (U+2000..U+207F): no case, compared as bytes. */
+            is_simple = is_simple && req_put(&set, rp->p, 3);
+            rp->p += 3;
+        } else if (c >= 0x80) {
+            is_simple = false;
+            rp->p++;
+            while (rp->p < rp->end && ((unsigned char)*rp->p & 0xC0) == 0x80)
+                rp->p++;
+        } else if (rp->p + 2 < rp->end && rp->p[1] == '-' && rp->p[2] != ']') {
+            is_simple = false; /* a range */
+            rp->p += 3;
+        } else {
+            char lc = (char)tolower(c);
+            is_simple = is_simple && req_put(&set, &lc, 1);
+            rp->p++;
+        }
+    }
+    if (rp->p < rp->end)
+        rp->p++;
+    else
+        rp->failed = true;
+    if (is_simple && set.n && set.n <= 8) {
+        out->is_exact = true;
+        out->exact = set;
+        out->lead = set;
+    }
+}
+
+/* Parses one atom into out. */
+static void parse_atom(rparser *rp, rnode *out)
+{
+    node_unknown(out);
     char c = *rp->p++;
     if (c == '(') {
         bool capture_like = true;
@@ -358,7 +560,6 @@ static void parse_atom(rparser *rp, reqs *out, int *lit)
                 rp->p++;
             } else if (k == '=' || k == '!' || (k == '<' && rp->p + 1 < rp->end &&
                                                   (rp->p[1] == '=' || rp->p[1] == '!'))) {
-                /* A lookaround asserts without consuming: no requirement from it. */
                 capture_like = false;
                 rp->p += k == '<' ? 2 : 1;
             } else if (k == '<' || k == 'P' || k == '\'') {
@@ -368,15 +569,26 @@ static void parse_atom(rparser *rp, reqs *out, int *lit)
                 if (rp->p < rp->end)
                     rp->p++;
             } else {
-                /* Inline options such as (?i) or (?i:...). */
-                while (rp->p < rp->end && *rp->p != ')' && *rp->p != ':')
+                /* Inline options such as (?i) or (?-i:...): (?-i) makes case matter, which the
+                 * lower-cased prefilter cannot see, so such a group is never a literal. */
+                bool is_cased = false;
+                while (rp->p < rp->end && *rp->p != ')' && *rp->p != ':') {
+                    if (*rp->p == '-')
+                        is_cased = true;
                     rp->p++;
+                }
                 if (rp->p < rp->end && *rp->p == ')') {
                     rp->p++;
-                    return; /* matches the empty string */
+                    if (is_cased)
+                        rp->failed = true; /* case-sensitive to the end: give up */
+                    else
+                        node_empty(out);
+                    return;
                 }
                 if (rp->p < rp->end)
                     rp->p++;
+                if (is_cased)
+                    capture_like = false;
             }
         }
         parse_alt(rp, out);
@@ -385,27 +597,11 @@ static void parse_atom(rparser *rp, reqs *out, int *lit)
         else
             rp->failed = true;
         if (!capture_like)
-            out->n = 0; /* a lookaround asserts without consuming */
+            node_empty(out); /* asserts without consuming (or case-sensitive): requires nothing */
         return;
     }
     if (c == '[') {
-        /* A class: skip to its closing bracket. */
-        if (rp->p < rp->end && *rp->p == '^')
-            rp->p++;
-        if (rp->p < rp->end && *rp->p == ']')
-            rp->p++;
-        while (rp->p < rp->end && *rp->p != ']') {
-            if (*rp->p == '\\' && rp->p + 1 < rp->end)
-                rp->p++;
-            else if (*rp->p == '[' && rp->p + 1 < rp->end && rp->p[1] == ':') {
-                const char *q = strstr(rp->p, ":]");
-                if (q && q < rp->end)
-                    rp->p = q + 1;
-            }
-            rp->p++;
-        }
-        if (rp->p < rp->end)
-            rp->p++;
+        parse_class(rp, out);
         return;
     }
     if (c == '\\') {
@@ -414,8 +610,10 @@ static void parse_atom(rparser *rp, reqs *out, int *lit)
             return;
         }
         char e = *rp->p++;
-        if (e == 'b' || e == 'B' || e == 'A' || e == 'z' || e == 'Z' || e == 'G')
-            return; /* an assertion: consumes nothing */
+        if (e == 'b' || e == 'B' || e == 'A' || e == 'z' || e == 'Z' || e == 'G') {
+            node_empty(out); /* an assertion: consumes nothing */
+            return;
+        }
         if (e == 'p' || e == 'P' || e == 'x' || e == 'o' || e == 'g' || e == 'k' || e == 'N') {
             /* Skip the argument: {..}, <name>, 'name' or (for \g) a number. */
             char close = 0;
@@ -451,120 +649,250 @@ static void parse_atom(rparser *rp, reqs *out, int *lit)
             rp->failed = true; /* quoting is not worth understanding here */
             return;
         }
-        if (ispunct((unsigned char)e) || e == ' ') {
-            *lit = e;
-            return;
-        }
+        if (ispunct((unsigned char)e) || e == ' ')
+            node_char(out, &e, 1);
         return; /* \s \w \d and friends: not literal */
     }
-    if (c == '.' || c == '^' || c == '$')
+    if (c == '^' || c == '$') {
+        node_empty(out);
         return;
+    }
+    if (c == '.')
+        return;
+    if ((unsigned char)c == 0xE2 && rp->p + 1 < rp->end && (unsigned char)rp->p[0] <= 0x81) {
+        node_char(out, rp->p - 1, 3); /* general punctuation, such as ’: no case */
+        rp->p += 2;
+        return;
+    }
     if ((unsigned char)c >= 0x80) {
-        /* Non-ASCII: caseless UTF matching may fold it; not a prefilter literal. */
+        /* Other non-ASCII: caseless UTF matching may fold it; not a prefilter literal. */
         while (rp->p < rp->end && ((unsigned char)*rp->p & 0xC0) == 0x80)
             rp->p++;
         return;
     }
-    *lit = tolower((unsigned char)c);
+    char lc = (char)tolower((unsigned char)c);
+    node_char(out, &lc, 1);
 }
 
-/* Cross product of the running literal with a set is not attempted; a literal run simply
- * becomes one candidate group of the sequence. */
-static void req_single(req *r, const char *s, size_t len)
+/* Applies a quantifier to a parsed atom. */
+static void apply_quant(rnode *n, size_t lo, size_t hi)
 {
-    r->n = 1;
-    if (len >= LIT_MAX)
-        len = LIT_MAX - 1;
-    memcpy(r->s[0], s, len);
-    r->s[0][len] = '\0';
-    r->len[0] = len;
+    if (lo == 1 && hi == 1)
+        return;
+    if (lo == 0) {
+        /* Optional: requires nothing; "x?" is still exact as {x, ""}. */
+        n->groups.n = 0;
+        n->has_small = false;
+        if (n->is_exact && hi == 1)
+            n->is_exact = req_put(&n->exact, "", 0);
+        else
+            n->is_exact = false;
+        if (n->is_exact)
+            n->lead = n->exact;
+        else
+            req_empty(&n->lead);
+        return;
+    }
+    /* At least once: its requirements stand, and its exact set becomes a group. */
+    if (n->is_exact) {
+        reqs_add(&n->groups, &n->exact);
+        offer_small(n, &n->exact);
+    }
+    n->is_exact = false;
 }
 
-static void parse_seq(rparser *rp, reqs *out)
+static void parse_seq(rparser *rp, rnode *out)
 {
-    out->n = 0;
-    char run[LIT_MAX];
-    size_t run_len = 0;
-    reqs *cur = malloc(sizeof *cur);
-    req *r = malloc(sizeof *r);
-    if (!cur || !r) {
+    node_empty(out); /* an empty sequence matches "" */
+    rnode *cur = malloc(sizeof *cur);
+    req *tmp = malloc(sizeof *tmp);
+    if (!cur || !tmp) {
         rp->failed = true; /* out of memory: the pattern simply goes unfiltered */
         goto done;
     }
+    /* out->exact is the running product of exact elements since the last inexact one;
+     * out->lead the product of the elements from the start while they are exact, closed by
+     * the lead of the first inexact one. */
+    bool is_whole = true, is_lead_open = true;
+    char run[LIT_MAX]; /* consecutive single-string elements: a plain literal */
+    size_t run_len = 0;
     while (rp->p < rp->end && *rp->p != '|' && *rp->p != ')') {
-        int lit;
-        parse_atom(rp, cur, &lit);
+        parse_atom(rp, cur);
         if (rp->failed)
             goto done;
-        bool repeats;
-        bool optional = parse_quant(rp, &repeats);
-        if (lit >= 0 && !optional && !repeats) {
-            if (run_len + 1 < LIT_MAX)
-                run[run_len++] = (char)lit;
-            continue;
-        }
-        /* The run ends here. A repeated literal still requires one occurrence of itself. */
-        if (lit >= 0 && !optional && run_len + 1 < LIT_MAX)
-            run[run_len++] = (char)lit;
-        if (run_len) {
-            req_single(r, run, run_len);
-            reqs_add(out, r);
+        size_t lo, hi;
+        if (parse_quant(rp, &lo, &hi))
+            apply_quant(cur, lo, hi);
+        if (cur->is_exact && cur->exact.n == 1 && run_len + cur->exact.len[0] < LIT_MAX) {
+            memcpy(run + run_len, cur->exact.s[0], cur->exact.len[0]);
+            run_len += cur->exact.len[0];
+        } else {
+            req_single(tmp, run, run_len);
+            offer_small(out, tmp);
             run_len = 0;
         }
-        /* Zero-width atoms (assertions, lookarounds) do not break a literal run in the text,
-         * but treating them as breaks is only conservative. */
-        if (!optional)
-            for (size_t i = 0; i < cur->n; i++)
-                reqs_add(out, &cur->g[i]);
+        if (cur->has_small)
+            offer_small(out, &cur->small);
+        if (cur->is_exact)
+            offer_small(out, &cur->exact);
+        if (is_lead_open) {
+            bool fits = req_product(&out->lead, cur->is_exact ? &cur->exact : &cur->lead, tmp);
+            is_lead_open = fits && cur->is_exact;
+        }
+        if (cur->is_exact && req_product(&out->exact, &cur->exact, tmp))
+            continue;
+        /* The product ends here: it is one candidate group. */
+        reqs_add(&out->groups, &out->exact);
+        offer_small(out, &out->exact);
+        is_whole = false;
+        if (cur->is_exact) {
+            out->exact = cur->exact;
+        } else {
+            out->exact.n = 1;
+            out->exact.len[0] = 0;
+            out->exact.s[0][0] = '\0';
+            for (size_t i = 0; i < cur->groups.n; i++) {
+                reqs_add(&out->groups, &cur->groups.g[i]);
+                offer_small(out, &cur->groups.g[i]);
+            }
+        }
     }
-    if (run_len) {
-        req_single(r, run, run_len);
-        reqs_add(out, r);
-    }
+    req_single(tmp, run, run_len);
+    offer_small(out, tmp);
+    reqs_add(&out->groups, &out->exact);
+    offer_small(out, &out->exact);
+    out->is_exact = is_whole;
+    if (is_whole)
+        out->lead = out->exact;
 done:
     free(cur);
-    free(r);
+    free(tmp);
 }
 
-/* An alternation requires the union of its branches' best groups: every match goes through one
- * branch, which contains one string of that branch's best group. */
-static void parse_alt(rparser *rp, reqs *out)
+/* An alternation is exact when every branch is; it requires the union of one requirement of
+ * each branch (every match goes through one branch, which contains a string of it): the best
+ * groups when their union fits, else each branch's smallest requirement (a plain literal such as
+ * "not" rather than a product of hundreds of strings). */
+static void parse_alt(rparser *rp, rnode *out)
 {
     parse_seq(rp, out);
-    if (rp->p >= rp->end || *rp->p != '|')
+    if (rp->failed || rp->p >= rp->end || *rp->p != '|')
         return;
-    reqs *branch = malloc(sizeof *branch);
-    req *u = malloc(sizeof *u);
-    bool ok = branch && u && out->n > 0;
-    if (!branch || !u)
+    rnode *branch = malloc(sizeof *branch);
+    req *best = malloc(sizeof *best);
+    req *small = malloc(sizeof *small);
+    if (!branch || !best || !small) {
         rp->failed = true;
-    if (ok)
-        *u = out->g[0];
-    while (!rp->failed && rp->p < rp->end && *rp->p == '|') {
+        goto done;
+    }
+    bool has_best = out->groups.n > 0, has_small = out->has_small;
+    if (has_best)
+        *best = out->groups.g[0];
+    if (has_small)
+        *small = out->small;
+    while (rp->p < rp->end && *rp->p == '|') {
         rp->p++;
         parse_seq(rp, branch);
         if (rp->failed)
             break;
-        if (!ok || branch->n == 0 || u->n + branch->g[0].n > REQ_MAX) {
-            ok = false;
-            continue;
+        bool fits = true;
+        for (size_t i = 0; i < branch->lead.n && fits; i++)
+            fits = req_put(&out->lead, branch->lead.s[i], branch->lead.len[i]);
+        if (!fits)
+            req_empty(&out->lead);
+        if (out->is_exact && branch->is_exact) {
+            for (size_t i = 0; i < branch->exact.n && out->is_exact; i++)
+                out->is_exact = req_put(&out->exact, branch->exact.s[i], branch->exact.len[i]);
+        } else {
+            out->is_exact = false;
         }
-        for (size_t i = 0; i < branch->g[0].n; i++) {
-            memcpy(u->s[u->n], branch->g[0].s[i], LIT_MAX);
-            u->len[u->n++] = branch->g[0].len[i];
-        }
+        has_best = has_best && branch->groups.n > 0;
+        has_small = has_small && branch->has_small;
+        if (has_best)
+            for (size_t i = 0; i < branch->groups.g[0].n && has_best; i++)
+                has_best = req_put(best, branch->groups.g[0].s[i], branch->groups.g[0].len[i]);
+        if (has_small)
+            for (size_t i = 0; i < branch->small.n && has_small; i++)
+                has_small = req_put(small, branch->small.s[i], branch->small.len[i]);
     }
-    out->n = 0;
-    if (ok && !rp->failed)
-        reqs_add(out, u);
+    out->groups.n = 0;
+    out->has_small = false;
+    if (!rp->failed) {
+        if (has_best)
+            reqs_add(&out->groups, best);
+        else if (has_small)
+            reqs_add(&out->groups, small);
+        if (out->is_exact)
+            reqs_add(&out->groups, &out->exact);
+        if (has_small)
+            offer_small(out, small);
+        if (has_best)
+            offer_small(out, best);
+    }
+done:
     free(branch);
-    free(u);
+    free(best);
+    free(small);
+}
+
+/* Shrinks a set for the prefilter: each string is cut to its first L bytes, with L the
+ * largest that leaves at most max_n distinct strings of quality >= REQ_MIN_QUALITY. A prefix of
+ * a required string is required too, so the set stays a valid requirement (and a valid lead):
+ * "that's just not ", "that's really not ", ... become "that's". */
+static void req_shrink(req *r, size_t max_n, req *tmp)
+{
+    if (r->n <= max_n)
+        return;
+    size_t max_len = 0;
+    for (size_t i = 0; i < r->n; i++)
+        if (r->len[i] > max_len)
+            max_len = r->len[i];
+    req best;
+    bool has_best = false;
+    for (size_t cut = max_len; cut >= REQ_MIN_QUALITY; cut--) {
+        tmp->n = 0;
+        bool fits = true;
+        for (size_t i = 0; i < r->n && fits; i++)
+            fits = req_put(tmp, r->s[i], r->len[i] < cut ? r->len[i] : cut);
+        if (!fits || req_quality(tmp) < REQ_MIN_QUALITY)
+            break;
+        best = *tmp;
+        has_best = true;
+        if (tmp->n <= max_n)
+            break;
+    }
+    if (has_best)
+        *r = best;
 }
 
 /* ---- building -------------------------------------------------------------------------- */
 
+static int compile_regex(const char *src, const char *path, int line_no, const char *id,
+                         uint32_t options, pcre2_code **out, char *err, size_t err_len)
+{
+    int ecode;
+    PCRE2_SIZE eoff;
+    pcre2_code *code = pcre2_compile((PCRE2_SPTR)src, PCRE2_ZERO_TERMINATED,
+                                     options | PCRE2_CASELESS | PCRE2_UTF | PCRE2_UCP |
+                                         PCRE2_MATCH_INVALID_UTF,
+                                     &ecode, &eoff, NULL);
+    if (!code) {
+        if (ecode == PCRE2_ERROR_NOMEMORY)
+            return AT_ENOMEM;
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(ecode, msg, sizeof msg);
+        at__errf(err, err_len, "%s:%d: pattern %s does not compile at offset %zu: %s", path,
+                 line_no, id, (size_t)eoff, (char *)msg);
+        return AT_ESYNTAX;
+    }
+    /* JIT is an optimisation: a platform without it still matches, only slower. */
+    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+    *out = code;
+    return 0;
+}
+
 static int add_literal(at__markers *m, size_t *cap, const char *s, size_t len, uint32_t pat,
-                       unsigned group)
+                       unsigned group, bool is_anchor)
 {
     if (m->n_literals == *cap) {
         size_t n = *cap ? *cap * 2 : 256;
@@ -582,16 +910,71 @@ static int add_literal(at__markers *m, size_t *cap, const char *s, size_t len, u
     l->pattern = pat;
     l->speakers = m->patterns[pat].speakers;
     l->group_bit = (uint8_t)(1u << group);
+    l->is_anchor = is_anchor;
     m->n_literals++;
     return 0;
 }
 
-static uint32_t tri_key(const char *s)
+/* Builds node n of the trie over utexts[lo .. hi), which are sorted and share their first
+ * depth bytes. A node's edges are allocated as one block, before its children's. */
+static void build_node(at__markers *m, uint32_t n, size_t lo, size_t hi, size_t depth)
 {
-    uint32_t k = ((uint32_t)(unsigned char)s[0] << 16) | ((uint32_t)(unsigned char)s[1] << 8) |
-                 (uint32_t)(unsigned char)s[2];
-    k *= 2654435761u;
-    return k >> (32 - PREFILTER_BITS);
+    m->nodes[n].utext = NO_UTEXT;
+    if (lo < hi && m->utexts[lo].len == depth)
+        m->nodes[n].utext = (uint32_t)lo++;
+    m->nodes[n].first = (uint32_t)m->n_edges;
+    m->nodes[n].n_edges = 0;
+    for (size_t i = lo; i < hi;) {
+        unsigned char c = (unsigned char)m->utexts[i].text[depth];
+        while (i < hi && (unsigned char)m->utexts[i].text[depth] == c)
+            i++;
+        m->edge_byte[m->n_edges] = c;
+        m->edge_child[m->n_edges++] = (uint32_t)m->n_nodes++;
+        m->nodes[n].n_edges++;
+    }
+    uint32_t e = m->nodes[n].first;
+    for (size_t i = lo; i < hi; e++) {
+        unsigned char c = (unsigned char)m->utexts[i].text[depth];
+        size_t j = i;
+        while (j < hi && (unsigned char)m->utexts[j].text[depth] == c)
+            j++;
+        build_node(m, m->edge_child[e], i, j, depth + 1);
+        i = j;
+    }
+}
+
+static int build_trie(at__markers *m)
+{
+    /* Every byte of every text is at most one node and one edge. */
+    size_t max_nodes = 1;
+    for (size_t i = 0; i < m->n_utexts; i++)
+        max_nodes += m->utexts[i].len;
+    m->nodes = malloc(max_nodes * sizeof *m->nodes);
+    m->edge_byte = malloc(max_nodes);
+    m->edge_child = malloc(max_nodes * sizeof *m->edge_child);
+    m->depth2 = calloc(65536, sizeof *m->depth2);
+    if (!m->nodes || !m->edge_byte || !m->edge_child || !m->depth2)
+        return AT_ENOMEM;
+    m->n_nodes = 1;
+    m->n_edges = 0;
+    build_node(m, 0, 0, m->n_utexts, 0);
+    for (uint32_t a = 0; a < m->nodes[0].n_edges; a++) {
+        uint32_t e1 = m->nodes[0].first + a, n1 = m->edge_child[e1];
+        for (uint32_t b = 0; b < m->nodes[n1].n_edges; b++) {
+            uint32_t e2 = m->nodes[n1].first + b;
+            m->depth2[m->edge_byte[e1] | (uint32_t)m->edge_byte[e2] << 8] = m->edge_child[e2];
+        }
+    }
+    return 0;
+}
+
+static int cmp_literal(const void *a, const void *b)
+{
+    const literal *x = a, *y = b;
+    int c = strcmp(x->text, y->text);
+    if (c)
+        return c;
+    return x->pattern < y->pattern ? -1 : x->pattern > y->pattern;
 }
 
 static int build_prefilter(at__markers *m)
@@ -604,47 +987,85 @@ static int build_prefilter(at__markers *m)
         const char *src = strchr(m->patterns[i].where, '\n') + 1; /* see load_patterns */
         size_t len = strlen(src);
         rparser rp = {src, src + len, false};
-        reqs *r = malloc(sizeof *r);
-        if (!r)
+        rnode *node = malloc(sizeof *node);
+        if (!node)
             return AT_ENOMEM;
-        parse_alt(&rp, r);
+        parse_alt(&rp, node);
+        const reqs *r = &node->groups;
         if (rp.failed || rp.p != rp.end || r->n == 0) {
             m->unfiltered[m->n_unfiltered++] = (uint32_t)i;
-            free(r);
+            free(node);
             continue;
         }
-        m->patterns[i].groups_mask = (uint8_t)((1u << r->n) - 1);
-        for (size_t g = 0; g < r->n; g++)
-            for (size_t j = 0; j < r->g[g].n; j++)
-                if (add_literal(m, &cap, r->g[g].s[j], r->g[g].len[j], (uint32_t)i,
-                                (unsigned)g)) {
-                    free(r);
+        /* A pattern whose every match starts with a string of a set (its lead) is tried,
+         * anchored, only where one occurs; the lead is one of its groups or one more. */
+        pattern *p = &m->patterns[i];
+        req *tmp = malloc(sizeof *tmp);
+        if (!tmp) {
+            free(node);
+            return AT_ENOMEM;
+        }
+        for (size_t g = 0; g < node->groups.n; g++)
+            req_shrink(&node->groups.g[g], PREFILTER_MAX_STRINGS, tmp);
+        req_shrink(&node->lead, PREFILTER_MAX_STRINGS, tmp);
+        free(tmp);
+        size_t n_groups = r->n, anchor = SIZE_MAX;
+        if (req_quality(&node->lead) >= REQ_MIN_QUALITY) {
+            for (size_t g = 0; g < r->n && anchor == SIZE_MAX; g++)
+                if (req_same(&r->g[g], &node->lead))
+                    anchor = g;
+            if (anchor == SIZE_MAX)
+                anchor = n_groups++;
+        }
+        if (anchor != SIZE_MAX) {
+            int rc = compile_regex(src, p->where, 0, p->id, PCRE2_ANCHORED, &p->anchored, NULL,
+                                   0);
+            if (rc == AT_ENOMEM) {
+                free(node);
+                return rc;
+            }
+            if (rc)
+                anchor = SIZE_MAX; /* cannot happen: the expression compiled unanchored */
+            else
+                p->anchor_bit = (uint8_t)(1u << anchor);
+        }
+        if (anchor == SIZE_MAX && n_groups > r->n)
+            n_groups = r->n;
+        p->groups_mask = (uint8_t)((1u << n_groups) - 1);
+        for (size_t g = 0; g < n_groups; g++) {
+            const req *set = g < r->n ? &r->g[g] : &node->lead;
+            for (size_t j = 0; j < set->n; j++)
+                if (add_literal(m, &cap, set->s[j], set->len[j], (uint32_t)i, (unsigned)g,
+                                g == anchor)) {
+                    free(node);
                     return AT_ENOMEM;
                 }
-        free(r);
+        }
+        free(node);
     }
-    m->bucket_start = calloc(PREFILTER_SIZE + 1, sizeof *m->bucket_start);
-    m->order = malloc((m->n_literals + 1) * sizeof *m->order);
-    if (!m->bucket_start || !m->order)
-        return AT_ENOMEM;
-    m->bucket_bits = calloc(PREFILTER_SIZE / 64, sizeof *m->bucket_bits);
-    if (!m->bucket_bits)
+    /* Distinct texts, each compared once per position however many patterns want it. */
+    if (m->n_literals > 1)
+        qsort(m->literals, m->n_literals, sizeof *m->literals, cmp_literal);
+    m->utexts = malloc((m->n_literals + 1) * sizeof *m->utexts);
+    if (!m->utexts)
         return AT_ENOMEM;
     for (size_t i = 0; i < m->n_literals; i++) {
-        uint32_t k = tri_key(m->literals[i].text);
-        m->bucket_start[k + 1]++;
-        m->bucket_bits[k >> 6] |= (uint64_t)1 << (k & 63);
+        const literal *l = &m->literals[i];
+        utext *u = &m->utexts[m->n_utexts];
+        if (m->n_utexts && strcmp(u[-1].text, l->text) == 0) {
+            u[-1].n++;
+            u[-1].speakers |= l->speakers;
+            continue;
+        }
+        memset(u, 0, sizeof *u);
+        u->text = l->text;
+        u->len = (uint32_t)l->len;
+        u->first = (uint32_t)i;
+        u->n = 1;
+        u->speakers = l->speakers;
+        m->n_utexts++;
     }
-    for (size_t b = 0; b < PREFILTER_SIZE; b++)
-        m->bucket_start[b + 1] += m->bucket_start[b];
-    uint32_t *fill = malloc(PREFILTER_SIZE * sizeof *fill);
-    if (!fill)
-        return AT_ENOMEM;
-    memcpy(fill, m->bucket_start, PREFILTER_SIZE * sizeof *fill);
-    for (size_t i = 0; i < m->n_literals; i++)
-        m->order[fill[tri_key(m->literals[i].text)]++] = (uint32_t)i;
-    free(fill);
-    return 0;
+    return build_trie(m);
 }
 
 static int parse_speakers(const char *s, at_category cat, unsigned *out)
@@ -667,28 +1088,6 @@ static int parse_speakers(const char *s, at_category cat, unsigned *out)
     if (!mask || (mask & ~allowed))
         return AT_EINVAL;
     *out = mask;
-    return 0;
-}
-
-static int compile_regex(const char *src, const char *path, int line_no, const char *id,
-                         pcre2_code **out, char *err, size_t err_len)
-{
-    int ecode;
-    PCRE2_SIZE eoff;
-    pcre2_code *code = pcre2_compile((PCRE2_SPTR)src, PCRE2_ZERO_TERMINATED,
-                                     PCRE2_CASELESS | PCRE2_UTF | PCRE2_UCP |
-                                         PCRE2_MATCH_INVALID_UTF,
-                                     &ecode, &eoff, NULL);
-    if (!code) {
-        PCRE2_UCHAR msg[256];
-        pcre2_get_error_message(ecode, msg, sizeof msg);
-        at__errf(err, err_len, "%s:%d: pattern %s does not compile at offset %zu: %s", path,
-                 line_no, id, (size_t)eoff, (char *)msg);
-        return AT_ESYNTAX;
-    }
-    /* JIT is an optimisation: a platform without it still matches, only slower. */
-    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
-    *out = code;
     return 0;
 }
 
@@ -763,7 +1162,7 @@ static int load_patterns(at__markers *m, const char *dir, const char *name, at_f
          * every file is loaded, by resolve_refs. */
         pcre2_code *code = NULL;
         if (f[4][0] != '@') {
-            rc = compile_regex(f[4], path, it.line_no, f[0], &code, err, err_len);
+            rc = compile_regex(f[4], path, it.line_no, f[0], 0, &code, err, err_len);
             if (rc)
                 goto fail;
         }
@@ -1058,7 +1457,7 @@ static int resolve_refs(at__markers *m, const char *dir, const at__strmap *ids, 
         snprintf(where, wlen, "%.*s\n%s", (int)(nl - p->where), p->where, src);
         free(p->where);
         p->where = where;
-        int rc = compile_regex(src, p->where, 0, p->id, &p->code, err, err_len);
+        int rc = compile_regex(src, p->where, 0, p->id, 0, &p->code, err, err_len);
         if (rc)
             return rc;
     }
@@ -1129,6 +1528,7 @@ void at__markers_free(at__markers *m)
         return;
     for (size_t i = 0; i < m->n_patterns; i++) {
         pcre2_code_free(m->patterns[i].code);
+        pcre2_code_free(m->patterns[i].anchored);
         free(m->patterns[i].id);
         free(m->patterns[i].where);
     }
@@ -1136,9 +1536,11 @@ void at__markers_free(at__markers *m)
     for (size_t i = 0; i < m->n_literals; i++)
         free(m->literals[i].text);
     free(m->literals);
-    free(m->bucket_start);
-    free(m->bucket_bits);
-    free(m->order);
+    free(m->utexts);
+    free(m->nodes);
+    free(m->depth2);
+    free(m->edge_byte);
+    free(m->edge_child);
     free(m->unfiltered);
     at__strmap_fini(&m->scope);
     wordlist_fini(&m->abuse);
@@ -1178,6 +1580,10 @@ void at__mscratch_free(at__mscratch *s)
     pcre2_match_data_free(s->md);
     free(s->stamp);
     free(s->groups);
+    free(s->hit_first);
+    free(s->hit_last);
+    free(s->hit_pos);
+    free(s->hit_next);
     free(s->todo);
     free(s->lower);
     free(s->cands);
@@ -1400,10 +1806,86 @@ static bool is_quoted(const at__mscratch *s, size_t start, size_t end)
     return false;
 }
 
+/* Remembers that a match of pattern pi may start at pos (positions arrive in order). */
+static int add_hit(at__mscratch *s, uint32_t pi, size_t pos)
+{
+    if (s->n_hits == s->cap_hits) {
+        size_t n = s->cap_hits ? s->cap_hits * 2 : 64;
+        size_t *hp = realloc(s->hit_pos, n * sizeof *hp);
+        if (hp)
+            s->hit_pos = hp;
+        uint32_t *hn = realloc(s->hit_next, n * sizeof *hn);
+        if (hn)
+            s->hit_next = hn;
+        if (!hp || !hn)
+            return AT_ENOMEM;
+        s->cap_hits = n;
+    }
+    uint32_t h = (uint32_t)s->n_hits++;
+    s->hit_pos[h] = pos;
+    s->hit_next[h] = NO_HIT;
+    if (s->hit_last[pi] == NO_HIT)
+        s->hit_first[pi] = h;
+    else
+        s->hit_next[s->hit_last[pi]] = h;
+    s->hit_last[pi] = h;
+    return 0;
+}
+
+/* A literal text occurs at pos: note the groups (and anchor positions) of the patterns that
+ * want it, and queue a pattern once all its groups are present. */
+static int prefilter_hit(const at__markers *m, at__mscratch *s, const utext *u, size_t pos,
+                         unsigned speaker_bit, bool is_tracing)
+{
+    for (uint32_t e = u->first; e < u->first + u->n; e++) {
+        const literal *l = &m->literals[e];
+        if (!is_tracing && !(l->speakers & speaker_bit))
+            continue;
+        uint32_t pi = l->pattern;
+        if (s->stamp[pi] != s->generation) {
+            s->stamp[pi] = s->generation;
+            s->groups[pi] = 0;
+            s->hit_first[pi] = s->hit_last[pi] = NO_HIT;
+        }
+        if (l->is_anchor && (s->hit_last[pi] == NO_HIT || s->hit_pos[s->hit_last[pi]] != pos) &&
+            add_hit(s, pi, pos))
+            return AT_ENOMEM;
+        s->groups[pi] |= l->group_bit;
+        if ((s->groups[pi] & ~QUEUED) == m->patterns[pi].groups_mask &&
+            !(s->groups[pi] & QUEUED)) {
+            s->groups[pi] |= QUEUED;
+            s->todo[s->n_todo++] = pi;
+        }
+    }
+    return 0;
+}
+
+/* Runs pattern pi over text: anchored at each remembered hit when it has an anchor (a match
+ * can only start there), else scanning. Matches do not overlap, leftmost first, either way. */
 static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const char *text,
                        size_t len, int *n_limit_hits)
 {
     const pattern *p = &m->patterns[pi];
+    if (p->anchored) {
+        size_t next = 0;
+        for (uint32_t h = s->hit_first[pi]; h != NO_HIT; h = s->hit_next[h]) {
+            size_t pos = s->hit_pos[h];
+            if (pos < next)
+                continue;
+            int rc = pcre2_match(p->anchored, (PCRE2_SPTR)text, len, pos, 0, s->md, m->mctx);
+            if (rc == PCRE2_ERROR_NOMATCH)
+                continue;
+            if (rc < 0) {
+                (*n_limit_hits)++;
+                return 0;
+            }
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(s->md);
+            if (push_cand(s, p->category, p->id, ov[0], ov[1], (int)pi, p->kind))
+                return AT_ENOMEM;
+            next = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
+        }
+        return 0;
+    }
     PCRE2_SIZE off = 0;
     while (off <= len) {
         int rc = pcre2_match(p->code, (PCRE2_SPTR)text, len, off, 0, s->md, m->mctx);
@@ -1536,6 +2018,19 @@ static int run_shouting(const at__markers *m, at__mscratch *s, const char *text,
     return 0;
 }
 
+static int cmp_cand(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->m.category != y->m.category)
+        return (int)x->m.category - (int)y->m.category;
+    size_t lx = x->m.end - x->m.start, ly = y->m.end - y->m.start;
+    if (lx != ly)
+        return lx > ly ? -1 : 1;
+    if (x->m.start != y->m.start)
+        return x->m.start < y->m.start ? -1 : 1;
+    return strcmp(x->m.pattern_id, y->m.pattern_id);
+}
+
 static int cmp_marker(const void *a, const void *b)
 {
     const at_marker *x = a, *y = b;
@@ -1571,13 +2066,19 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         uint32_t *st = realloc(s->stamp, m->n_patterns * sizeof *st);
         uint32_t *td = realloc(s->todo, (m->n_patterns + 1) * sizeof *td);
         uint8_t *gr = realloc(s->groups, m->n_patterns);
+        uint32_t *hf = realloc(s->hit_first, m->n_patterns * sizeof *hf);
+        uint32_t *hl = realloc(s->hit_last, m->n_patterns * sizeof *hl);
         if (st)
             s->stamp = st;
         if (td)
             s->todo = td;
         if (gr)
             s->groups = gr;
-        if (!st || !td || !gr)
+        if (hf)
+            s->hit_first = hf;
+        if (hl)
+            s->hit_last = hl;
+        if (!st || !td || !gr || !hf || !hl)
             return AT_ENOMEM;
         memset(s->stamp, 0, m->n_patterns * sizeof *st);
         s->n_stamp = m->n_patterns;
@@ -1588,42 +2089,39 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         memset(s->stamp, 0, s->n_stamp * sizeof *s->stamp);
         s->generation = 1;
     }
-    if (s->cap_lower < len + 1) {
-        char *l = realloc(s->lower, len + 1);
+    if (s->cap_lower < len + 4) {
+        char *l = realloc(s->lower, len + 4);
         if (!l)
             return AT_ENOMEM;
         s->lower = l;
-        s->cap_lower = len + 1;
+        s->cap_lower = len + 4;
     }
     for (size_t i = 0; i < len; i++)
         s->lower[i] = (char)tolower((unsigned char)text[i]);
-    s->lower[len] = '\0';
+    memset(s->lower + len, 0, 4);
 
     /* Prefilter: patterns whose required literal occurs in the text, plus the unfiltered. When
      * tracing, patterns for other speakers run too so that the trace can say why they did not
      * count. */
     unsigned speaker_bit = 1u << speaker;
     s->n_todo = 0;
+    s->n_hits = 0;
+    const unsigned char *low = (const unsigned char *)s->lower;
     for (size_t i = 0; i + 3 <= len; i++) {
-        uint32_t k = tri_key(s->lower + i);
-        if (!(m->bucket_bits[k >> 6] & ((uint64_t)1 << (k & 63))))
-            continue;
-        for (uint32_t j = m->bucket_start[k]; j < m->bucket_start[k + 1]; j++) {
-            const literal *l = &m->literals[m->order[j]];
-            if (!trace && !(l->speakers & speaker_bit))
-                continue;
-            uint32_t pi = l->pattern;
-            if (s->stamp[pi] != s->generation) {
-                s->stamp[pi] = s->generation;
-                s->groups[pi] = 0;
-            }
-            if (s->groups[pi] & l->group_bit)
-                continue;
-            if (l->len <= len - i && memcmp(s->lower + i, l->text, l->len) == 0) {
-                s->groups[pi] |= l->group_bit;
-                if (s->groups[pi] == m->patterns[pi].groups_mask)
-                    s->todo[s->n_todo++] = pi;
-            }
+        uint32_t n = m->depth2[low[i] | (uint32_t)low[i + 1] << 8];
+        for (size_t j = i + 2; n; j++) {
+            const tnode *node = &m->nodes[n];
+            if (node->utext != NO_UTEXT &&
+                (trace || (m->utexts[node->utext].speakers & speaker_bit)) &&
+                prefilter_hit(m, s, &m->utexts[node->utext], i, speaker_bit, trace != NULL))
+                return AT_ENOMEM;
+            if (j >= len)
+                break;
+            /* Children are few and sorted: a linear scan is the fastest search. */
+            const uint8_t *b = m->edge_byte + node->first, *end = b + node->n_edges;
+            while (b < end && *b < low[j])
+                b++;
+            n = b < end && *b == low[j] ? m->edge_child[b - m->edge_byte] : 0;
         }
     }
     for (size_t i = 0; i < m->n_unfiltered; i++) {
@@ -1631,13 +2129,25 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         if (trace || (m->patterns[pi].speakers & speaker_bit))
             s->todo[s->n_todo++] = pi;
     }
+    /* Markers first; a block only matters when a candidate of a category it guards exists, so
+     * blocks run last and only then (not when tracing: the trace shows every guard). */
     for (size_t i = 0; i < s->n_todo; i++)
-        if (run_pattern(m, s, s->todo[i], text, len, &out->n_limit_hits))
+        if (m->patterns[s->todo[i]].kind != KIND_BLOCK &&
+            run_pattern(m, s, s->todo[i], text, len, &out->n_limit_hits))
             return AT_ENOMEM;
     if (trace || speaker == AT_SPEAKER_CUSTOMER) {
         if (run_wordlist(m, s, &m->abuse, AT_CAT_ABUSE, len, false) ||
             run_wordlist(m, s, &m->anger, AT_CAT_ANGER, len, true) ||
             run_shouting(m, s, text, len))
+            return AT_ENOMEM;
+    }
+    uint32_t cand_mask = 0;
+    for (size_t i = 0; i < s->n_cands; i++)
+        cand_mask |= 1u << s->cands[i].m.category;
+    for (size_t i = 0; i < s->n_todo; i++) {
+        const pattern *p = &m->patterns[s->todo[i]];
+        if (p->kind == KIND_BLOCK && (trace || (p->block_mask & cand_mask)) &&
+            run_pattern(m, s, s->todo[i], text, len, &out->n_limit_hits))
             return AT_ENOMEM;
     }
 
@@ -1653,6 +2163,10 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         s->out = o;
         s->cap_out = s->n_cands;
     }
+    /* Longest candidate first within a category, so that the overlap rule below keeps the same
+     * marker whatever order the prefilter ran the patterns in. */
+    if (s->n_cands > 1)
+        qsort(s->cands, s->n_cands, sizeof *s->cands, cmp_cand);
     if (trace && s->n_cands)
         at__buf_printf(trace, "markers (%s turn):\n", at_speaker_name(speaker));
     for (size_t i = 0; i < s->n_cands; i++) {
@@ -1702,15 +2216,11 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
                 continue;
             }
         }
-        /* One marker per category and span: drop a candidate inside one already kept. */
+        /* One marker per category and span: drop a candidate that overlaps a longer one kept. */
         bool dup = false;
         for (size_t j = 0; j < n_out && !dup; j++) {
-            at_marker *o = &s->out[j];
-            if (o->category == c->m.category && o->start < c->m.end && c->m.start < o->end) {
-                dup = true;
-                if (c->m.end - c->m.start > o->end - o->start)
-                    *o = c->m; /* keep the longer span */
-            }
+            const at_marker *o = &s->out[j];
+            dup = o->category == c->m.category && o->start < c->m.end && c->m.start < o->end;
         }
         if (dup) {
             trace_cand(trace, text, c, "overlaps another marker of the same category");
