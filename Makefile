@@ -22,6 +22,8 @@ ALL_CFLAGS = -std=c11 $(CFLAGS) $(WARN) $(WERROR) -MMD -MP -D_GNU_SOURCE \
 LDFLAGS ?=
 ALL_LDFLAGS = $(LDFLAGS) $(EXTRA_LDFLAGS)
 
+# `make` alone builds everything (the config.mk rule below would otherwise come first).
+.DEFAULT_GOAL := all
 NO_DEPS_GOALS = clean distclean
 ifeq ($(filter-out $(NO_DEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
 else
@@ -52,7 +54,7 @@ BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 LIB_LIBS  = $(PCRE2_8_LIBS) -lm
 
-.PHONY: all test check asan bench eval install clean run unit cases integration
+.PHONY: all test check asan tsan fuzz fuzz-build bench eval install clean run unit cases integration
 all: $(BUILD)/libattune.a $(BUILD)/attune $(BUILD)/attuned $(BUILD)/attune_sqlite.so $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c $(BUILD)/config.mk
@@ -144,6 +146,49 @@ asan:
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" WERROR=-Werror test
 
+# ThreadSanitizer: the whole suite, in its own build directory. A race report makes attuned
+# exit 66 instead of 0, which fails the test that stopped it.
+tsan:
+	$(MAKE) BUILD=build-tsan CFLAGS="-O1 -g" \
+	  EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer" EXTRA_LDFLAGS="-fsanitize=thread" \
+	  WERROR=-Werror test
+
+# libFuzzer targets (tests/fuzz/fuzz_<name>.c) built with clang, ASan and UBSan into
+# build-fuzz/, each run for FUZZ_SECONDS from its seed corpus tests/fuzz/corpus/<name>/. New
+# inputs go to build-fuzz/corpus/<name>/, a crashing input to build-fuzz/crashes/ (rerun it
+# with build-fuzz/fuzz_<name> FILE).
+FUZZ_TARGETS = framer wire score redact
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+FUZZ_BIN = $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
+FUZZ_OBJ = $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz/fuzz_%.o)
+
+fuzz:
+	@# ATTUNE_DEPS_FUZZ: packaging/deps.sh also installs clang and its runtimes when missing.
+	ATTUNE_DEPS_FUZZ=1 $(MAKE) BUILD=build-fuzz CC=$(FUZZ_CC) CFLAGS="-O1 -g" \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" fuzz-build
+	@set -e; mkdir -p build-fuzz/crashes; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build-fuzz/corpus/$$t; \
+	  echo "== fuzz_$$t for $(FUZZ_SECONDS) s (log: build-fuzz/fuzz_$$t.log)"; \
+	  if ! ATTUNE_LEXICONS=lexicons build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) \
+	      -timeout=10 -print_final_stats=1 -artifact_prefix=build-fuzz/crashes/$$t- \
+	      build-fuzz/corpus/$$t tests/fuzz/corpus/$$t > build-fuzz/fuzz_$$t.log 2>&1; then \
+	    tail -n 60 build-fuzz/fuzz_$$t.log; exit 1; fi; \
+	  grep -E "^(Done|stat::number_of_executed_units|stat::new_units_added)" build-fuzz/fuzz_$$t.log; \
+	done
+
+fuzz-build: $(FUZZ_BIN)
+
+$(FUZZ_OBJ): $(BUILD)/tests/fuzz/%.o: tests/fuzz/%.c $(BUILD)/config.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Idaemon $(PCRE2_8_CFLAGS) $(JANSSON_CFLAGS) -c $< -o $@
+
+$(BUILD)/fuzz_framer: $(BUILD)/daemon/framer.o
+$(BUILD)/fuzz_wire: $(BUILD)/daemon/wire.o
+$(FUZZ_BIN): $(BUILD)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/libattune.a
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o,$^) $(BUILD)/libattune.a $(JANSSON_LIBS) $(LIB_LIBS) $(ALL_LDFLAGS)
+
 eval: $(BUILD)/attune
 	$(BUILD)/attune eval tests/fixtures/markers/dev.jsonl
 
@@ -176,6 +221,6 @@ install: all
 	chmod 644 $(DESTDIR)$(MANDIR)/man1/attune.1 $(DESTDIR)$(MANDIR)/man8/attuned.8
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan build-fuzz
 
--include $(LIB_OBJ:.o=.d) $(COMMON_OBJ:.o=.d) $(EXT_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(DAEMON_SRC:%.c=$(BUILD)/%.d) $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d) $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%.d)
+-include $(LIB_OBJ:.o=.d) $(COMMON_OBJ:.o=.d) $(EXT_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(DAEMON_SRC:%.c=$(BUILD)/%.d) $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d) $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%.d) $(FUZZ_OBJ:.o=.d)

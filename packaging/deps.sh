@@ -23,6 +23,14 @@ if ! /usr/bin/python3 -c 'import pytest' >/dev/null 2>&1; then
     missing="$missing python3-pytest"
 fi
 [ -x /usr/bin/sqlite3 ] || missing="$missing sqlite3"
+# make fuzz (ATTUNE_DEPS_FUZZ=1): clang and its libFuzzer and sanitizer runtimes.
+if [ -n "${ATTUNE_DEPS_FUZZ:-}" ]; then
+    if ! command -v clang >/dev/null 2>&1; then
+        missing="$missing clang libclang-rt-dev"
+    elif ! ls "$(clang -print-resource-dir)"/lib/*/libclang_rt.fuzzer*.a >/dev/null 2>&1; then
+        missing="$missing libclang-rt-dev"
+    fi
+fi
 # http_parser (the metrics endpoint's HTTP parser) ships no pkg-config file: look for its header;
 # the Makefile links it with -lhttp_parser.
 [ -f /usr/include/http_parser.h ] || missing="$missing libhttp-parser-dev"
