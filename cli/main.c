@@ -24,6 +24,10 @@ static void usage(FILE *f)
             "  rescore [--db PATH] [--since DATE] [--lexicons DIR] [--connect HOST:PORT]\n"
             "        score stored utterances again with the current lexicons (through the\n"
             "        running attuned when it holds the database)\n"
+            "  report NAME [--db PATH] [--by GROUP] [--since DATE] [--until DATE] [--min-n N]\n"
+            "         [--days N] [--format table|csv|json]\n"
+            "        fleet reports: resolution-time, satisfaction, escalations, repeat-contacts,\n"
+            "        agents, fatigue, trend (attune report --help)\n"
             "  version\n"
             "\n"
             "speakers: customer (default), agent, bot, system\n");
@@ -62,6 +66,8 @@ int main(int argc, char **argv)
         return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "rescore") == 0)
         return cmd_rescore(argc - 1, argv + 1);
+    if (strcmp(cmd, "report") == 0)
+        return cmd_report(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("attune %s\n", AT_VERSION);
         return EXIT_OK;
