@@ -66,7 +66,9 @@ def test_filter_by_queue_and_agent(attuned):
 
 
 def test_slow_subscriber_is_bounded_and_told(attuned):
-    n = 20000
+    # Each line raises four alerts: 20,000 lines make ~13 MB of alert lines, far more than the
+    # kernel buffers (tcp_wmem max 4 MiB) can hide from the daemon.
+    n, per_line = 20000, 4
     d = attuned(subscriber_queue=5, batch_ms=5)
     slow = Client(d.port, rcvbuf=4096)
     slow.send({"type": "subscribe", "events": ["alert"]})
@@ -74,20 +76,21 @@ def test_slow_subscriber_is_bounded_and_told(attuned):
     fast.send({"type": "subscribe", "events": ["alert"]})
     time.sleep(0.2)
     prod = d.connect()
-    lines = [utt("c%d" % i, 0, "agent", "calm down, that's our policy and nothing I can do "
-                 "about it, as I already said " + "x" * 200) for i in range(n)]
+    text = ("I want to speak to your manager, I am cancelling my account and my lawyer will sue "
+            "you, you idiot")
+    lines = [utt("c%d" % i, 0, "customer", text) for i in range(n)]
     for i in range(0, n, 1000):
         prod.send(*lines[i:i + 1000])
-    fast_alerts = alerts_of(fast, n, timeout=60)
+    fast_alerts = alerts_of(fast, n * per_line, timeout=90)
     prod.wait_ack(timeout=60)
     # Ingestion finished and the fast subscriber got every alert although the slow one reads
     # nothing.
-    assert len(fast_alerts) == n
+    assert len(fast_alerts) == n * per_line
     assert d.rows("select count(*) from utterances") == [(n,)]
     # Now the slow subscriber reads: it gets at most what fitted, then a notice of the drops.
-    got = slow.quiet(3)
+    got = slow.quiet(5)
     alerts = [m for m in got if m["type"] == "alert"]
     notices = [m for m in got if m["type"] == "error" and m["code"] == "overloaded"]
-    assert len(alerts) < n
+    assert len(alerts) < n * per_line
     assert notices and "dropped" in notices[0]["message"]
     assert notices[0]["line"] == 0
