@@ -236,6 +236,9 @@ static void format_metrics(metrics *m, textbuf *b)
 
     put_counter(b, "attuned_utterances_scored_total", "Utterances scored by the workers.",
                 ps.utterances_scored);
+    put_counter(b, "attuned_pattern_limit_hits_total", "Marker patterns skipped for an "
+                "utterance because they hit the PCRE2 match or depth limit.",
+                ps.pattern_limit_hits);
     put_counter(b, "attuned_rows_committed_total", "Rows (utterances and conversation "
                 "updates) committed to SQLite.", ps.rows_committed);
     put_counter(b, "attuned_batches_committed_total", "Transactions committed.",

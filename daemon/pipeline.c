@@ -101,7 +101,7 @@ struct pipeline {
     void *done_ud;
 
     _Atomic uint64_t utterances_scored, rows_committed, batches_committed, commit_failures,
-        duplicates;
+        duplicates, pattern_limit_hits;
 
     /* Writer health (see pipeline_stats) and commit durations. */
     _Atomic uint64_t writer_beat_ns, failing_since_ns;
@@ -325,10 +325,13 @@ static void score_work(worker *wk, work *w)
                     at_strerror(rc));
             memset(&r, 0, sizeof r);
         }
-        if (r.n_limit_hits)
+        if (r.n_limit_hits) {
+            atomic_fetch_add_explicit(&p->pattern_limit_hits, (uint64_t)r.n_limit_hits,
+                                      memory_order_relaxed);
             log_msg(LOG_WARN, "worker", "conversation %s seq %lld: %d pattern(s) hit the PCRE2 "
                     "match limit and were skipped", w->msg.conversation_id,
                     (long long)t->seq, r.n_limit_hits);
+        }
         if (p->alert_cb)
             detect_alerts(wk, w, t, &r);
         if (p->store_text == STORE_TEXT_REDACTED) {
@@ -1076,6 +1079,7 @@ void pipeline_get_stats(pipeline *p, pipeline_stats *out)
     out->batches_committed = atomic_load_explicit(&p->batches_committed, memory_order_relaxed);
     out->commit_failures = atomic_load_explicit(&p->commit_failures, memory_order_relaxed);
     out->duplicates = atomic_load_explicit(&p->duplicates, memory_order_relaxed);
+    out->pattern_limit_hits = atomic_load_explicit(&p->pattern_limit_hits, memory_order_relaxed);
     out->writer_beat_ns = atomic_load(&p->writer_beat_ns);
     out->writer_idle = atomic_load(&p->writer_idle);
     out->failing_since_ns = atomic_load(&p->failing_since_ns);

@@ -110,6 +110,7 @@ typedef struct pipeline_stats {
     uint64_t batches_committed;
     uint64_t commit_failures;
     uint64_t duplicates;
+    uint64_t pattern_limit_hits; /* marker patterns skipped at a PCRE2 match or depth limit */
     /* Writer health, for the watchdog: the uv_hrtime() of its latest heartbeat (it beats before
      * and after waiting on its queue and before every commit attempt), whether it is waiting on
      * an empty queue, and since when commits have been failing (0 = the latest succeeded). */
