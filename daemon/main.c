@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -115,6 +116,31 @@ static void lexicon_dir(const config *cfg, char *out, size_t len)
         snprintf(out, len, "%s", cfg->lexicon_dir);
     else
         at_lexicon_dir_default(out, len);
+}
+
+/* Every connection holds a file descriptor, so the soft limit (often 1024) is raised to the hard
+ * one. When even that cannot hold max_connections, accept fails past it and those clients are
+ * closed without an answer: say so at start. */
+static void raise_fd_limit(int max_connections)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl))
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = {rl.rlim_max, rl.rlim_max};
+        /* An unlimited hard limit still stops at the kernel's nr_open. */
+        if (want.rlim_cur == RLIM_INFINITY)
+            want.rlim_cur = 1u << 20;
+        while (setrlimit(RLIMIT_NOFILE, &want) && want.rlim_cur / 2 > rl.rlim_cur)
+            want.rlim_cur /= 2;
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    /* The database, its journal, the log, listeners, the loop's own descriptors. */
+    const rlim_t spare = 64;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)max_connections + spare)
+        log_msg(LOG_WARN, "main", "the open file limit (%llu) is too low for max_connections "
+                "(%d): raise it (ulimit -n, LimitNOFILE=) to at least %llu", (unsigned long long)
+                rl.rlim_cur, max_connections, (unsigned long long)max_connections + spare);
 }
 
 /* Threadpool: reading lexicons and compiling patterns stays off the loop thread. */
@@ -273,6 +299,7 @@ int main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit(D.cfg.max_connections);
     log_msg(LOG_INFO, "main", "model %s built from %s in %.1f ms (%zu patterns)",
             at_model_id(D.model), lexdir, at_model_build_ms(D.model),
             at_model_n_patterns(D.model));
