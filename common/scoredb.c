@@ -60,7 +60,7 @@ static const char *const stmt_sql[N_STMTS] = {
      * were visited before. A conversation's start decides whether `since` takes it in; one whose
      * start was never sent counts from when attuned first stored it. */
     [ST_RESCORE_SELECT] =
-        "SELECT u.conversation_id, u.seq, u.speaker, u.text FROM utterances u"
+        "SELECT u.conversation_id, u.seq, u.speaker, u.text, u.redacted FROM utterances u"
         " JOIN conversations c ON c.conversation_id = u.conversation_id"
         " WHERE (u.conversation_id, u.seq) > (?1, ?2) AND u.model_id IS NOT ?3"
         " AND (?4 IS NULL OR COALESCE(c.started_at, c.created_at) >= ?4)"
@@ -342,6 +342,7 @@ typedef struct slice_row {
     at_speaker speaker;
     char *text; /* NULL: stored without text */
     size_t text_len;
+    bool redacted; /* the stored text is not what was scored: it cannot be rescored */
 } slice_row;
 
 static void free_rows(slice_row *rows, size_t n)
@@ -395,6 +396,7 @@ static ssize_t read_slice(scoredb *sdb, const rescore_cursor *cur, const char *m
             const void *text = sqlite3_column_text(st, 3);
             r->text_len = (size_t)sqlite3_column_bytes(st, 3);
             r->text = dup_bytes(text ? text : "", r->text_len);
+            r->redacted = sqlite3_column_int(st, 4) != 0;
             oom |= !r->text;
         }
         if ((oom |= !r->conversation_id))
@@ -412,24 +414,6 @@ static ssize_t read_slice(scoredb *sdb, const rescore_cursor *cur, const char *m
     done(st);
     *out = rows;
     return (ssize_t)n;
-}
-
-/* Whether stored text can be scored again as it was scored the first time. Redaction
- * (store_text = redacted) replaces secrets by placeholders such as "[EMAIL]" or "[CARD]"
- * (lexicons/redact.tsv), after scoring; such a text would score differently and put marker
- * offsets into the redacted text, which the schema says refer to the original. The schema does
- * not record whether redaction changed a text, so any bracketed upper-case word counts as a
- * placeholder: at worst a turn that really said "[URGENT]" keeps its old scores. */
-static bool is_rescorable(const char *text, size_t len)
-{
-    for (const char *p = text, *end = text + len; (p = memchr(p, '[', (size_t)(end - p)));) {
-        const char *q = ++p;
-        while (q < end && ((*q >= 'A' && *q <= 'Z') || *q == '_' || *q == '-'))
-            q++;
-        if (q > p && q < end && *q == ']')
-            return false;
-    }
-    return true;
 }
 
 /* Scores one stored utterance again and rewrites its row and markers. */
@@ -495,7 +479,9 @@ int scoredb_rescore(scoredb *sdb, const at_model *model, at_scratch *scratch,
                 goto out;
             pending = NULL;
         }
-        if (!r->text || !is_rescorable(r->text, r->text_len)) {
+        /* No text (store_text = none), or redacted text: placeholders such as "[CARD]" would
+         * score differently, and marker offsets refer to the text as received. */
+        if (!r->text || r->redacted) {
             c.skipped++;
             continue;
         }

@@ -169,6 +169,7 @@ typedef struct stored_utterance {
     const turn *turn;          /* borrowed; text already per policy (NULL for none) */
     const char *text;          /* what to store (NULL = no text) */
     size_t text_len;
+    bool redacted;             /* text differs from what was scored (placeholders) */
     at_sentiment sentiment;
     double frustration_score;  /* NAN for non-customer turns */
     const at_marker *markers;

@@ -338,10 +338,12 @@ static void score_work(worker *wk, work *w)
             /* After scoring, so that redaction never changes a score. */
             const char *red;
             size_t red_len;
-            if (at_redact(model, wk->scratch, t->text, t->text_len, &red, &red_len, NULL) == 0 &&
+            unsigned n_red = 0;
+            if (at_redact(model, wk->scratch, t->text, t->text_len, &red, &red_len, &n_red) == 0 &&
                 (s->redacted = malloc(red_len + 1))) {
                 memcpy(s->redacted, red, red_len + 1);
                 s->redacted_len = red_len;
+                s->was_redacted = n_red > 0;
             }
         }
         s->sentiment = r.sentiment;
@@ -394,6 +396,7 @@ static int apply_work(pipeline *p, work *w)
             .turn = t,
             .text = p->store_text == STORE_TEXT_FULL ? t->text : s->redacted,
             .text_len = p->store_text == STORE_TEXT_FULL ? t->text_len : s->redacted_len,
+            .redacted = p->store_text != STORE_TEXT_FULL && s->was_redacted,
             .sentiment = s->sentiment,
             .frustration_score = s->frustration_score,
             .markers = s->markers,

@@ -26,6 +26,7 @@ typedef struct scored_turn {
     int solution_first;       /* see at_turn */
     char *redacted;           /* store_text = redacted: the text to store (owned) */
     size_t redacted_len;
+    bool was_redacted;        /* redaction replaced something */
 } scored_turn;
 
 /* A live signal raised by a worker, delivered to subscribers after its commit. */

@@ -91,8 +91,8 @@ static const char *const stmt_sql[N_STMTS] = {
     [ST_UTT_INSERT] =
         "INSERT INTO utterances (conversation_id, seq, speaker, participant_id, ts, start_ms,"
         " end_ms, text, neg, neu, pos, compound, frustration_score, model_id, category_mask,"
-        " solution_first)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        " solution_first, redacted)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
         " ON CONFLICT (conversation_id, seq) DO NOTHING",
     [ST_ROUTING_SELECT] = "SELECT queue, agent_id FROM conversations WHERE conversation_id = ?1",
 };
@@ -565,6 +565,7 @@ static int put_utterance(store *s, const stored_utterance *u, bool *inserted)
     bind_text_or_null(st, 14, u->model_id);
     sqlite3_bind_int64(st, 15, (int64_t)u->category_mask);
     bind_flag_or_null(st, 16, u->solution_first);
+    sqlite3_bind_int(st, 17, u->redacted ? 1 : 0);
     if (run(s, ST_UTT_INSERT, "cannot store utterance"))
         return -1;
     if (sqlite3_changes(s->db) != 1) {
