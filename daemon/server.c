@@ -150,6 +150,9 @@ static void send_error(conn *c, uint64_t line_no, enum wire_error e, const char 
 {
     json_t *o = json_pack("{s:s,s:I,s:s,s:s}", "type", "error", "line", (json_int_t)line_no,
                           "code", wire_error_code(e), "message", why);
+    if (!o) /* why is not valid UTF-8: the line still gets its error */
+        o = json_pack("{s:s,s:I,s:s,s:s}", "type", "error", "line", (json_int_t)line_no,
+                      "code", wire_error_code(e), "message", "the line was rejected");
     if (!o)
         return;
     if (id_json) {

@@ -33,6 +33,54 @@ typedef struct ctx {
     const char *where; /* "" or "turns[3]." */
 } ctx;
 
+/* Length of the valid UTF-8 sequence at s[0, n), or 0 when there is none: as jansson checks,
+ * no overlong forms, no surrogates, nothing past U+10FFFF. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        len = 3, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        len = 4, cp = c & 0x07;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/* Makes s one line of valid UTF-8, in place: control characters become spaces, and bytes that
+ * are not part of a valid sequence become '?'. Messages quote the client's input (an unknown
+ * type, jansson's "near '...'"), and truncation may cut a character in two; a message that
+ * jansson cannot encode would leave the line without its error. */
+static void sanitize(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq(p + i, n - i);
+        if (p[i] < 0x20 || p[i] == 0x7f)
+            p[i] = ' ';
+        else if (!k)
+            p[i] = '?';
+        i += k ? k : 1;
+    }
+}
+
 static enum wire_error fail(ctx *c, enum wire_error e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -44,6 +92,7 @@ static enum wire_error fail(ctx *c, enum wire_error e, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     snprintf(c->why, c->why_len, "%s", msg);
+    sanitize(c->why);
     return e;
 }
 

@@ -3,7 +3,8 @@
  *
  * Every input is one protocol line. Whatever it holds, wire_parse must either accept it with a
  * message whose every field is within the bounds PROTOCOL.md gives, or reject it with one of
- * the protocol's error codes and one human sentence (no newline, NUL-terminated) and, when the
+ * the protocol's error codes and one human sentence (NUL-terminated valid UTF-8 without control
+ * characters, so that it fits on the error's line whatever the client sent) and, when the
  * line had an "id", a copy of it that is valid JSON. Nothing may leak either way (ASan). The
  * time parser is fed the same bytes.
  */
@@ -135,7 +136,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
               e == WIRE_INTERNAL);
         CHECK(memchr(why, '\0', sizeof why) != NULL);
         CHECK(why[0] != '\0');
-        CHECK(strchr(why, '\n') == NULL);
+        /* One line that jansson can encode in the error reply: valid UTF-8, no control
+         * characters. */
+        for (const char *q = why; *q; q++)
+            CHECK((unsigned char)*q >= 0x20 && *q != 0x7f);
+        json_t *msg_json = json_string(why);
+        CHECK(msg_json != NULL);
+        json_decref(msg_json);
         CHECK(strcmp(wire_error_code(e), "internal") != 0 || e == WIRE_INTERNAL);
         if (id) {
             /* Echoed back as the error's "id": it must parse again. */

@@ -105,6 +105,9 @@ WIRE = [
     line(dict(UTT, text="\U0001F620\U0001F621 \u2639\ufe0f thanks \U0001F44D\U0001F3FD",
               conversation_id="\u00e9" * 512)),
     line(dict(UTT, conversation_id="x" * 1025)),
+    # unknown types that the error quotes: a newline, a character cut at 64 bytes
+    '{"type":"utter\\nance"}',
+    '{"type":"a' + "\u00e9" * 40 + '"}',
     # not objects, wrong types
     "42", "null", '"ping"', "[]", "", " ", "{}", '{"type":5}', '{"type":"teleport"}',
     '{"type":"subscribe","events":["alert",1]}',

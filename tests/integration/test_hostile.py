@@ -226,6 +226,10 @@ HOSTILE = [
     ("seq-past-int64", (U % ('"x"', ',"seq":99999999999999999999')).encode(), "invalid_json"),
     ("real-overflow", (U % ('"x"', ',"seq":1e400')).encode(), "invalid_json"),
     ("overflow-in-unknown-field", (U % ('"x"', ',"extra":-1e400')).encode(), "invalid_json"),
+    # what the error quotes back: cut in the middle of a character, or holding control bytes
+    ("type-cut-mid-character", ('{"type":"a' + "\u00e9" * 40 + '"}').encode(), "unknown_type"),
+    ("type-with-newline", b'{"type":"utter\\nance"}', "unknown_type"),
+    ("type-with-escape-codes", b'{"type":"\\u001b[31mred\\u0007"}', "unknown_type"),
     # huge strings where an identifier belongs
     ("huge-conversation-id", ('{"type":"start","conversation_id":"%s"}' % ("c" * 500000)).encode(),
      "bad_field"),
@@ -256,7 +260,7 @@ def test_malformed_lines_are_answered_counted_and_isolated(attuned):
         err = c.recv(timeout=10)
         assert (err.get("type"), err.get("line"), err.get("code")) == ("error", n, code), (
             name, err)
-        assert err["message"] and "\n" not in err["message"], (name, err)
+        assert err["message"] and not re.search(r"[\x00-\x1f\x7f]", err["message"]), (name, err)
         canary.check()
     for name, line, text in ACCEPTED:
         n = c.send_raw(line + b"\n")
