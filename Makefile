@@ -54,7 +54,7 @@ BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 LIB_LIBS  = $(PCRE2_8_LIBS) -lm
 
-.PHONY: all test check asan tsan fuzz fuzz-build bench eval install clean run unit cases integration
+.PHONY: all test check asan tsan fuzz fuzz-build bench eval install clean run unit cases integration demo
 all: $(BUILD)/libattune.a $(BUILD)/attune $(BUILD)/attuned $(BUILD)/attune_sqlite.so $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c $(BUILD)/config.mk
@@ -191,6 +191,10 @@ $(FUZZ_BIN): $(BUILD)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/libattune.a
 
 eval: $(BUILD)/attune
 	$(BUILD)/attune eval tests/fixtures/markers/dev.jsonl
+
+# A fresh attuned, 10,000 generated conversations streamed in, every report printed.
+demo: all
+	BUILD=$(BUILD) bench/demo.sh
 
 bench: all
 	BUILD=$(BUILD) bench/run.sh
