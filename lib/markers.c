@@ -53,13 +53,32 @@ typedef struct literal {
     unsigned speakers; /* the pattern's, checked before comparing */
     uint8_t group_bit; /* which of the pattern's required groups this literal belongs to */
     bool is_anchor;    /* a match may start where it occurs: remember the position */
+    bool is_ws;        /* it can only occur at a word start */
+    uint8_t offset;    /* anchors: bytes of the lead before this text (the match starts there) */
 } literal;
 
+/* A byte trie. Node 0 is the root; node n's children are edges first .. first + n_edges - 1
+ * (edge_byte sorted, edge_child), and utext is the text that ends at n, or NO_UTEXT. Walking it
+ * finds every literal that occurs, in time independent of how many there are. Every literal has
+ * at least three bytes, so walks start from depth2, indexed by the first two bytes. */
 typedef struct tnode {
     uint32_t first;   /* its first edge */
     uint32_t n_edges;
     uint32_t utext;   /* the text ending here, or NO_UTEXT */
+    uint32_t wide;    /* nodes with many children: index into ltrie.wide, else NO_WIDE */
 } tnode;
+
+typedef struct ltrie {
+    tnode *nodes;
+    uint8_t *edge_byte;
+    uint32_t *edge_child;
+    size_t n_nodes, n_edges;
+    uint32_t *depth2;       /* 65536: the node after bytes b0 b1 at index b0 | b1 << 8, or 0 */
+    uint64_t depth2_bits[1024]; /* which depth2 entries are set (fits in L1) */
+    uint64_t (*wide)[4];    /* per wide node, its child bytes as a 256-bit set: the child for
+                             * byte c is edge first + (number of set bits below c) */
+    size_t n_wide;
+} ltrie;
 
 /* A distinct literal text and its literals. */
 typedef struct utext {
@@ -67,6 +86,7 @@ typedef struct utext {
     uint32_t len;
     uint32_t first, n; /* literals[first .. first + n) */
     unsigned speakers; /* union of its literals' speakers */
+    bool is_ws;        /* its literals occur at word starts (a text can have two utexts) */
 } utext;
 
 /* A scope cue is a word or a phrase of up to SCOPE_MAX_WORDS words. A `pass` phrase starts with
@@ -85,9 +105,11 @@ typedef struct wordlist {
     char **ids;          /* "abuse:<canonical>" */
     size_t n_ids;
     size_t max_words;
+    uint64_t first2[1024]; /* 65536 bits: some phrase starts with these two bytes (see key2) */
 } wordlist;
 
 #define PREFILTER_MAX_STRINGS 64 /* a required set is cut to about this many literals */
+#define PREFILTER_MAX_LEN 40      /* bytes of a literal the trie keeps */
 
 struct at__markers {
     pattern *patterns;
@@ -96,20 +118,15 @@ struct at__markers {
     size_t n_literals;
     utext *utexts;
     size_t n_utexts;
-    /* Prefilter index: a byte trie of the distinct literal texts. Node 0 is the root; node n's
-     * children are edges first .. first + n_edges - 1 (edge_byte sorted, edge_child), and utext
-     * is the text that ends at n, or NO_UTEXT. Walking it from every position of the text finds
-     * every literal that occurs, in time independent of how many there are. Every literal has
-     * at least three bytes, so walks start from depth2, indexed by the first two bytes. */
-    tnode *nodes;
-    uint8_t *edge_byte;
-    uint32_t *edge_child;
-    size_t n_nodes, n_edges;
-    uint32_t *depth2; /* 65536: the node after bytes b0 b1 at index b0 | b1 << 8, or 0 */
+    /* Prefilter index: tries of the distinct literal texts, [1] for texts that can only occur
+     * at a word start (walked from word starts only), [0] for the others (walked from every
+     * position). */
+    ltrie trie[2];
     uint32_t *unfiltered; /* patterns with no literal: always run */
     size_t n_unfiltered;
 
     at__strmap scope;        /* word or phrase (single spaces) -> tag enum scope_kind */
+    at__strmap scope_first;  /* the first word of every cue */
     size_t scope_max_words;  /* longest phrase in scope, in words */
     wordlist abuse;
     wordlist anger;
@@ -141,6 +158,8 @@ typedef struct cand {
 #define QUEUED 0x80u   /* groups flag: the pattern is already in todo */
 #define NO_HIT UINT32_MAX
 #define NO_UTEXT UINT32_MAX
+#define NO_WIDE UINT32_MAX
+#define WIDE_MIN_EDGES 6 /* children from which a node gets a bit set */
 
 struct at__mscratch {
     pcre2_match_data *md;
@@ -160,7 +179,6 @@ struct at__mscratch {
     size_t n_cands, cap_cands;
     at_marker *out;
     size_t cap_out;
-    at__buf word;
     size_t quote_start[MAX_QUOTES], quote_end[MAX_QUOTES]; /* byte offsets of quoted spans */
     size_t n_quotes;
 };
@@ -268,10 +286,14 @@ static int load_file(const char *dir, const char *name, uint64_t *hash, char **d
 #define MAX_GROUPS 3      /* sets that must all be present */
 #define REQ_MIN_QUALITY 3 /* a set is useful when each string has >= 3 non-space bytes */
 
+/* A set of strings. ws[i]: string i starts at a word start in the text (a word character with
+ * no word character before it); for the empty string, that the position is just after a \b
+ * assertion, so that a word character appended there starts a word. */
 typedef struct req {
     size_t n;
     char s[REQ_MAX][LIT_MAX];
     size_t len[REQ_MAX];
+    bool ws[REQ_MAX];
 } req;
 
 typedef struct reqs {
@@ -284,6 +306,8 @@ typedef struct rnode {
     req exact;
     req lead;      /* every match starts with one of these ({""}: nothing known) */
     reqs groups;
+    bool ends_nonword; /* every non-empty match ends with a non-word character */
+    bool may_be_empty; /* it can match the empty string */
     bool has_small; /* small: the requirement with the fewest strings, for unions */
     req small;
 } rnode;
@@ -318,17 +342,125 @@ static bool req_has(const req *r, const char *s, size_t len)
     return false;
 }
 
-/* Adds a string unless present; false when the set is full or the string too long. */
-static bool req_put(req *r, const char *s, size_t len)
+/* Adds a string unless present (then it is a word start only if both are); false when the set
+ * is full or the string too long. */
+static bool req_put_ws(req *r, const char *s, size_t len, bool ws)
 {
-    if (req_has(r, s, len))
-        return true;
+    for (size_t i = 0; i < r->n; i++)
+        if (r->len[i] == len && memcmp(r->s[i], s, len) == 0) {
+            r->ws[i] = r->ws[i] && ws;
+            return true;
+        }
     if (r->n == REQ_MAX || len >= LIT_MAX)
         return false;
     memcpy(r->s[r->n], s, len);
     r->s[r->n][len] = '\0';
-    r->len[r->n++] = len;
+    r->len[r->n] = len;
+    r->ws[r->n++] = ws;
     return true;
+}
+
+static bool req_put(req *r, const char *s, size_t len)
+{
+    return req_put_ws(r, s, len, false);
+}
+
+/* *dst = *src, copying only the strings in use (a req is large). */
+static void req_copy(req *dst, const req *src)
+{
+    if (dst == src)
+        return;
+    dst->n = src->n;
+    for (size_t i = 0; i < src->n; i++) {
+        memcpy(dst->s[i], src->s[i], src->len[i] + 1);
+        dst->len[i] = src->len[i];
+        dst->ws[i] = src->ws[i];
+    }
+}
+
+static int cmp_str_index(const void *x, const void *y, void *arg)
+{
+    const req *r = arg;
+    size_t i = *(const uint16_t *)x, j = *(const uint16_t *)y;
+    size_t n = r->len[i] < r->len[j] ? r->len[i] : r->len[j];
+    int c = memcmp(r->s[i], r->s[j], n);
+    return c ? c : (r->len[i] > r->len[j]) - (r->len[i] < r->len[j]);
+}
+
+/* Sorts r's strings and merges duplicates (a word start only if all copies are). */
+static void req_dedupe(req *r)
+{
+    uint16_t idx[REQ_MAX];
+    for (size_t i = 0; i < r->n; i++)
+        idx[i] = (uint16_t)i;
+    qsort_r(idx, r->n, sizeof *idx, cmp_str_index, r);
+    /* Compact in index order: string idx[k] moves to slot k' <= its rank, so copy through a
+     * buffer of the kept indexes first. */
+    uint16_t keep[REQ_MAX];
+    bool ws[REQ_MAX];
+    size_t n = 0;
+    for (size_t k = 0; k < r->n; k++) {
+        size_t i = idx[k];
+        if (n && r->len[keep[n - 1]] == r->len[i] &&
+            memcmp(r->s[keep[n - 1]], r->s[i], r->len[i]) == 0) {
+            ws[n - 1] = ws[n - 1] && r->ws[i];
+            continue;
+        }
+        ws[n] = r->ws[i];
+        keep[n++] = (uint16_t)i;
+    }
+    /* Slots are permuted: move each kept string to its final slot through a scratch copy. */
+    static _Thread_local char buf[REQ_MAX][LIT_MAX];
+    static _Thread_local size_t lens[REQ_MAX];
+    for (size_t k = 0; k < n; k++) {
+        memcpy(buf[k], r->s[keep[k]], r->len[keep[k]] + 1);
+        lens[k] = r->len[keep[k]];
+    }
+    for (size_t k = 0; k < n; k++) {
+        memcpy(r->s[k], buf[k], lens[k] + 1);
+        r->len[k] = lens[k];
+        r->ws[k] = ws[k];
+    }
+    r->n = n;
+}
+
+/* Appends every string of b to r (keeping their word-start flags); false when the union has
+ * more than REQ_MAX strings. */
+static bool req_union(req *r, const req *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        if (r->n == REQ_MAX) {
+            req_dedupe(r);
+            if (r->n == REQ_MAX)
+                return false;
+        }
+        if (b->len[i] >= LIT_MAX)
+            return false;
+        memcpy(r->s[r->n], b->s[i], b->len[i] + 1);
+        r->len[r->n] = b->len[i];
+        r->ws[r->n++] = b->ws[i];
+    }
+    return true;
+}
+
+/* ASCII letters, digits and underscore: what \b sees as word characters (bytes of other UTF-8
+ * characters count as non-word, which only ever adds word starts). */
+static const uint8_t word_chars[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1, ['_'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
+static bool is_word_char(unsigned char c)
+{
+    return word_chars[c];
 }
 
 static bool req_same(const req *a, const req *b)
@@ -361,13 +493,15 @@ static void reqs_add(reqs *rs, const req *r)
     if (at >= MAX_GROUPS)
         return;
     size_t last = rs->n < MAX_GROUPS ? rs->n : MAX_GROUPS - 1;
-    memmove(&rs->g[at + 1], &rs->g[at], (last - at) * sizeof *rs->g);
-    rs->g[at] = *r;
+    for (size_t i = last; i > at; i--)
+        req_copy(&rs->g[i], &rs->g[i - 1]);
+    req_copy(&rs->g[at], r);
     if (rs->n < MAX_GROUPS)
         rs->n++;
 }
 
-/* a = a x b (every string of a followed by every string of b); false when it would not fit. */
+/* a = a x b (every string of a followed by every string of b, duplicates merged); false when
+ * it would not fit. */
 static bool req_product(req *a, const req *b, req *tmp)
 {
     if (a->n * b->n > REQ_MAX)
@@ -375,13 +509,38 @@ static bool req_product(req *a, const req *b, req *tmp)
     tmp->n = 0;
     for (size_t i = 0; i < a->n; i++)
         for (size_t j = 0; j < b->n; j++) {
-            char buf[2 * LIT_MAX];
-            memcpy(buf, a->s[i], a->len[i]);
-            memcpy(buf + a->len[i], b->s[j], b->len[j]);
-            if (!req_put(tmp, buf, a->len[i] + b->len[j]))
+            size_t len = a->len[i] + b->len[j];
+            if (len >= LIT_MAX)
                 return false;
+            memcpy(tmp->s[tmp->n], a->s[i], a->len[i]);
+            memcpy(tmp->s[tmp->n] + a->len[i], b->s[j], b->len[j]);
+            tmp->s[tmp->n][len] = '\0';
+            tmp->len[tmp->n] = len;
+            /* The product starts where a's string does; an empty one after \b followed by a
+             * word character starts a word. */
+            tmp->ws[tmp->n++] = a->len[i] ? a->ws[i]
+                                : b->len[j] ? b->ws[j] || (a->ws[i] &&
+                                                           is_word_char((unsigned char)b->s[j][0]))
+                                            : a->ws[i] || b->ws[j];
         }
-    *a = *tmp;
+    /* Merge duplicates: sort an index, keep the first of each run (a word start only if all
+     * are). */
+    uint16_t idx[REQ_MAX];
+    for (size_t i = 0; i < tmp->n; i++)
+        idx[i] = (uint16_t)i;
+    qsort_r(idx, tmp->n, sizeof *idx, cmp_str_index, tmp);
+    a->n = 0;
+    for (size_t k = 0; k < tmp->n; k++) {
+        size_t i = idx[k];
+        if (a->n && a->len[a->n - 1] == tmp->len[i] &&
+            memcmp(a->s[a->n - 1], tmp->s[i], tmp->len[i]) == 0) {
+            a->ws[a->n - 1] = a->ws[a->n - 1] && tmp->ws[i];
+            continue;
+        }
+        memcpy(a->s[a->n], tmp->s[i], tmp->len[i] + 1);
+        a->len[a->n] = tmp->len[i];
+        a->ws[a->n++] = tmp->ws[i];
+    }
     return true;
 }
 
@@ -390,14 +549,16 @@ static void req_empty(req *r)
     r->n = 1;
     r->s[0][0] = '\0';
     r->len[0] = 0;
+    r->ws[0] = false;
 }
 
-static void req_single(req *r, const char *s, size_t len)
+static void req_single(req *r, const char *s, size_t len, bool ws)
 {
     r->n = 1;
     memcpy(r->s[0], s, len);
     r->s[0][len] = '\0';
     r->len[0] = len;
+    r->ws[0] = ws;
 }
 
 static void node_empty(rnode *n)
@@ -407,6 +568,7 @@ static void node_empty(rnode *n)
     req_empty(&n->lead);
     n->groups.n = 0;
     n->has_small = false;
+    n->ends_nonword = n->may_be_empty = true;
 }
 
 static void node_unknown(rnode *n)
@@ -416,6 +578,7 @@ static void node_unknown(rnode *n)
     req_empty(&n->lead);
     n->groups.n = 0;
     n->has_small = false;
+    n->ends_nonword = n->may_be_empty = false;
 }
 
 /* Keeps r as n's small requirement when it has fewer strings (ties: higher quality). */
@@ -426,7 +589,7 @@ static void offer_small(rnode *n, const req *r)
         return;
     if (!n->has_small || r->n < n->small.n ||
         (r->n == n->small.n && q > req_quality(&n->small))) {
-        n->small = *r;
+        req_copy(&n->small, r);
         n->has_small = true;
     }
 }
@@ -436,10 +599,20 @@ static void node_char(rnode *n, const char *bytes, size_t len)
     node_unknown(n);
     n->is_exact = true;
     req_put(&n->exact, bytes, len);
-    n->lead = n->exact;
+    req_copy(&n->lead, &n->exact);
+    n->ends_nonword = !is_word_char((unsigned char)bytes[0]);
 }
 
 static void parse_alt(rparser *rp, rnode *out);
+
+/* Copies the word-start flags of from's strings onto the same strings of r. */
+static void mark_ws_like(req *r, const req *from)
+{
+    for (size_t i = 0; i < r->n; i++)
+        for (size_t j = 0; j < from->n; j++)
+            if (r->len[i] == from->len[j] && memcmp(r->s[i], from->s[j], r->len[i]) == 0)
+                r->ws[i] = from->ws[j];
+}
 
 /* Reads a quantifier at rp->p: *lo and *hi (SIZE_MAX for unbounded); false when there is none
  * (1, 1). */
@@ -541,8 +714,11 @@ static void parse_class(rparser *rp, rnode *out)
         rp->failed = true;
     if (is_simple && set.n && set.n <= 8) {
         out->is_exact = true;
-        out->exact = set;
-        out->lead = set;
+        req_copy(&out->exact, &set);
+        req_copy(&out->lead, &set);
+        out->ends_nonword = true;
+        for (size_t i = 0; i < set.n; i++)
+            out->ends_nonword = out->ends_nonword && !is_word_char((unsigned char)set.s[i][0]);
     }
 }
 
@@ -612,6 +788,7 @@ static void parse_atom(rparser *rp, rnode *out)
         char e = *rp->p++;
         if (e == 'b' || e == 'B' || e == 'A' || e == 'z' || e == 'Z' || e == 'G') {
             node_empty(out); /* an assertion: consumes nothing */
+            out->exact.ws[0] = out->lead.ws[0] = e == 'b' || e == 'A';
             return;
         }
         if (e == 'p' || e == 'P' || e == 'x' || e == 'o' || e == 'g' || e == 'k' || e == 'N') {
@@ -651,10 +828,12 @@ static void parse_atom(rparser *rp, rnode *out)
         }
         if (ispunct((unsigned char)e) || e == ' ')
             node_char(out, &e, 1);
+        out->ends_nonword = e == 's' || e == 'W' || e == 'h' || e == 'v' || e == 'R';
         return; /* \s \w \d and friends: not literal */
     }
     if (c == '^' || c == '$') {
         node_empty(out);
+        out->exact.ws[0] = out->lead.ws[0] = c == '^';
         return;
     }
     if (c == '.')
@@ -683,12 +862,13 @@ static void apply_quant(rnode *n, size_t lo, size_t hi)
         /* Optional: requires nothing; "x?" is still exact as {x, ""}. */
         n->groups.n = 0;
         n->has_small = false;
+        n->may_be_empty = true;
         if (n->is_exact && hi == 1)
             n->is_exact = req_put(&n->exact, "", 0);
         else
             n->is_exact = false;
         if (n->is_exact)
-            n->lead = n->exact;
+            req_copy(&n->lead, &n->exact);
         else
             req_empty(&n->lead);
         return;
@@ -716,6 +896,9 @@ static void parse_seq(rparser *rp, rnode *out)
     bool is_whole = true, is_lead_open = true;
     char run[LIT_MAX]; /* consecutive single-string elements: a plain literal */
     size_t run_len = 0;
+    bool run_ws = false, at_boundary = false; /* the run starts a word; the last was \b */
+    bool after_nonword = false; /* what precedes this element ends in a non-word char or \b */
+    bool seq_ends_nonword = true, seq_may_be_empty = true;
     while (rp->p < rp->end && *rp->p != '|' && *rp->p != ')') {
         parse_atom(rp, cur);
         if (rp->failed)
@@ -723,14 +906,46 @@ static void parse_seq(rparser *rp, rnode *out)
         size_t lo, hi;
         if (parse_quant(rp, &lo, &hi))
             apply_quant(cur, lo, hi);
+        /* After a space (or \b), strings that begin with a word character begin a word. */
+        if (after_nonword) {
+            for (size_t i = 0; cur->is_exact && i < cur->exact.n; i++)
+                if (cur->exact.len[i] && is_word_char((unsigned char)cur->exact.s[i][0]))
+                    cur->exact.ws[i] = true;
+            for (size_t i = 0; i < cur->lead.n; i++)
+                if (cur->lead.len[i] && is_word_char((unsigned char)cur->lead.s[i][0]))
+                    cur->lead.ws[i] = true;
+            /* A group that is exactly the lead occurs where the element starts. */
+            for (size_t g = 0; g < cur->groups.n; g++)
+                if (req_same(&cur->groups.g[g], &cur->lead))
+                    mark_ws_like(&cur->groups.g[g], &cur->lead);
+            if (cur->has_small && req_same(&cur->small, &cur->lead))
+                mark_ws_like(&cur->small, &cur->lead);
+        }
+        {
+            bool is_boundary = cur->is_exact && cur->exact.n == 1 && !cur->exact.len[0] &&
+                               cur->exact.ws[0];
+            after_nonword = is_boundary ||
+                            (cur->ends_nonword && (!cur->may_be_empty || after_nonword));
+            if (!cur->may_be_empty) {
+                seq_ends_nonword = cur->ends_nonword;
+                seq_may_be_empty = false;
+            } else {
+                seq_ends_nonword = seq_ends_nonword && cur->ends_nonword;
+            }
+        }
         if (cur->is_exact && cur->exact.n == 1 && run_len + cur->exact.len[0] < LIT_MAX) {
+            if (!run_len && cur->exact.len[0])
+                run_ws = cur->exact.ws[0] ||
+                         (at_boundary && is_word_char((unsigned char)cur->exact.s[0][0]));
             memcpy(run + run_len, cur->exact.s[0], cur->exact.len[0]);
             run_len += cur->exact.len[0];
         } else {
-            req_single(tmp, run, run_len);
+            req_single(tmp, run, run_len, run_ws);
             offer_small(out, tmp);
             run_len = 0;
         }
+        at_boundary = cur->is_exact && cur->exact.n == 1 && !cur->exact.len[0] &&
+                      cur->exact.ws[0];
         if (cur->has_small)
             offer_small(out, &cur->small);
         if (cur->is_exact)
@@ -746,24 +961,24 @@ static void parse_seq(rparser *rp, rnode *out)
         offer_small(out, &out->exact);
         is_whole = false;
         if (cur->is_exact) {
-            out->exact = cur->exact;
+            req_copy(&out->exact, &cur->exact);
         } else {
-            out->exact.n = 1;
-            out->exact.len[0] = 0;
-            out->exact.s[0][0] = '\0';
+            req_empty(&out->exact);
             for (size_t i = 0; i < cur->groups.n; i++) {
                 reqs_add(&out->groups, &cur->groups.g[i]);
                 offer_small(out, &cur->groups.g[i]);
             }
         }
     }
-    req_single(tmp, run, run_len);
+    req_single(tmp, run, run_len, run_ws);
     offer_small(out, tmp);
     reqs_add(&out->groups, &out->exact);
     offer_small(out, &out->exact);
     out->is_exact = is_whole;
+    out->ends_nonword = seq_ends_nonword;
+    out->may_be_empty = seq_may_be_empty;
     if (is_whole)
-        out->lead = out->exact;
+        req_copy(&out->lead, &out->exact);
 done:
     free(cur);
     free(tmp);
@@ -787,33 +1002,29 @@ static void parse_alt(rparser *rp, rnode *out)
     }
     bool has_best = out->groups.n > 0, has_small = out->has_small;
     if (has_best)
-        *best = out->groups.g[0];
+        req_copy(best, &out->groups.g[0]);
     if (has_small)
-        *small = out->small;
+        req_copy(small, &out->small);
     while (rp->p < rp->end && *rp->p == '|') {
         rp->p++;
         parse_seq(rp, branch);
         if (rp->failed)
             break;
-        bool fits = true;
-        for (size_t i = 0; i < branch->lead.n && fits; i++)
-            fits = req_put(&out->lead, branch->lead.s[i], branch->lead.len[i]);
-        if (!fits)
+        out->ends_nonword = out->ends_nonword && branch->ends_nonword;
+        out->may_be_empty = out->may_be_empty || branch->may_be_empty;
+        if (!req_union(&out->lead, &branch->lead))
             req_empty(&out->lead);
         if (out->is_exact && branch->is_exact) {
-            for (size_t i = 0; i < branch->exact.n && out->is_exact; i++)
-                out->is_exact = req_put(&out->exact, branch->exact.s[i], branch->exact.len[i]);
+            out->is_exact = req_union(&out->exact, &branch->exact);
         } else {
             out->is_exact = false;
         }
         has_best = has_best && branch->groups.n > 0;
         has_small = has_small && branch->has_small;
         if (has_best)
-            for (size_t i = 0; i < branch->groups.g[0].n && has_best; i++)
-                has_best = req_put(best, branch->groups.g[0].s[i], branch->groups.g[0].len[i]);
+            has_best = req_union(best, &branch->groups.g[0]);
         if (has_small)
-            for (size_t i = 0; i < branch->small.n && has_small; i++)
-                has_small = req_put(small, branch->small.s[i], branch->small.len[i]);
+            has_small = req_union(small, &branch->small);
     }
     out->groups.n = 0;
     out->has_small = false;
@@ -839,30 +1050,62 @@ done:
  * largest that leaves at most max_n distinct strings of quality >= REQ_MIN_QUALITY. A prefix of
  * a required string is required too, so the set stays a valid requirement (and a valid lead):
  * "that's just not ", "that's really not ", ... become "that's". */
+/* The quality the set would have with every string cut to cut bytes. */
+static size_t cut_quality(const req *r, size_t cut)
+{
+    size_t m = SIZE_MAX;
+    for (size_t i = 0; i < r->n; i++) {
+        const char *a = r->s[i], *b = r->s[i] + (r->len[i] < cut ? r->len[i] : cut);
+        while (a < b && *a == ' ')
+            a++;
+        while (b > a && b[-1] == ' ')
+            b--;
+        if ((size_t)(b - a) < m)
+            m = (size_t)(b - a);
+    }
+    return r->n ? m : 0;
+}
+
 static void req_shrink(req *r, size_t max_n, req *tmp)
 {
+    (void)tmp;
     if (r->n <= max_n)
         return;
+    req_dedupe(r); /* sorted: neighbours share the longest prefixes */
+    if (r->n <= max_n)
+        return;
+    /* At cut c, sorted neighbours i-1, i collapse when their common prefix is >= c, so the set
+     * has 1 + #{i : lcp[i] < c} strings. */
     size_t max_len = 0;
-    for (size_t i = 0; i < r->n; i++)
+    size_t lcp[REQ_MAX];
+    for (size_t i = 0; i < r->n; i++) {
         if (r->len[i] > max_len)
             max_len = r->len[i];
-    req best;
-    bool has_best = false;
-    for (size_t cut = max_len; cut >= REQ_MIN_QUALITY; cut--) {
-        tmp->n = 0;
-        bool fits = true;
-        for (size_t i = 0; i < r->n && fits; i++)
-            fits = req_put(tmp, r->s[i], r->len[i] < cut ? r->len[i] : cut);
-        if (!fits || req_quality(tmp) < REQ_MIN_QUALITY)
+        size_t k = 0;
+        if (i)
+            while (k < r->len[i] && k < r->len[i - 1] && r->s[i][k] == r->s[i - 1][k])
+                k++;
+        lcp[i] = k;
+    }
+    size_t cut = 0;
+    for (size_t c = max_len; c >= REQ_MIN_QUALITY; c--) {
+        if (cut_quality(r, c) < REQ_MIN_QUALITY)
             break;
-        best = *tmp;
-        has_best = true;
-        if (tmp->n <= max_n)
+        cut = c;
+        size_t n = 1;
+        for (size_t i = 1; i < r->n; i++)
+            n += lcp[i] < c;
+        if (n <= max_n)
             break;
     }
-    if (has_best)
-        *r = best;
+    if (!cut)
+        return;
+    for (size_t i = 0; i < r->n; i++)
+        if (r->len[i] > cut) {
+            r->len[i] = cut;
+            r->s[i][cut] = '\0';
+        }
+    req_dedupe(r);
 }
 
 /* ---- building -------------------------------------------------------------------------- */
@@ -892,8 +1135,25 @@ static int compile_regex(const char *src, const char *path, int line_no, const c
 }
 
 static int add_literal(at__markers *m, size_t *cap, const char *s, size_t len, uint32_t pat,
-                       unsigned group, bool is_anchor)
+                       unsigned group, bool is_anchor, bool is_ws)
 {
+    /* Only the trie of word starts is cheap to search: a literal not known to start a word
+     * is replaced by its tail from the first word start inside it (" sorry" -> "sorry", "'m
+     * sorry" -> "sorry"), which is required just as much. An anchor remembers how far into
+     * the match that tail starts. */
+    size_t offset = 0;
+    if (!is_ws || !is_word_char((unsigned char)s[0])) {
+        for (size_t k = 1; k + REQ_MIN_QUALITY <= len; k++)
+            if (is_word_char((unsigned char)s[k]) && !is_word_char((unsigned char)s[k - 1])) {
+                offset = k;
+                is_ws = true;
+                break;
+            }
+        if (!offset)
+            is_ws = false;
+    }
+    s += offset;
+    len -= offset;
     if (m->n_literals == *cap) {
         size_t n = *cap ? *cap * 2 : 256;
         literal *p = realloc(m->literals, n * sizeof *p);
@@ -902,6 +1162,10 @@ static int add_literal(at__markers *m, size_t *cap, const char *s, size_t len, u
         m->literals = p;
         *cap = n;
     }
+    /* A prefix of a required string is required too; short literals keep the trie small and
+     * the walks short, and the regex checks the rest anyway. */
+    if (len > PREFILTER_MAX_LEN)
+        len = PREFILTER_MAX_LEN;
     literal *l = &m->literals[m->n_literals];
     l->text = dupn(s, len);
     if (!l->text)
@@ -911,66 +1175,127 @@ static int add_literal(at__markers *m, size_t *cap, const char *s, size_t len, u
     l->speakers = m->patterns[pat].speakers;
     l->group_bit = (uint8_t)(1u << group);
     l->is_anchor = is_anchor;
+    l->is_ws = is_ws && is_word_char((unsigned char)s[0]);
+    l->offset = (uint8_t)offset;
     m->n_literals++;
     return 0;
 }
 
 /* Builds node n of the trie over utexts[lo .. hi), which are sorted and share their first
  * depth bytes. A node's edges are allocated as one block, before its children's. */
-static void build_node(at__markers *m, uint32_t n, size_t lo, size_t hi, size_t depth)
+static void build_node(ltrie *t, const utext *ut, const uint32_t *ids, uint32_t n, size_t lo,
+                       size_t hi, size_t depth)
 {
-    m->nodes[n].utext = NO_UTEXT;
-    if (lo < hi && m->utexts[lo].len == depth)
-        m->nodes[n].utext = (uint32_t)lo++;
-    m->nodes[n].first = (uint32_t)m->n_edges;
-    m->nodes[n].n_edges = 0;
+    t->nodes[n].utext = NO_UTEXT;
+    t->nodes[n].wide = NO_WIDE;
+    if (lo < hi && ut[ids[lo]].len == depth)
+        t->nodes[n].utext = ids[lo++];
+    t->nodes[n].first = (uint32_t)t->n_edges;
+    t->nodes[n].n_edges = 0;
     for (size_t i = lo; i < hi;) {
-        unsigned char c = (unsigned char)m->utexts[i].text[depth];
-        while (i < hi && (unsigned char)m->utexts[i].text[depth] == c)
+        unsigned char c = (unsigned char)ut[ids[i]].text[depth];
+        while (i < hi && (unsigned char)ut[ids[i]].text[depth] == c)
             i++;
-        m->edge_byte[m->n_edges] = c;
-        m->edge_child[m->n_edges++] = (uint32_t)m->n_nodes++;
-        m->nodes[n].n_edges++;
+        t->edge_byte[t->n_edges] = c;
+        t->edge_child[t->n_edges++] = (uint32_t)t->n_nodes++;
+        t->nodes[n].n_edges++;
     }
-    uint32_t e = m->nodes[n].first;
+    uint32_t e = t->nodes[n].first;
     for (size_t i = lo; i < hi; e++) {
-        unsigned char c = (unsigned char)m->utexts[i].text[depth];
+        unsigned char c = (unsigned char)ut[ids[i]].text[depth];
         size_t j = i;
-        while (j < hi && (unsigned char)m->utexts[j].text[depth] == c)
+        while (j < hi && (unsigned char)ut[ids[j]].text[depth] == c)
             j++;
-        build_node(m, m->edge_child[e], i, j, depth + 1);
+        build_node(t, ut, ids, t->edge_child[e], i, j, depth + 1);
         i = j;
     }
 }
 
-static int build_trie(at__markers *m)
+/* The child of node for byte c, or 0. */
+static inline uint32_t trie_child(const ltrie *t, const tnode *node, unsigned char c)
 {
-    /* Every byte of every text is at most one node and one edge. */
-    size_t max_nodes = 1;
-    for (size_t i = 0; i < m->n_utexts; i++)
-        max_nodes += m->utexts[i].len;
-    m->nodes = malloc(max_nodes * sizeof *m->nodes);
-    m->edge_byte = malloc(max_nodes);
-    m->edge_child = malloc(max_nodes * sizeof *m->edge_child);
-    m->depth2 = calloc(65536, sizeof *m->depth2);
-    if (!m->nodes || !m->edge_byte || !m->edge_child || !m->depth2)
+    if (node->wide != NO_WIDE) {
+        const uint64_t *w = t->wide[node->wide];
+        uint64_t bit = (uint64_t)1 << (c & 63);
+        if (!(w[c >> 6] & bit))
+            return 0;
+        uint32_t idx = (uint32_t)__builtin_popcountll(w[c >> 6] & (bit - 1));
+        for (unsigned k = 0; k < (unsigned)(c >> 6); k++)
+            idx += (uint32_t)__builtin_popcountll(w[k]);
+        return t->edge_child[node->first + idx];
+    }
+    /* Few children, sorted: a linear scan is the fastest search. */
+    const uint8_t *b = t->edge_byte + node->first, *end = b + node->n_edges;
+    while (b < end && *b < c)
+        b++;
+    return b < end && *b == c ? t->edge_child[b - t->edge_byte] : 0;
+}
+
+/* Builds trie t over the utexts whose is_ws equals is_ws (they are sorted by text). */
+static int build_trie(at__markers *m, ltrie *t, bool is_ws)
+{
+    size_t max_nodes = 1, n_ids = 0;
+    uint32_t *ids = malloc((m->n_utexts + 1) * sizeof *ids);
+    if (!ids)
         return AT_ENOMEM;
-    m->n_nodes = 1;
-    m->n_edges = 0;
-    build_node(m, 0, 0, m->n_utexts, 0);
-    for (uint32_t a = 0; a < m->nodes[0].n_edges; a++) {
-        uint32_t e1 = m->nodes[0].first + a, n1 = m->edge_child[e1];
-        for (uint32_t b = 0; b < m->nodes[n1].n_edges; b++) {
-            uint32_t e2 = m->nodes[n1].first + b;
-            m->depth2[m->edge_byte[e1] | (uint32_t)m->edge_byte[e2] << 8] = m->edge_child[e2];
+    for (size_t i = 0; i < m->n_utexts; i++)
+        if (m->utexts[i].is_ws == is_ws) {
+            ids[n_ids++] = (uint32_t)i;
+            max_nodes += m->utexts[i].len; /* every byte is at most one node and one edge */
+        }
+    t->nodes = malloc(max_nodes * sizeof *t->nodes);
+    t->edge_byte = malloc(max_nodes);
+    t->edge_child = malloc(max_nodes * sizeof *t->edge_child);
+    t->depth2 = calloc(65536, sizeof *t->depth2);
+    if (!t->nodes || !t->edge_byte || !t->edge_child || !t->depth2) {
+        free(ids);
+        return AT_ENOMEM;
+    }
+    t->n_nodes = 1;
+    t->n_edges = 0;
+    build_node(t, m->utexts, ids, 0, 0, n_ids, 0);
+    free(ids);
+    for (size_t n = 0; n < t->n_nodes; n++)
+        t->n_wide += t->nodes[n].n_edges >= WIDE_MIN_EDGES;
+    t->wide = calloc(t->n_wide + 1, sizeof *t->wide);
+    if (!t->wide)
+        return AT_ENOMEM;
+    t->n_wide = 0;
+    for (size_t n = 0; n < t->n_nodes; n++) {
+        tnode *node = &t->nodes[n];
+        if (node->n_edges < WIDE_MIN_EDGES)
+            continue;
+        node->wide = (uint32_t)t->n_wide++;
+        for (uint32_t e = node->first; e < node->first + node->n_edges; e++)
+            t->wide[node->wide][t->edge_byte[e] >> 6] |= (uint64_t)1 << (t->edge_byte[e] & 63);
+    }
+    memset(t->depth2_bits, 0, sizeof t->depth2_bits);
+    for (uint32_t a = 0; a < t->nodes[0].n_edges; a++) {
+        uint32_t e1 = t->nodes[0].first + a, n1 = t->edge_child[e1];
+        for (uint32_t b = 0; b < t->nodes[n1].n_edges; b++) {
+            uint32_t e2 = t->nodes[n1].first + b;
+            uint32_t k = t->edge_byte[e1] | (uint32_t)t->edge_byte[e2] << 8;
+            t->depth2[k] = t->edge_child[e2];
+            t->depth2_bits[k >> 6] |= (uint64_t)1 << (k & 63);
         }
     }
     return 0;
 }
 
+static void free_trie(ltrie *t)
+{
+    free(t->wide);
+    free(t->nodes);
+    free(t->edge_byte);
+    free(t->edge_child);
+    free(t->depth2);
+}
+
 static int cmp_literal(const void *a, const void *b)
 {
     const literal *x = a, *y = b;
+    if (x->is_ws != y->is_ws)
+        return x->is_ws ? 1 : -1;
     int c = strcmp(x->text, y->text);
     if (c)
         return c;
@@ -1036,7 +1361,7 @@ static int build_prefilter(at__markers *m)
             const req *set = g < r->n ? &r->g[g] : &node->lead;
             for (size_t j = 0; j < set->n; j++)
                 if (add_literal(m, &cap, set->s[j], set->len[j], (uint32_t)i, (unsigned)g,
-                                g == anchor)) {
+                                g == anchor, set->ws[j])) {
                     free(node);
                     return AT_ENOMEM;
                 }
@@ -1052,7 +1377,7 @@ static int build_prefilter(at__markers *m)
     for (size_t i = 0; i < m->n_literals; i++) {
         const literal *l = &m->literals[i];
         utext *u = &m->utexts[m->n_utexts];
-        if (m->n_utexts && strcmp(u[-1].text, l->text) == 0) {
+        if (m->n_utexts && u[-1].is_ws == l->is_ws && strcmp(u[-1].text, l->text) == 0) {
             u[-1].n++;
             u[-1].speakers |= l->speakers;
             continue;
@@ -1063,9 +1388,11 @@ static int build_prefilter(at__markers *m)
         u->first = (uint32_t)i;
         u->n = 1;
         u->speakers = l->speakers;
+        u->is_ws = l->is_ws;
         m->n_utexts++;
     }
-    return build_trie(m);
+    int rc = build_trie(m, &m->trie[0], false);
+    return rc ? rc : build_trie(m, &m->trie[1], true);
 }
 
 static int parse_speakers(const char *s, at_category cat, unsigned *out)
@@ -1251,7 +1578,11 @@ static int load_scope(at__markers *m, const char *dir, uint64_t *hash, char *err
         }
         if (words > m->scope_max_words)
             m->scope_max_words = words;
-        if (at__strmap_put(&m->scope, f[1], n, 0, kind)) {
+        size_t first = 0;
+        while (first < n && f[1][first] != ' ')
+            first++;
+        if (at__strmap_put(&m->scope_first, f[1], first, 0, 0) ||
+            at__strmap_put(&m->scope, f[1], n, 0, kind)) {
             rc = AT_ENOMEM;
             goto fail;
         }
@@ -1270,6 +1601,13 @@ static void wordlist_fini(wordlist *w)
     for (size_t i = 0; i < w->n_ids; i++)
         free(w->ids[i]);
     free(w->ids);
+}
+
+/* The first two bytes of a word, for the word lists' quick rejection (a lone byte pairs with
+ * 0). */
+static uint32_t key2(const char *s, size_t len)
+{
+    return (unsigned char)s[0] | (uint32_t)(len > 1 ? (unsigned char)s[1] : 0) << 8;
 }
 
 /* Loads a word list: phrase [TAB canonical [TAB value]]. Ids are prefix:canonical. */
@@ -1330,6 +1668,8 @@ static int load_wordlist(wordlist *w, const char *dir, const char *name, const c
             rc = AT_ENOMEM;
             goto fail;
         }
+        uint32_t k2 = key2(f[0], strlen(f[0]));
+        w->first2[k2 >> 6] |= (uint64_t)1 << (k2 & 63);
         for (char *c = f[0]; *c; c++)
             if (*c == ' ' && at__strmap_put(&w->prefixes, f[0], (size_t)(c - f[0]), 0, 0)) {
                 rc = AT_ENOMEM;
@@ -1474,6 +1814,7 @@ int at__markers_new(const char *dir, const at__vader *vader, uint64_t *hash, at_
         return AT_ENOMEM;
     m->vader = vader;
     at__strmap_init(&m->scope);
+    at__strmap_init(&m->scope_first);
     at__strmap_init(&m->abuse.map);
     at__strmap_init(&m->abuse.prefixes);
     at__strmap_init(&m->anger.map);
@@ -1537,12 +1878,11 @@ void at__markers_free(at__markers *m)
         free(m->literals[i].text);
     free(m->literals);
     free(m->utexts);
-    free(m->nodes);
-    free(m->depth2);
-    free(m->edge_byte);
-    free(m->edge_child);
+    free_trie(&m->trie[0]);
+    free_trie(&m->trie[1]);
     free(m->unfiltered);
     at__strmap_fini(&m->scope);
+    at__strmap_fini(&m->scope_first);
     wordlist_fini(&m->abuse);
     wordlist_fini(&m->anger);
     pcre2_match_context_free(m->mctx);
@@ -1588,7 +1928,6 @@ void at__mscratch_free(at__mscratch *s)
     free(s->lower);
     free(s->cands);
     free(s->out);
-    at__buf_fini(&s->word);
     free(s);
 }
 
@@ -1620,32 +1959,34 @@ static bool is_word_byte(unsigned char c)
     return isalnum(c) || c == '\'' || c >= 0x80;
 }
 
+#define SCOPE_BUF 160 /* bytes of lower-cased words a cue lookup reads */
+
 /* Reads up to max words forward from text[start), lower-cased with the typographic apostrophe
- * folded, joined by single spaces, into s->word; records in ends[k] the byte length of s->word
- * after k + 1 words. Words must be separated by spaces only: punctuation ends the phrase.
- * Returns the number of words read. */
-static size_t words_after(at__mscratch *s, const char *text, size_t len, size_t start,
-                          size_t max, size_t *ends, size_t *text_ends)
+ * folded, joined by single spaces, into buf; records in ends[k] the length of buf after k + 1
+ * words and in text_ends[k] where that word ends in text. Words must be separated by spaces
+ * only: punctuation ends the phrase. Returns the number of words read. */
+static size_t words_after(const char *text, size_t len, size_t start, size_t max, char *buf,
+                          size_t *ends, size_t *text_ends)
 {
-    size_t n = 0, i = start;
-    s->word.len = 0;
+    size_t n = 0, i = start, b = 0;
     while (n < max && i < len && is_word_byte((unsigned char)text[i])) {
         if (n)
-            at__buf_append(&s->word, " ", 1);
+            buf[b++] = ' ';
         while (i < len && is_word_byte((unsigned char)text[i])) {
+            if (b + 2 >= SCOPE_BUF)
+                return n; /* too long to be a cue */
             unsigned char c = (unsigned char)text[i];
             if (c == 0xE2 && i + 2 < len && (unsigned char)text[i + 1] == 0x80 &&
                 (unsigned char)text[i + 2] == 0x99) {
-                at__buf_append(&s->word, "'", 1);
+                buf[b++] = '\'';
                 i += 3;
                 continue;
             }
-            char lc = (char)tolower(c);
-            at__buf_append(&s->word, &lc, 1);
+            buf[b++] = (char)tolower(c);
             i++;
         }
         text_ends[n] = i;
-        ends[n++] = s->word.len;
+        ends[n++] = b;
         if (i >= len || text[i] != ' ')
             break;
         while (i < len && text[i] == ' ')
@@ -1655,23 +1996,28 @@ static size_t words_after(at__mscratch *s, const char *text, size_t len, size_t 
 }
 
 /* The scope cue (word or phrase) that starts at text[wstart), longest first; 0 when none. Sets
- * *cue_end to the end of the cue in text. */
-static int scope_cue_at(const at__markers *m, at__mscratch *s, const char *text, size_t len,
-                        size_t wstart, size_t *cue_end)
+ * *cue_end to the end of the cue in text. Most words begin no cue: one lookup of the first word
+ * in scope_first says so. */
+static int scope_cue_at(const at__markers *m, const char *text, size_t len, size_t wstart,
+                        size_t *cue_end)
 {
+    char buf[SCOPE_BUF];
     size_t ends[SCOPE_MAX_WORDS], text_ends[SCOPE_MAX_WORDS];
-    size_t n = words_after(s, text, len, wstart, m->scope_max_words, ends, text_ends);
-    if (!n || !s->word.data)
+    size_t n = words_after(text, len, wstart, 1, buf, ends, text_ends);
+    if (!n)
         return 0;
-    for (size_t k = n; k > 0; k--) {
-        const at__strmap_entry *e = at__strmap_get(&m->scope, s->word.data, ends[k - 1]);
-        if (e) {
-            *cue_end = text_ends[k - 1];
-            return e->tag;
+    if (at__strmap_get(&m->scope_first, buf, ends[0])) {
+        n = words_after(text, len, wstart, m->scope_max_words, buf, ends, text_ends);
+        for (size_t k = n; k > 0; k--) {
+            const at__strmap_entry *e = at__strmap_get(&m->scope, buf, ends[k - 1]);
+            if (e) {
+                *cue_end = text_ends[k - 1];
+                return e->tag;
+            }
         }
     }
     /* Any other word ending in "n't" negates. */
-    if (ends[0] >= 3 && memcmp(s->word.data + ends[0] - 3, "n't", 3) == 0) {
+    if (ends[0] >= 3 && memcmp(buf + ends[0] - 3, "n't", 3) == 0) {
         *cue_end = text_ends[0];
         return SCOPE_NEGATOR;
     }
@@ -1679,8 +2025,8 @@ static int scope_cue_at(const at__markers *m, at__mscratch *s, const char *text,
 }
 
 /* The word just before text[pos) when only spaces separate them: is it a hypothetical cue? */
-static bool hypothetical_before(const at__markers *m, at__mscratch *s, const char *text,
-                                size_t len, size_t pos, size_t *cue_start, size_t *cue_end)
+static bool hypothetical_before(const at__markers *m, const char *text, size_t len, size_t pos,
+                                size_t *cue_start, size_t *cue_end)
 {
     while (pos > 0 && text[pos - 1] == ' ')
         pos--;
@@ -1690,7 +2036,7 @@ static bool hypothetical_before(const at__markers *m, at__mscratch *s, const cha
     while (wstart > 0 && is_word_byte((unsigned char)text[wstart - 1]))
         wstart--;
     size_t end;
-    if (scope_cue_at(m, s, text, len, wstart, &end) != SCOPE_HYPOTHETICAL)
+    if (scope_cue_at(m, text, len, wstart, &end) != SCOPE_HYPOTHETICAL)
         return false;
     *cue_start = wstart;
     *cue_end = end;
@@ -1706,12 +2052,12 @@ static bool hypothetical_before(const at__markers *m, at__mscratch *s, const cha
  * that itself begins with one ("I'm leaving" in "if it's not sorted I'm leaving"): negators
  * before it belong to another clause. A hypothetical cue right before the break word still
  * governs the clause it opens ("if I cancel", "unless we switch"). */
-static int scope_check(const at__markers *m, at__mscratch *s, const char *text, size_t len,
-                       size_t start, size_t *cue_start, size_t *cue_end)
+static int scope_check(const at__markers *m, const char *text, size_t len, size_t start,
+                       size_t *cue_start, size_t *cue_end)
 {
     size_t end;
-    if (scope_cue_at(m, s, text, len, start, &end) == SCOPE_BREAK)
-        return hypothetical_before(m, s, text, len, start, cue_start, cue_end)
+    if (scope_cue_at(m, text, len, start, &end) == SCOPE_BREAK)
+        return hypothetical_before(m, text, len, start, cue_start, cue_end)
                    ? SCOPE_HYPOTHETICAL
                    : 0;
     size_t pos = start;
@@ -1731,9 +2077,9 @@ static int scope_check(const at__markers *m, at__mscratch *s, const char *text, 
         size_t wstart = pos;
         while (wstart > 0 && is_word_byte((unsigned char)text[wstart - 1]))
             wstart--;
-        int kind = scope_cue_at(m, s, text, len, wstart, &end);
+        int kind = scope_cue_at(m, text, len, wstart, &end);
         if (kind == SCOPE_BREAK)
-            return hypothetical_before(m, s, text, len, wstart, cue_start, cue_end)
+            return hypothetical_before(m, text, len, wstart, cue_start, cue_end)
                        ? SCOPE_HYPOTHETICAL
                        : 0;
         if (kind == SCOPE_NEGATOR || kind == SCOPE_HYPOTHETICAL) {
@@ -1798,8 +2144,10 @@ static void find_quotes(at__mscratch *s, const char *text, size_t len)
     }
 }
 
-static bool is_quoted(const at__mscratch *s, size_t start, size_t end)
+static bool is_quoted(at__mscratch *s, const char *text, size_t len, size_t start, size_t end)
 {
+    if (s->n_quotes == SIZE_MAX)
+        find_quotes(s, text, len);
     for (size_t i = 0; i < s->n_quotes; i++)
         if (s->quote_start[i] <= start && end <= s->quote_end[i])
             return true;
@@ -1821,14 +2169,29 @@ static int add_hit(at__mscratch *s, uint32_t pi, size_t pos)
             return AT_ENOMEM;
         s->cap_hits = n;
     }
+    /* Keep the list sorted and without duplicates: positions mostly arrive in order (append),
+     * but an anchor literal cut after its first word start reports an earlier one. */
+    uint32_t prev = NO_HIT, at = s->hit_first[pi];
+    if (s->hit_last[pi] != NO_HIT && s->hit_pos[s->hit_last[pi]] < pos) {
+        prev = s->hit_last[pi];
+        at = NO_HIT;
+    } else {
+        while (at != NO_HIT && s->hit_pos[at] < pos) {
+            prev = at;
+            at = s->hit_next[at];
+        }
+        if (at != NO_HIT && s->hit_pos[at] == pos)
+            return 0;
+    }
     uint32_t h = (uint32_t)s->n_hits++;
     s->hit_pos[h] = pos;
-    s->hit_next[h] = NO_HIT;
-    if (s->hit_last[pi] == NO_HIT)
+    s->hit_next[h] = at;
+    if (prev == NO_HIT)
         s->hit_first[pi] = h;
     else
-        s->hit_next[s->hit_last[pi]] = h;
-    s->hit_last[pi] = h;
+        s->hit_next[prev] = h;
+    if (at == NO_HIT)
+        s->hit_last[pi] = h;
     return 0;
 }
 
@@ -1847,8 +2210,7 @@ static int prefilter_hit(const at__markers *m, at__mscratch *s, const utext *u, 
             s->groups[pi] = 0;
             s->hit_first[pi] = s->hit_last[pi] = NO_HIT;
         }
-        if (l->is_anchor && (s->hit_last[pi] == NO_HIT || s->hit_pos[s->hit_last[pi]] != pos) &&
-            add_hit(s, pi, pos))
+        if (l->is_anchor && pos >= l->offset && add_hit(s, pi, pos - l->offset))
             return AT_ENOMEM;
         s->groups[pi] |= l->group_bit;
         if ((s->groups[pi] & ~QUEUED) == m->patterns[pi].groups_mask &&
@@ -1906,6 +2268,17 @@ static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const
     return 0;
 }
 
+/* Word-list token bytes: TOK_START may begin a token (letters, digits and the * $ @ that
+ * obfuscate profanity), TOK_BODY may continue one (also ' - and bytes of other characters). */
+enum { TOK_START = 1, TOK_BODY = 2 };
+
+static inline unsigned tok_class(unsigned char c)
+{
+    if ((word_chars[c] && c != '_') || c == '*' || c == '$' || c == '@')
+        return TOK_START | TOK_BODY;
+    return c == '\'' || c == '-' || c >= 0x80 ? TOK_BODY : 0;
+}
+
 /* Word-list lookups (abuse, anger): every run of 1..max_words words. */
 static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w, at_category cat,
                         size_t len, bool anger)
@@ -1917,8 +2290,7 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
     while (i < len) {
         /* A token: bytes other than space and the punctuation that ends words; keep * $ @ that
          * obfuscate profanity ("f*ck", "a$$"). */
-        while (i < len && !(isalnum((unsigned char)lower[i]) || lower[i] == '*' ||
-                            lower[i] == '$' || lower[i] == '@'))
+        while (i < len && !(tok_class((unsigned char)lower[i]) & TOK_START))
             i++;
         if (i >= len)
             break;
@@ -1929,15 +2301,18 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
         size_t best_end = 0;
         const at__strmap_entry *best = NULL;
         while (words < w->max_words && j < len) {
-            while (j < len && (isalnum((unsigned char)lower[j]) || lower[j] == '*' ||
-                               lower[j] == '$' || lower[j] == '@' || lower[j] == '\'' ||
-                               lower[j] == '-' || (unsigned char)lower[j] >= 0x80))
+            while (j < len && (tok_class((unsigned char)lower[j]) & TOK_BODY))
                 j++;
             end = j;
             /* Trailing apostrophes and hyphens are punctuation, not part of the word. */
             while (end > start && (lower[end - 1] == '\'' || lower[end - 1] == '-'))
                 end--;
             words++;
+            if (words == 1) {
+                uint32_t k2 = key2(lower + start, end - start);
+                if (!(w->first2[k2 >> 6] & ((uint64_t)1 << (k2 & 63))))
+                    break; /* no phrase starts like this word */
+            }
             const at__strmap_entry *e = at__strmap_get(&w->map, lower + start, end - start);
             if (e) {
                 best = e;
@@ -1956,16 +2331,15 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
                         v <= m->anger_max_valence;
             }
             if (fires) {
-                if (push_cand(s, cat, w->ids[best->tag], start, best_end, PATTERN_WORDLIST, KIND_MATCH))
+                if (push_cand(s, cat, w->ids[best->tag], start, best_end, PATTERN_WORDLIST,
+                              KIND_MATCH))
                     return AT_ENOMEM;
                 i = best_end;
                 continue;
             }
         }
         /* Advance past the first word only. */
-        while (i < len && (isalnum((unsigned char)lower[i]) || lower[i] == '*' ||
-                           lower[i] == '$' || lower[i] == '@' || lower[i] == '\'' ||
-                           lower[i] == '-' || (unsigned char)lower[i] >= 0x80))
+        while (i < len && (tok_class((unsigned char)lower[i]) & TOK_BODY))
             i++;
     }
     return 0;
@@ -2096,8 +2470,10 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         s->lower = l;
         s->cap_lower = len + 4;
     }
-    for (size_t i = 0; i < len; i++)
-        s->lower[i] = (char)tolower((unsigned char)text[i]);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        s->lower[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+    }
     memset(s->lower + len, 0, 4);
 
     /* Prefilter: patterns whose required literal occurs in the text, plus the unfiltered. When
@@ -2107,21 +2483,28 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
     s->n_todo = 0;
     s->n_hits = 0;
     const unsigned char *low = (const unsigned char *)s->lower;
+    bool has_anywhere = m->trie[0].n_nodes > 1, prev_word = false;
     for (size_t i = 0; i + 3 <= len; i++) {
-        uint32_t n = m->depth2[low[i] | (uint32_t)low[i + 1] << 8];
-        for (size_t j = i + 2; n; j++) {
-            const tnode *node = &m->nodes[n];
-            if (node->utext != NO_UTEXT &&
-                (trace || (m->utexts[node->utext].speakers & speaker_bit)) &&
-                prefilter_hit(m, s, &m->utexts[node->utext], i, speaker_bit, trace != NULL))
-                return AT_ENOMEM;
-            if (j >= len)
-                break;
-            /* Children are few and sorted: a linear scan is the fastest search. */
-            const uint8_t *b = m->edge_byte + node->first, *end = b + node->n_edges;
-            while (b < end && *b < low[j])
-                b++;
-            n = b < end && *b == low[j] ? m->edge_child[b - m->edge_byte] : 0;
+        bool is_word = is_word_char(low[i]), is_start = is_word && !prev_word;
+        prev_word = is_word;
+        if (!is_start && !has_anywhere)
+            continue;
+        uint32_t k = low[i] | (uint32_t)low[i + 1] << 8;
+        for (int t = is_start; t >= 0; t--) {
+            const ltrie *tr = &m->trie[t];
+            if (!(tr->depth2_bits[k >> 6] & ((uint64_t)1 << (k & 63))))
+                continue;
+            for (uint32_t n = tr->depth2[k], j = (uint32_t)i + 2; n; j++) {
+                const tnode *node = &tr->nodes[n];
+                if (node->utext != NO_UTEXT &&
+                    (trace || (m->utexts[node->utext].speakers & speaker_bit)) &&
+                    prefilter_hit(m, s, &m->utexts[node->utext], i, speaker_bit,
+                                  trace != NULL))
+                    return AT_ENOMEM;
+                if (j >= len)
+                    break;
+                n = trie_child(tr, node, low[j]);
+            }
         }
     }
     for (size_t i = 0; i < m->n_unfiltered; i++) {
@@ -2153,8 +2536,7 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
 
     /* Gates: speaker, quotation, look-alike blocks (a block pattern suppresses overlapping
      * candidates of the categories it guards), then the negation scope. */
-    if (m->is_quote_gate)
-        find_quotes(s, text, len);
+    s->n_quotes = SIZE_MAX; /* found on first use */
     size_t n_out = 0;
     if (s->cap_out < s->n_cands) {
         at_marker *o = realloc(s->out, s->n_cands * sizeof *o);
@@ -2188,7 +2570,7 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
             trace_cand(trace, text, c, why);
             continue;
         }
-        if (m->is_quote_gate && c->pattern != PATTERN_BUILTIN && is_quoted(s, c->m.start, c->m.end)) {
+        if (m->is_quote_gate && c->pattern != PATTERN_BUILTIN && is_quoted(s, text, len, c->m.start, c->m.end)) {
             trace_cand(trace, text, c, "inside quotation marks (reported speech)");
             continue;
         }
@@ -2208,7 +2590,7 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         }
         if (c->kind == KIND_MATCH) {
             size_t cs, ce;
-            int kind = scope_check(m, s, text, len, c->m.start, &cs, &ce);
+            int kind = scope_check(m, text, len, c->m.start, &cs, &ce);
             if (kind) {
                 snprintf(why, sizeof why, "%s \"%.*s\"", scope_names[kind], (int)(ce - cs),
                          text + cs);
