@@ -39,7 +39,9 @@ mkdir -p "$OUT"
 
 # ---- corpus -------------------------------------------------------------------------------
 CORPUS=$OUT/corpus-n$N-s$SEED.ndjson
-if [ ! -s "$CORPUS" ] || [ bench/gen_corpus.py -nt "$CORPUS" ]; then
+# newer A B: A was modified after B (POSIX sh has no test -nt).
+newer() { [ -n "$(find "$1" -newer "$2" 2>/dev/null)" ]; }
+if [ ! -s "$CORPUS" ] || newer bench/gen_corpus.py "$CORPUS"; then
     say "generating the corpus: $N conversations, seed $SEED"
     "$PYTHON" bench/gen_corpus.py -n "$N" --seed "$SEED" --format utterances -o "$CORPUS.tmp"
     mv "$CORPUS.tmp" "$CORPUS"
@@ -63,7 +65,7 @@ if [ "${BENCH_SKIP_PEERS:-0}" != 1 ]; then
     if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
         stamp=bench/node_modules/.package-lock.json
         if [ ! -d bench/node_modules/vader-sentiment ] || [ ! -d bench/node_modules/sentiment ] ||
-           [ ! -f "$stamp" ] || [ bench/package-lock.json -nt "$stamp" ]; then
+           [ ! -f "$stamp" ] || newer bench/package-lock.json "$stamp"; then
             say "installing the npm peers into bench/node_modules"
             (cd bench && npm ci --no-audit --no-fund >&2) ||
                 (cd bench && npm install --no-audit --no-fund >&2) ||
