@@ -1699,7 +1699,7 @@ static int load_settings(at__markers *m, const char *dir, uint64_t *hash, char *
     if (rc)
         return rc;
     /* Defaults, overridden by the file. */
-    m->scope_words = 4;
+    m->scope_words = 6;
     m->is_quote_gate = true;
     m->abuse_min_severity = 1.0;
     m->shout_min_words = 3;
