@@ -80,7 +80,11 @@ fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/attune-bench.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 trap 'exit 130' INT TERM
-say "building the 10x pattern copy of $LEX"
+# Both models come from one snapshot of the lexicons, so that an edit made while the benchmark
+# runs cannot make them differ by more than the padding.
+cp -R "$LEX" "$TMP/lexicons"
+LEX=$TMP/lexicons
+say "building the 10x pattern copy of the lexicons"
 "$PYTHON" bench/scale_lexicon.py --factor 10 --seed "$SEED" --avoid "$CORPUS" \
     "$LEX" "$TMP/lexicons-10x"
 
