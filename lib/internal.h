@@ -113,7 +113,7 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
 typedef struct at__redactor at__redactor;
 typedef struct at__rscratch at__rscratch;
 
-/* Loads dir/redact.tsv (id TAB placeholder TAB check TAB regex). */
+/* Loads dir/redact.tsv (id TAB placeholder TAB check TAB requires TAB regex). */
 int at__redactor_new(const char *dir, at__redactor **out, char *err, size_t err_len);
 void at__redactor_free(at__redactor *r);
 int at__rscratch_new(at__rscratch **out);

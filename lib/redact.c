@@ -25,10 +25,15 @@
 
 enum check { CHECK_NONE, CHECK_LUHN, CHECK_IBAN };
 
+/* What a text must contain for a pattern to be worth running: most texts hold no digit and no
+ * '@', and then only the card scanner (spoken digits) has anything to do. */
+enum requires { REQUIRES_ANY, REQUIRES_DIGIT, REQUIRES_AT };
+
 typedef struct rpattern {
     char *id;
     char *placeholder;
     enum check check;
+    enum requires requires;
     pcre2_code *code;
 } rpattern;
 
@@ -109,11 +114,11 @@ int at__redactor_new(const char *dir, at__redactor **out, char *err, size_t err_
             line[--n] = '\0';
         if (!n || line[0] == '#')
             continue;
-        char *f[4];
+        char *f[5];
         int nf = 0;
-        for (char *p = line; nf < 4; nf++) {
+        for (char *p = line; nf < 5; nf++) {
             f[nf] = p;
-            char *tab = nf < 3 ? strchr(p, '\t') : NULL;
+            char *tab = nf < 4 ? strchr(p, '\t') : NULL;
             if (!tab) {
                 nf++;
                 break;
@@ -121,9 +126,22 @@ int at__redactor_new(const char *dir, at__redactor **out, char *err, size_t err_
             *tab = '\0';
             p = tab + 1;
         }
-        if (nf != 4) {
-            at__errf(err, err_len, "%s:%d: expected 4 tab-separated fields: id, placeholder, "
-                     "check, regex", path, line_no);
+        if (nf != 5) {
+            at__errf(err, err_len, "%s:%d: expected 5 tab-separated fields: id, placeholder, "
+                     "check, requires, regex", path, line_no);
+            rc = AT_ESYNTAX;
+            goto fail;
+        }
+        enum requires requires;
+        if (strcmp(f[3], "any") == 0)
+            requires = REQUIRES_ANY;
+        else if (strcmp(f[3], "digit") == 0)
+            requires = REQUIRES_DIGIT;
+        else if (strcmp(f[3], "@") == 0)
+            requires = REQUIRES_AT;
+        else {
+            at__errf(err, err_len, "%s:%d: unknown requirement \"%s\" (any, digit or @)", path,
+                     line_no, f[3]);
             rc = AT_ESYNTAX;
             goto fail;
         }
@@ -142,7 +160,7 @@ int at__redactor_new(const char *dir, at__redactor **out, char *err, size_t err_
         }
         int ecode;
         PCRE2_SIZE eoff;
-        pcre2_code *code = pcre2_compile((PCRE2_SPTR)f[3], PCRE2_ZERO_TERMINATED,
+        pcre2_code *code = pcre2_compile((PCRE2_SPTR)f[4], PCRE2_ZERO_TERMINATED,
                                          PCRE2_CASELESS | PCRE2_UTF | PCRE2_MATCH_INVALID_UTF,
                                          &ecode, &eoff, NULL);
         if (!code) {
@@ -164,6 +182,7 @@ int at__redactor_new(const char *dir, at__redactor **out, char *err, size_t err_
         rpattern *p = &r->patterns[r->n_patterns++];
         p->code = code;
         p->check = check;
+        p->requires = requires;
         p->id = strdup(f[0]);
         p->placeholder = strdup(f[1]);
         if (!p->id || !p->placeholder) {
@@ -356,8 +375,13 @@ int at__redact(const at__redactor *r, at__rscratch *s, const char *text, size_t 
     int rc = scan_cards(s, text, len);
     if (rc)
         return rc;
+    bool has_digit = false, has_at = memchr(text, '@', len) != NULL;
+    for (size_t i = 0; i < len && !has_digit; i++)
+        has_digit = text[i] >= '0' && text[i] <= '9';
     for (size_t pi = 0; pi < r->n_patterns; pi++) {
         const rpattern *p = &r->patterns[pi];
+        if ((p->requires == REQUIRES_DIGIT && !has_digit) || (p->requires == REQUIRES_AT && !has_at))
+            continue;
         PCRE2_SIZE off = 0;
         while (off <= len) {
             int m = pcre2_match(p->code, (PCRE2_SPTR)text, len, off, 0, s->md, r->mctx);
