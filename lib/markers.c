@@ -62,10 +62,13 @@ typedef struct literal {
  * finds every literal that occurs, in time independent of how many there are. Every literal has
  * at least three bytes, so walks start from depth2, indexed by the first two bytes. */
 typedef struct tnode {
-    uint32_t first;   /* its first edge */
-    uint32_t n_edges;
-    uint32_t utext;   /* the text ending here, or NO_UTEXT */
-    uint32_t wide;    /* nodes with many children: index into ltrie.wide, else NO_WIDE */
+    const char *skip;  /* skip_len bytes every text below shares: compared in one go */
+    uint32_t first;    /* its first edge */
+    uint32_t utext;    /* the text ending here (after the skip), or NO_UTEXT */
+    uint32_t wide;     /* nodes with many children: index into ltrie.wide, else NO_WIDE */
+    uint16_t n_edges;
+    uint8_t skip_len;
+    uint8_t speakers;  /* the utext's speakers, so that other speakers' texts cost nothing */
 } tnode;
 
 typedef struct ltrie {
@@ -1188,8 +1191,26 @@ static void build_node(ltrie *t, const utext *ut, const uint32_t *ids, uint32_t 
 {
     t->nodes[n].utext = NO_UTEXT;
     t->nodes[n].wide = NO_WIDE;
-    if (lo < hi && ut[ids[lo]].len == depth)
-        t->nodes[n].utext = ids[lo++];
+    t->nodes[n].skip = NULL;
+    t->nodes[n].skip_len = 0;
+    t->nodes[n].speakers = 0;
+    /* Below depth 2 every node is one byte (the depth2 index relies on it); further down, a
+     * chain of bytes shared by the whole range is one skip. The range is sorted, so what its
+     * first and last texts share, all share. */
+    if (depth >= 2 && lo < hi) {
+        const utext *a = &ut[ids[lo]], *b = &ut[ids[hi - 1]];
+        size_t l = depth;
+        while (l < a->len && l < b->len && l - depth < 255 && a->text[l] == b->text[l])
+            l++;
+        t->nodes[n].skip = a->text + depth;
+        t->nodes[n].skip_len = (uint8_t)(l - depth);
+        depth = l;
+    }
+    if (lo < hi && ut[ids[lo]].len == depth) {
+        t->nodes[n].utext = ids[lo];
+        t->nodes[n].speakers = (uint8_t)ut[ids[lo]].speakers;
+        lo++;
+    }
     t->nodes[n].first = (uint32_t)t->n_edges;
     t->nodes[n].n_edges = 0;
     for (size_t i = lo; i < hi;) {
@@ -1211,6 +1232,14 @@ static void build_node(ltrie *t, const utext *ut, const uint32_t *ids, uint32_t 
     }
 }
 
+static inline uint32_t popcount64(uint64_t x)
+{
+    x = x - ((x >> 1) & 0x5555555555555555ULL);
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return (uint32_t)((x * 0x0101010101010101ULL) >> 56);
+}
+
 /* The child of node for byte c, or 0. */
 static inline uint32_t trie_child(const ltrie *t, const tnode *node, unsigned char c)
 {
@@ -1219,9 +1248,9 @@ static inline uint32_t trie_child(const ltrie *t, const tnode *node, unsigned ch
         uint64_t bit = (uint64_t)1 << (c & 63);
         if (!(w[c >> 6] & bit))
             return 0;
-        uint32_t idx = (uint32_t)__builtin_popcountll(w[c >> 6] & (bit - 1));
+        uint32_t idx = popcount64(w[c >> 6] & (bit - 1));
         for (unsigned k = 0; k < (unsigned)(c >> 6); k++)
-            idx += (uint32_t)__builtin_popcountll(w[k]);
+            idx += popcount64(w[k]);
         return t->edge_child[node->first + idx];
     }
     /* Few children, sorted: a linear scan is the fastest search. */
@@ -2496,8 +2525,18 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
                 continue;
             for (uint32_t n = tr->depth2[k], j = (uint32_t)i + 2; n; j++) {
                 const tnode *node = &tr->nodes[n];
-                if (node->utext != NO_UTEXT &&
-                    (trace || (m->utexts[node->utext].speakers & speaker_bit)) &&
+                if (node->skip_len) {
+                    /* Usually a few bytes: a loop beats a call to memcmp. */
+                    size_t k2 = 0, sl = node->skip_len;
+                    if (sl > len - j)
+                        break;
+                    while (k2 < sl && low[j + k2] == (unsigned char)node->skip[k2])
+                        k2++;
+                    if (k2 < sl)
+                        break;
+                    j += (uint32_t)sl;
+                }
+                if (node->utext != NO_UTEXT && (trace || (node->speakers & speaker_bit)) &&
                     prefilter_hit(m, s, &m->utexts[node->utext], i, speaker_bit,
                                   trace != NULL))
                     return AT_ENOMEM;
