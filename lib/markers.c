@@ -83,6 +83,17 @@ typedef struct ltrie {
     size_t n_wide;
 } ltrie;
 
+/* What the scan needs of a literal, packed: literals[i] and lentries[i] describe the same one. */
+typedef struct lentry {
+    uint32_t pattern;
+    uint8_t group_bit;   /* its group */
+    uint8_t groups_mask; /* the pattern's groups_mask */
+    uint8_t offset;      /* anchors: literal.offset */
+    uint8_t flags;       /* LE_ANCHOR | speakers << LE_SPEAKER_SHIFT */
+} lentry;
+
+enum { LE_ANCHOR = 1, LE_SPEAKER_SHIFT = 1 };
+
 /* A distinct literal text and its literals. */
 typedef struct utext {
     const char *text;  /* borrowed from its first literal */
@@ -121,6 +132,7 @@ struct at__markers {
     size_t n_literals;
     utext *utexts;
     size_t n_utexts;
+    lentry *lentries; /* n_literals, parallel to literals */
     /* Prefilter index: tries of the distinct literal texts, [1] for texts that can only occur
      * at a word start (walked from word starts only), [0] for the others (walked from every
      * position). */
@@ -606,7 +618,9 @@ static void node_char(rnode *n, const char *bytes, size_t len)
     n->ends_nonword = !is_word_char((unsigned char)bytes[0]);
 }
 
-static void parse_alt(rparser *rp, rnode *out);
+/* after_nonword: what precedes the node ends with a non-word character or \b, so a string
+ * of it that begins with a word character begins a word. */
+static void parse_alt(rparser *rp, rnode *out, bool after_nonword);
 
 /* Copies the word-start flags of from's strings onto the same strings of r. */
 static void mark_ws_like(req *r, const req *from)
@@ -726,12 +740,12 @@ static void parse_class(rparser *rp, rnode *out)
 }
 
 /* Parses one atom into out. */
-static void parse_atom(rparser *rp, rnode *out)
+static void parse_atom(rparser *rp, rnode *out, bool after_nonword)
 {
     node_unknown(out);
     char c = *rp->p++;
     if (c == '(') {
-        bool capture_like = true;
+        bool capture_like = true, is_lookbehind = false;
         if (rp->p < rp->end && *rp->p == '?') {
             rp->p++;
             char k = rp->p < rp->end ? *rp->p : '\0';
@@ -740,6 +754,7 @@ static void parse_atom(rparser *rp, rnode *out)
             } else if (k == '=' || k == '!' || (k == '<' && rp->p + 1 < rp->end &&
                                                   (rp->p[1] == '=' || rp->p[1] == '!'))) {
                 capture_like = false;
+                is_lookbehind = k == '<' && rp->p[1] == '=';
                 rp->p += k == '<' ? 2 : 1;
             } else if (k == '<' || k == 'P' || k == '\'') {
                 /* Named group: skip the name. */
@@ -770,13 +785,18 @@ static void parse_atom(rparser *rp, rnode *out)
                     capture_like = false;
             }
         }
-        parse_alt(rp, out);
+        parse_alt(rp, out, after_nonword);
         if (rp->p < rp->end && *rp->p == ')')
             rp->p++;
         else
             rp->failed = true;
-        if (!capture_like)
+        /* A lookbehind that always ends with a non-word character, (?<=["“]), leaves what
+         * follows where a word may start, as \b does. */
+        bool is_boundary = is_lookbehind && out->ends_nonword && !out->may_be_empty;
+        if (!capture_like) {
             node_empty(out); /* asserts without consuming (or case-sensitive): requires nothing */
+            out->exact.ws[0] = out->lead.ws[0] = is_boundary;
+        }
         return;
     }
     if (c == '[') {
@@ -884,7 +904,7 @@ static void apply_quant(rnode *n, size_t lo, size_t hi)
     n->is_exact = false;
 }
 
-static void parse_seq(rparser *rp, rnode *out)
+static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
 {
     node_empty(out); /* an empty sequence matches "" */
     rnode *cur = malloc(sizeof *cur);
@@ -900,10 +920,9 @@ static void parse_seq(rparser *rp, rnode *out)
     char run[LIT_MAX]; /* consecutive single-string elements: a plain literal */
     size_t run_len = 0;
     bool run_ws = false, at_boundary = false; /* the run starts a word; the last was \b */
-    bool after_nonword = false; /* what precedes this element ends in a non-word char or \b */
     bool seq_ends_nonword = true, seq_may_be_empty = true;
     while (rp->p < rp->end && *rp->p != '|' && *rp->p != ')') {
-        parse_atom(rp, cur);
+        parse_atom(rp, cur, after_nonword);
         if (rp->failed)
             goto done;
         size_t lo, hi;
@@ -991,9 +1010,9 @@ done:
  * each branch (every match goes through one branch, which contains a string of it): the best
  * groups when their union fits, else each branch's smallest requirement (a plain literal such as
  * "not" rather than a product of hundreds of strings). */
-static void parse_alt(rparser *rp, rnode *out)
+static void parse_alt(rparser *rp, rnode *out, bool after_nonword)
 {
-    parse_seq(rp, out);
+    parse_seq(rp, out, after_nonword);
     if (rp->failed || rp->p >= rp->end || *rp->p != '|')
         return;
     rnode *branch = malloc(sizeof *branch);
@@ -1010,7 +1029,7 @@ static void parse_alt(rparser *rp, rnode *out)
         req_copy(small, &out->small);
     while (rp->p < rp->end && *rp->p == '|') {
         rp->p++;
-        parse_seq(rp, branch);
+        parse_seq(rp, branch, after_nonword);
         if (rp->failed)
             break;
         out->ends_nonword = out->ends_nonword && branch->ends_nonword;
@@ -1260,6 +1279,52 @@ static inline uint32_t trie_child(const ltrie *t, const tnode *node, unsigned ch
     return b < end && *b == c ? t->edge_child[b - t->edge_byte] : 0;
 }
 
+/* Renumbers the nodes (and their edges) breadth first, so that the shallow nodes every walk
+ * passes through share a few cache lines instead of being spread over the whole trie. */
+static int renumber_breadth_first(ltrie *t)
+{
+    uint32_t *queue = malloc(t->n_nodes * sizeof *queue);
+    uint32_t *new_id = malloc(t->n_nodes * sizeof *new_id);
+    tnode *nodes = malloc(t->n_nodes * sizeof *nodes);
+    uint8_t *bytes = malloc(t->n_edges + 1);
+    uint32_t *children = malloc((t->n_edges + 1) * sizeof *children);
+    if (!queue || !new_id || !nodes || !bytes || !children) {
+        free(queue);
+        free(new_id);
+        free(nodes);
+        free(bytes);
+        free(children);
+        return AT_ENOMEM;
+    }
+    size_t n_queue = 1;
+    queue[0] = 0;
+    for (size_t q = 0; q < n_queue; q++) {
+        const tnode *node = &t->nodes[queue[q]];
+        new_id[queue[q]] = (uint32_t)q;
+        for (uint32_t e = node->first; e < node->first + node->n_edges; e++)
+            queue[n_queue++] = t->edge_child[e];
+    }
+    uint32_t n_edges = 0;
+    for (size_t q = 0; q < n_queue; q++) {
+        const tnode *old = &t->nodes[queue[q]];
+        nodes[q] = *old;
+        nodes[q].first = n_edges;
+        for (uint32_t e = old->first; e < old->first + old->n_edges; e++) {
+            bytes[n_edges] = t->edge_byte[e];
+            children[n_edges++] = new_id[t->edge_child[e]];
+        }
+    }
+    free(t->nodes);
+    free(t->edge_byte);
+    free(t->edge_child);
+    t->nodes = nodes;
+    t->edge_byte = bytes;
+    t->edge_child = children;
+    free(queue);
+    free(new_id);
+    return 0;
+}
+
 /* Builds trie t over the utexts whose is_ws equals is_ws (they are sorted by text). */
 static int build_trie(at__markers *m, ltrie *t, bool is_ws)
 {
@@ -1284,6 +1349,8 @@ static int build_trie(at__markers *m, ltrie *t, bool is_ws)
     t->n_edges = 0;
     build_node(t, m->utexts, ids, 0, 0, n_ids, 0);
     free(ids);
+    if (renumber_breadth_first(t))
+        return AT_ENOMEM;
     for (size_t n = 0; n < t->n_nodes; n++)
         t->n_wide += t->nodes[n].n_edges >= WIDE_MIN_EDGES;
     t->wide = calloc(t->n_wide + 1, sizeof *t->wide);
@@ -1344,7 +1411,7 @@ static int build_prefilter(at__markers *m)
         rnode *node = malloc(sizeof *node);
         if (!node)
             return AT_ENOMEM;
-        parse_alt(&rp, node);
+        parse_alt(&rp, node, false);
         const reqs *r = &node->groups;
         if (rp.failed || rp.p != rp.end || r->n == 0) {
             m->unfiltered[m->n_unfiltered++] = (uint32_t)i;
@@ -1366,8 +1433,12 @@ static int build_prefilter(at__markers *m)
         size_t n_groups = r->n, anchor = SIZE_MAX;
         if (req_quality(&node->lead) >= REQ_MIN_QUALITY) {
             for (size_t g = 0; g < r->n && anchor == SIZE_MAX; g++)
-                if (req_same(&r->g[g], &node->lead))
+                if (req_same(&r->g[g], &node->lead)) {
+                    /* The group is the lead: found where matches start, at word starts when
+                     * the lead's strings are. */
                     anchor = g;
+                    mark_ws_like(&node->groups.g[g], &node->lead);
+                }
             if (anchor == SIZE_MAX)
                 anchor = n_groups++;
         }
@@ -1401,8 +1472,16 @@ static int build_prefilter(at__markers *m)
     if (m->n_literals > 1)
         qsort(m->literals, m->n_literals, sizeof *m->literals, cmp_literal);
     m->utexts = malloc((m->n_literals + 1) * sizeof *m->utexts);
-    if (!m->utexts)
+    m->lentries = malloc((m->n_literals + 1) * sizeof *m->lentries);
+    if (!m->utexts || !m->lentries)
         return AT_ENOMEM;
+    for (size_t i = 0; i < m->n_literals; i++) {
+        const literal *l = &m->literals[i];
+        m->lentries[i] = (lentry){l->pattern, l->group_bit, m->patterns[l->pattern].groups_mask,
+                                  l->offset,
+                                  (uint8_t)((l->is_anchor ? LE_ANCHOR : 0) |
+                                            l->speakers << LE_SPEAKER_SHIFT)};
+    }
     for (size_t i = 0; i < m->n_literals; i++) {
         const literal *l = &m->literals[i];
         utext *u = &m->utexts[m->n_utexts];
@@ -1907,6 +1986,7 @@ void at__markers_free(at__markers *m)
         free(m->literals[i].text);
     free(m->literals);
     free(m->utexts);
+    free(m->lentries);
     free_trie(&m->trie[0]);
     free_trie(&m->trie[1]);
     free(m->unfiltered);
@@ -2230,8 +2310,8 @@ static int prefilter_hit(const at__markers *m, at__mscratch *s, const utext *u, 
                          unsigned speaker_bit, bool is_tracing)
 {
     for (uint32_t e = u->first; e < u->first + u->n; e++) {
-        const literal *l = &m->literals[e];
-        if (!is_tracing && !(l->speakers & speaker_bit))
+        const lentry *l = &m->lentries[e];
+        if (!is_tracing && !((l->flags >> LE_SPEAKER_SHIFT) & speaker_bit))
             continue;
         uint32_t pi = l->pattern;
         if (s->stamp[pi] != s->generation) {
@@ -2239,11 +2319,10 @@ static int prefilter_hit(const at__markers *m, at__mscratch *s, const utext *u, 
             s->groups[pi] = 0;
             s->hit_first[pi] = s->hit_last[pi] = NO_HIT;
         }
-        if (l->is_anchor && pos >= l->offset && add_hit(s, pi, pos - l->offset))
+        if ((l->flags & LE_ANCHOR) && pos >= l->offset && add_hit(s, pi, pos - l->offset))
             return AT_ENOMEM;
         s->groups[pi] |= l->group_bit;
-        if ((s->groups[pi] & ~QUEUED) == m->patterns[pi].groups_mask &&
-            !(s->groups[pi] & QUEUED)) {
+        if ((s->groups[pi] & ~QUEUED) == l->groups_mask && !(s->groups[pi] & QUEUED)) {
             s->groups[pi] |= QUEUED;
             s->todo[s->n_todo++] = pi;
         }
