@@ -20,8 +20,10 @@ TEXTS = ["I'm so sorry about that, I understand how frustrating this is.",
 
 
 def under_asan():
-    """ASan keeps freed memory in quarantine: RSS says nothing about bounds there."""
-    return b"__asan_init" in ATTUNED.read_bytes()
+    """ASan keeps freed memory in quarantine and TSan maps shadow memory: RSS says nothing about
+    bounds there (make asan, make tsan)."""
+    binary = ATTUNED.read_bytes()
+    return b"__asan_init" in binary or b"__tsan_init" in binary
 
 
 def encode(lines):

@@ -761,10 +761,11 @@ def test_installed_sqlite_extension_finds_the_installed_lexicons(installs, tmp_p
     if not os.path.exists("/usr/bin/sqlite3"):
         pytest.skip("no sqlite3 shell")
     env = {k: v for k, v in os.environ.items() if k != "ATTUNE_LEXICONS"}
-    # A sanitizer build (make asan) needs its runtimes loaded first into the sqlite3 shell.
+    # A sanitizer build (make asan, make tsan) needs its runtimes loaded first into the sqlite3
+    # shell.
     ldd = subprocess.run(["ldd", str(so)], capture_output=True, text=True).stdout
     preload = [l.split("=>")[1].split()[0] for l in ldd.splitlines()
-               if "=>" in l and ("libasan" in l or "libubsan" in l)]
+               if "=>" in l and ("libasan" in l or "libubsan" in l or "libtsan" in l)]
     if preload:
         env["LD_PRELOAD"] = " ".join(preload)
     p = subprocess.run(["/usr/bin/sqlite3", ":memory:"],

@@ -22,12 +22,12 @@ pytestmark = pytest.mark.skipif(not os.path.exists(SQLITE3), reason="no sqlite3 
 
 
 def sanitizer_env():
-    """An extension built with the sanitizers (make asan) needs their runtimes loaded first into
-    the uninstrumented sqlite3 shell."""
+    """An extension built with the sanitizers (make asan, make tsan) needs their runtimes loaded
+    first into the uninstrumented sqlite3 shell."""
     out = subprocess.run(["ldd", str(EXT)], capture_output=True, text=True).stdout
     env = {}
     preload = [line.split("=>")[1].split()[0] for line in out.splitlines()
-               if ("libasan" in line or "libubsan" in line) and "=>" in line]
+               if ("libasan" in line or "libubsan" in line or "libtsan" in line) and "=>" in line]
     if preload:
         env["LD_PRELOAD"] = " ".join(preload)
     return env
