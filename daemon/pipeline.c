@@ -50,6 +50,10 @@ typedef struct worker {
     queue q;
     at_scratch *scratch;
     _Atomic(const at_model *) hazard; /* the model this worker may be using, or NULL */
+    /* PCRE2 limit warnings: at most one a second per worker, so that a client sending text
+     * built to backtrack cannot flood the log; the others are counted into the next one. */
+    uint64_t limit_warned_ns;
+    uint64_t n_limit_unlogged; /* utterances with limit hits since the last warning */
 } worker;
 
 #define MAX_RETIRED 16
@@ -328,9 +332,20 @@ static void score_work(worker *wk, work *w)
         if (r.n_limit_hits) {
             atomic_fetch_add_explicit(&p->pattern_limit_hits, (uint64_t)r.n_limit_hits,
                                       memory_order_relaxed);
-            log_msg(LOG_WARN, "worker", "conversation %s seq %lld: %d pattern(s) hit the PCRE2 "
-                    "match limit and were skipped", w->msg.conversation_id,
-                    (long long)t->seq, r.n_limit_hits);
+            uint64_t now_ns = uv_hrtime();
+            if (wk->limit_warned_ns && now_ns - wk->limit_warned_ns < 1000000000u) {
+                wk->n_limit_unlogged++;
+            } else {
+                char more[96] = "";
+                if (wk->n_limit_unlogged)
+                    snprintf(more, sizeof more, " (and in %llu more utterances since the last "
+                             "such warning)", (unsigned long long)wk->n_limit_unlogged);
+                log_msg(LOG_WARN, "worker", "conversation %s seq %lld: %d pattern(s) hit the "
+                        "PCRE2 match limit and were skipped%s", w->msg.conversation_id,
+                        (long long)t->seq, r.n_limit_hits, more);
+                wk->limit_warned_ns = now_ns;
+                wk->n_limit_unlogged = 0;
+            }
         }
         if (p->alert_cb)
             detect_alerts(wk, w, t, &r);

@@ -404,7 +404,7 @@ def test_ten_thousand_connections_at_once(attuned):
 
 def test_a_catastrophic_pattern_hits_the_limit_and_is_skipped(attuned, tmp_path):
     """A lexicon with (a+)+$ and texts built to make it backtrack: each is scored without that
-    pattern (and stored), a warning is logged and counted, and the loop never waits on it."""
+    pattern (and stored), counted, and warned about, and the loop never waits on it."""
     lex = tmp_path / "lexicons"
     shutil.copytree(REPO / "lexicons", lex)
     with open(lex / "markers" / "frustration.tsv", "a") as f:
@@ -430,6 +430,8 @@ def test_a_catastrophic_pattern_hits_the_limit_and_is_skipped(attuned, tmp_path)
     assert d.rows("SELECT COUNT(*) FROM utterances WHERE conversation_id = 'c-cat'") == [(n + 1,)]
     assert d.rows("SELECT seq FROM markers WHERE conversation_id = 'c-cat' AND "
                   "pattern = 'fru-test-catastrophic'") == [(0,)]
-    assert len(re.findall(r"warn worker: conversation c-cat seq \d+: \d+ pattern\(s\) hit the "
-                          r"PCRE2 match limit", d.log())) == n
+    # Warned, but at most once a second per worker: such texts cannot flood the log.
+    warnings = re.findall(r"warn worker: conversation c-cat seq \d+: \d+ pattern\(s\) hit the "
+                          r"PCRE2 match limit", d.log())
+    assert 1 <= len(warnings) < n
     assert scrape(d)["attuned_pattern_limit_hits_total"] >= n
