@@ -156,7 +156,8 @@ static void send_error(conn *c, uint64_t line_no, enum wire_error e, const char 
     if (!o)
         return;
     if (id_json) {
-        json_t *id = json_loads(id_json, JSON_DECODE_ANY, NULL);
+        /* As the client sent it, even when the line was refused for a NUL it holds. */
+        json_t *id = json_loads(id_json, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
         if (id)
             json_object_set_new(o, "id", id);
     }

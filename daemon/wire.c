@@ -2,7 +2,12 @@
  * wire.c: protocol version 1 (PROTOCOL.md) from bytes to a validated message. Runs on the loop
  * thread. Every field is checked for type and range; the first problem found becomes the
  * line's error, with a sentence that names the field. Nothing here allocates beyond the
- * message it returns.
+ * message it returns (and, for a line with numbers jansson cannot hold, one copy of the line).
+ *
+ * Two things valid JSON may hold are refused as bad_field rather than invalid_json, naming
+ * where they are: a NUL character ("\u0000") in any string, which the daemon would otherwise
+ * cut short as a C string, and a number beyond what jansson holds (an integer outside 64 bits,
+ * a real beyond the largest double), which RFC 8259 section 6 lets a parser refuse.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -30,8 +35,24 @@ const char *wire_error_code(enum wire_error e)
 typedef struct ctx {
     char *why;
     size_t why_len;
-    const char *where; /* "" or "turns[3]." */
+    const char *where;      /* "" or "turns[3]." */
+    int n_overflows;        /* numbers jansson could not hold, replaced by OVERFLOW_JSON */
+    bool is_real_overflow;  /* the first of them was a real (else an integer) */
 } ctx;
+
+/* How every line is parsed. NUL characters are let through so that find_unfit can name the
+ * field that holds one. Integers stay apart from reals (no JSON_DECODE_INT_AS_REAL): seq 1.0 is
+ * refused, and an id is echoed as it was sent. */
+#define LOAD_FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL)
+
+/* What stands in for a number jansson cannot hold when the line is parsed again: an array, so
+ * that it is refused where the number would be (as an object key), holding a string with a NUL,
+ * so that find_unfit can tell where it stands. */
+#define OVERFLOW_JSON "[\"\\u0000number out of range\"]"
+#define OVERFLOW_STR "\0number out of range"
+/* Numbers out of range replaced in one line before giving up on naming the field: each costs
+ * one more parse of the line. */
+#define MAX_OVERFLOWS 4
 
 /* Length of the valid UTF-8 sequence at s[0, n), or 0 when there is none: as jansson checks,
  * no overlong forms, no surrogates, nothing past U+10FFFF. */
@@ -483,40 +504,221 @@ static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
     }
 }
 
+/* ---- values no field may hold ---------------------------------------------------------- */
+
+enum unfit { FIT = 0, UNFIT_NUL, UNFIT_OVERFLOW };
+
+static bool is_overflow_marker(json_t *v)
+{
+    json_t *s = json_array_get(v, 0);
+    return json_array_size(v) == 1 && json_is_string(s) &&
+           json_string_length(s) == sizeof OVERFLOW_STR - 1 &&
+           memcmp(json_string_value(s), OVERFLOW_STR, sizeof OVERFLOW_STR - 1) == 0;
+}
+
+/* Puts seg (and a '.' when path goes on with a key) in front of path, keeping the front when
+ * the whole does not fit. */
+static void path_prepend(char *path, size_t path_len, const char *seg)
+{
+    bool dot = path[0] && path[0] != '[';
+    size_t n = strlen(path), m = strnlen(seg, 64);
+    char head[80];
+    snprintf(head, sizeof head, "%.*s%s", (int)m, seg, dot ? "." : "");
+    m = strlen(head);
+    if (m >= path_len)
+        m = path_len - 1;
+    if (n + m >= path_len)
+        n = path_len - 1 - m;
+    memmove(path + m, path, n);
+    memcpy(path, head, m);
+    path[n + m] = '\0';
+}
+
+/* Finds the first value, in the order of the line (jansson keeps keys in insertion order), that
+ * no field may hold: a string with a NUL character, which would be cut short wherever the daemon
+ * uses it as a C string, or a number that was out of range (c->n_overflows). Unknown fields are
+ * searched too, so that no string with a NUL is ever let through. Writes its path
+ * ("turns[2].text") into path, which the caller sets to "". */
+static enum unfit find_unfit(const ctx *c, json_t *v, char *path, size_t path_len)
+{
+    enum unfit u = FIT;
+    if (json_is_string(v))
+        return memchr(json_string_value(v), '\0', json_string_length(v)) ? UNFIT_NUL : FIT;
+    if (c->n_overflows && is_overflow_marker(v))
+        return UNFIT_OVERFLOW;
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e) {
+            if ((u = find_unfit(c, e, path, path_len))) {
+                char seg[32];
+                snprintf(seg, sizeof seg, "[%zu]", i);
+                path_prepend(path, path_len, seg);
+                return u;
+            }
+        }
+    } else if (json_is_object(v)) {
+        const char *key;
+        json_t *e;
+        json_object_foreach(v, key, e) {
+            if ((u = find_unfit(c, e, path, path_len))) {
+                path_prepend(path, path_len, key);
+                return u;
+            }
+        }
+    }
+    return FIT;
+}
+
+/* ---- parsing --------------------------------------------------------------------------- */
+
+/* Where a marker stands in the line parsed again, and the length of the number it replaced. */
+typedef struct overflow {
+    size_t at, len;
+} overflow;
+
+/* A byte position in the line parsed again, as a position in the line the client sent. */
+static size_t line_pos(const overflow *ov, int n_ov, size_t pos)
+{
+    size_t m = sizeof OVERFLOW_JSON - 1, grown = 0, shrunk = 0;
+    for (int i = 0; i < n_ov && pos > ov[i].at; i++) {
+        if (pos < ov[i].at + m)
+            return ov[i].at + shrunk - grown; /* inside a marker: where its number started */
+        grown += m;
+        shrunk += ov[i].len;
+    }
+    return pos + shrunk - grown;
+}
+
+static size_t error_pos(const json_error_t *jerr)
+{
+    return jerr->position > 0 ? (size_t)jerr->position : 0;
+}
+
+/* The error of a line jansson refused, at byte pos of the line as the client sent it. */
+static enum wire_error load_error(ctx *c, const json_error_t *jerr, size_t pos)
+{
+    switch (json_error_code(jerr)) {
+    case json_error_invalid_utf8:
+        return fail(c, WIRE_INVALID_UTF8, "the line is not valid UTF-8 (byte %zu)", pos);
+    case json_error_null_byte_in_key:
+        /* jansson keeps keys as C strings and refuses these while parsing; no field is named
+         * so, and the value of any other field must not hold a NUL either. */
+        return fail(c, WIRE_BAD_FIELD, "an object key contains a NUL character (\\u0000) "
+                    "(byte %zu)", pos);
+    default:
+        return fail(c, WIRE_INVALID_JSON, "invalid JSON at byte %zu: %s", pos, jerr->text);
+    }
+}
+
+static bool is_number_byte(char ch)
+{
+    return (ch >= '0' && ch <= '9') || ch == '-' || ch == '+' || ch == '.' || ch == 'e' ||
+           ch == 'E';
+}
+
+/* Parses a line in which jansson found a number it cannot hold (jerr). Each such number, up to
+ * MAX_OVERFLOWS, is replaced by OVERFLOW_JSON and the line parsed again, so that the rest of it
+ * is still checked as JSON and find_unfit can name the field. Returns the value, or NULL with
+ * the line's error in *e. */
+static json_t *load_overflowing(ctx *c, const char *line, size_t len, json_error_t *jerr,
+                                enum wire_error *e)
+{
+    size_t m = sizeof OVERFLOW_JSON - 1, n = len, first_end = error_pos(jerr);
+    overflow ov[MAX_OVERFLOWS];
+    int n_ov = 0;
+    json_t *v = NULL;
+    char *buf = malloc(len + MAX_OVERFLOWS * m);
+    if (!buf) {
+        *e = fail(c, WIRE_INTERNAL, "the server ran out of memory parsing the line");
+        return NULL;
+    }
+    memcpy(buf, line, len);
+    for (;;) {
+        /* jansson stops just past the number. */
+        size_t end = error_pos(jerr), start;
+        if (end > n)
+            end = n;
+        for (start = end; start > 0 && is_number_byte(buf[start - 1]); start--)
+            ;
+        while (start < end && buf[start] != '-' && !(buf[start] >= '0' && buf[start] <= '9'))
+            start++;
+        if (n_ov == MAX_OVERFLOWS || start == end) {
+            *e = fail(c, WIRE_BAD_FIELD, "a number ending at byte %zu is out of range (more "
+                      "than 64 bits, or beyond the largest double)", first_end);
+            goto done;
+        }
+        if (n_ov == 0)
+            c->is_real_overflow = memchr(buf + start, '.', end - start) ||
+                                  memchr(buf + start, 'e', end - start) ||
+                                  memchr(buf + start, 'E', end - start);
+        memmove(buf + start + m, buf + end, n - end);
+        memcpy(buf + start, OVERFLOW_JSON, m);
+        n = n - (end - start) + m;
+        ov[n_ov].at = start;
+        ov[n_ov].len = end - start;
+        n_ov++;
+        if ((v = json_loadb(buf, n, LOAD_FLAGS, jerr)))
+            break;
+        if (json_error_code(jerr) != json_error_numeric_overflow) {
+            *e = load_error(c, jerr, line_pos(ov, n_ov, error_pos(jerr)));
+            goto done;
+        }
+    }
+    c->n_overflows = n_ov;
+done:
+    free(buf);
+    return v;
+}
+
 enum wire_error wire_parse(const char *line, size_t len, message *msg, char *why, size_t why_len,
                            char **id_out)
 {
-    ctx c = {why, why_len, ""};
+    ctx c = {why, why_len, "", 0, false};
     memset(msg, 0, sizeof *msg);
     *id_out = NULL;
     json_error_t jerr;
+    enum wire_error e;
     /* DECODE_ANY: a line that is valid JSON but not an object ("42", "null") is not_object,
      * not invalid_json. */
-    json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    json_t *obj = json_loadb(line, len, LOAD_FLAGS, &jerr);
     if (!obj) {
-        if (json_error_code(&jerr) == json_error_invalid_utf8)
-            return fail(&c, WIRE_INVALID_UTF8, "the line is not valid UTF-8 (byte %d)",
-                        jerr.position);
-        return fail(&c, WIRE_INVALID_JSON, "invalid JSON at byte %d: %s", jerr.position,
-                    jerr.text);
+        if (json_error_code(&jerr) != json_error_numeric_overflow)
+            return load_error(&c, &jerr, error_pos(&jerr));
+        if (!(obj = load_overflowing(&c, line, len, &jerr, &e)))
+            return e;
     }
-    enum wire_error e;
     if (!json_is_object(obj)) {
         e = fail(&c, WIRE_NOT_OBJECT, "a line must be one JSON object");
         goto done;
     }
+    char path[160] = "";
     json_t *id = json_object_get(obj, "id");
-    if (id) {
+    /* An id with a number out of range cannot be echoed as it was sent. */
+    if (id && !(c.n_overflows && find_unfit(&c, id, path, sizeof path) == UNFIT_OVERFLOW)) {
         msg->id = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT);
         if (!msg->id) {
             e = WIRE_INTERNAL;
             goto done;
         }
     }
+    path[0] = '\0';
+    switch (find_unfit(&c, obj, path, sizeof path)) {
+    case UNFIT_NUL:
+        e = fail(&c, WIRE_BAD_FIELD, "field \"%s\" contains a NUL character (\\u0000)", path);
+        goto done;
+    case UNFIT_OVERFLOW:
+        e = fail(&c, WIRE_BAD_FIELD, "field \"%s\" is out of range: %s", path,
+                 c.is_real_overflow ? "a number beyond the largest double"
+                                    : "an integer that does not fit in 64 bits");
+        goto done;
+    case FIT:
+        break;
+    }
     e = parse_object(&c, obj, msg);
+done:
     if (e == WIRE_INTERNAL)
         snprintf(why, why_len, "the server ran out of memory parsing the line");
-done:
     if (e != WIRE_OK) {
         *id_out = msg->id;
         msg->id = NULL;

@@ -5,8 +5,9 @@
  * message whose every field is within the bounds PROTOCOL.md gives, or reject it with one of
  * the protocol's error codes and one human sentence (NUL-terminated valid UTF-8 without control
  * characters, so that it fits on the error's line whatever the client sent) and, when the
- * line had an "id", a copy of it that is valid JSON. Nothing may leak either way (ASan). The
- * time parser is fed the same bytes.
+ * line had an "id", a copy of it that is valid JSON. No string of an accepted message holds a
+ * NUL character (which would cut it short as a C string): its text is exactly text_len bytes.
+ * Nothing may leak either way (ASan). The time parser is fed the same bytes.
  */
 #include <jansson.h>
 #include <math.h>
@@ -75,6 +76,7 @@ static void check_turn(const turn *t, int seq_given)
     CHECK((unsigned)t->speaker < AT_N_SPEAKERS);
     CHECK(t->text != NULL);
     CHECK(t->text[t->text_len] == '\0');
+    CHECK(strlen(t->text) == t->text_len);
     CHECK(seq_given ? (t->seq >= 0 && t->seq <= SEQ_MAX)
                     : (t->seq == WIRE_ABSENT || (t->seq >= 0 && t->seq <= SEQ_MAX)));
     check_time(t->ts);
@@ -145,8 +147,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_decref(msg_json);
         CHECK(strcmp(wire_error_code(e), "internal") != 0 || e == WIRE_INTERNAL);
         if (id) {
-            /* Echoed back as the error's "id": it must parse again. */
-            json_t *v = json_loads(id, JSON_DECODE_ANY, NULL);
+            /* Echoed back as the error's "id": it must parse again (as the server does, with
+             * any NUL it holds). */
+            json_t *v = json_loads(id, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
             CHECK(v != NULL);
             json_decref(v);
             free(id);

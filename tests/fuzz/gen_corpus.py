@@ -78,6 +78,10 @@ WIRE = [
     b'{"type":"utterance","conversation_id":"c\x00","speaker":"agent","text":"x"}',
     '{"type":"utterance","conversation_id":"c","speaker":"agent","text":"a\\u0000b"}',
     '{"type":"utt\\u0000erance"}',
+    '{"type":"ping","k\\u0000":1}',
+    '{"type":"hello","token":"s3cret\\u0000","id":["\\u0000"]}',
+    '{"type":"conversation","conversation_id":"c","turns":[{"speaker":"agent","text":"x",'
+    '"participant_id":"p\\u0000"}]}',
     # invalid UTF-8 and odd escapes
     b'{"type":"ping","x":"\xff\xfe"}',
     b'{"type":"ping","x":"\xc0\xaf"}',
@@ -94,6 +98,12 @@ WIRE = [
     '{"type":"utterance","conversation_id":"c","speaker":"agent","text":"x","seq":-0}',
     '{"type":"outcome","conversation_id":"c","csat":4.999999999999999999,"nps":-9223372036854775808}',
     '{"type":"end","conversation_id":"c","ended_at":253402300799999,"csat":1e-400}',
+    '{"type":"conversation","conversation_id":"c","turns":[{"speaker":"agent","text":"x",'
+    '"ts":-99999999999999999999}],"id":[1e999]}',
+    '{"type":"ping","a":1e400,"b":-1e400,"c":99999999999999999999,"d":1e309,"e":9e999}',
+    '{"type":"ping","a":1e400 junk}',
+    '{1e400:1}',
+    '[true99999999999999999999]',
     '{"type":"utterance","conversation_id":"c","speaker":"agent","text":"x","ts":-1,'
     '"start_ms":9223372036854775807,"end_ms":9223372036854775808}',
     # times

@@ -125,7 +125,13 @@ BAD = [
 
 INVALID_JSON = [b"{nope", b"{\"type\":\"ping\"", b"{\"type\":\"ping\"} x",
                 b"{\"type\":\"ping\",\"type\":\"ping\"}", b"{'type':'ping'}",
-                b"{\"type\":\"ping\",}", b"\"unterminated"]
+                b"{\"type\":\"ping\",}", b"\"unterminated",
+                # not JSON numbers, though Python writes them
+                b'{"type":"outcome","conversation_id":"c","csat":NaN}',
+                b'{"type":"outcome","conversation_id":"c","csat":Infinity}',
+                b'{"type":"outcome","conversation_id":"c","nps":-Infinity}',
+                # a number jansson cannot hold where JSON allows no number at all
+                b'{"type":"ping",1e400:1}', b'{"type":"ping","a":1e400 junk}']
 INVALID_UTF8 = [b'{"type":"ping","x":"\xff"}', b'{"type":"ping","x":"\xc0\xaf"}',
                 b'{"type":"ping","x":"\xed\xa0\x80"}', b'{"type":"ping","x":"caf\xe9"}',
                 b'{"type":"utterance","conversation_id":"c","speaker":"agent","text":"\xe2\x82"}']
@@ -204,13 +210,130 @@ def test_not_object(shared, line):
     check_rejected(shared, line, "not_object")
 
 
-@pytest.mark.parametrize("field", ["conversation_id", "text", "type"])
-def test_nul_in_a_string_is_rejected(shared, field):
-    # "\u0000" is valid JSON, but no field may carry it; jansson refuses it while parsing, so
-    # today it is invalid_json rather than bad_field. Either way: rejected, nothing stored.
-    line = dict(U, **{field: U[field] + "\u0000x"})
-    err = check_rejected(shared, line, "invalid_json", with_id=False)
-    assert "\\u0000" in err["message"] or "NUL" in err["message"]
+# ---- NUL characters and numbers out of range ---------------------------------------------------
+
+# (line, where the NUL is): "\u0000" is valid JSON, but no string may hold it (the daemon would
+# cut it short as a C string), in a known field or not.
+NUL = "a\u0000b"
+WITH_NUL = [
+    (with_(U, text=NUL), "text"),
+    (with_(U, text="\u0000"), "text"),
+    (with_(U, conversation_id=NUL), "conversation_id"),
+    (with_(U, type="utterance\u0000"), "type"),
+    (with_(U, speaker="agent\u0000"), "speaker"),
+    (with_(U, participant_id=NUL), "participant_id"),
+    (with_(U, ts="2026-11-25T10:00:00Z\u0000junk"), "ts"),
+    (with_(U, extra={"deep": [1, NUL]}), "extra.deep[1]"),
+    (with_(CONV, turns=[TURN, with_(TURN, text=NUL)]), "turns[1].text"),
+    (with_(CONV, queue=NUL), "queue"),
+    (with_(CONV, outcome={"resolved": True, "note": NUL}), "outcome.note"),
+    ({"type": "hello", "token": "s3cret\u0000", "client": "x"}, "token"),
+    ({"type": "hello", "acks": "none\u0000"}, "acks"),
+    ({"type": "hello", "client": NUL}, "client"),
+    ({"type": "subscribe", "events": ["alert\u0000"]}, "events[0]"),
+    ({"type": "subscribe", "events": ["alert"], "filter": {"queue": NUL}}, "filter.queue"),
+]
+
+
+@pytest.mark.parametrize("line,field", WITH_NUL, ids=[f for _, f in WITH_NUL])
+def test_nul_in_a_string_is_bad_field(shared, line, field):
+    err = check_rejected(shared, line, "bad_field", field)
+    assert "NUL" in err["message"], err
+
+
+def test_nul_in_the_id_is_bad_field_and_the_id_is_echoed(shared):
+    c = shared.connect()
+    c.send(with_(U, id=["x\u0000y", 3]), {"type": "ping"})
+    err = c.recv()
+    assert (err["type"], err["code"], err["line"], err["id"]) == (
+        "error", "bad_field", 1, ["x\u0000y", 3]), err
+    assert '"id[0]"' in err["message"]
+    assert c.recv() == {"type": "pong"}
+
+
+def test_nul_in_a_key_is_bad_field(shared):
+    err = check_rejected(shared, b'{"type":"ping","a\\u0000b":1}', "bad_field")
+    assert "key" in err["message"] and "NUL" in err["message"], err
+
+
+def raw(base, **literals):
+    """base as a JSON line, with each field of literals set to that JSON text as it is (for
+    numbers Python cannot write, such as 1e400)."""
+    m = dict(base, **{k: "@%s@" % k for k in literals})
+    line = json.dumps(m, separators=(",", ":"))
+    for k, text in literals.items():
+        line = line.replace('"@%s@"' % k, text)
+    return line.encode()
+
+
+TURN_RAW = '{"speaker":"agent","text":"ok","%s":%s}'
+OUTCOME = {"type": "outcome", "conversation_id": "c"}
+END = {"type": "end", "conversation_id": "c"}
+START = {"type": "start", "conversation_id": "c"}
+# Past what the JSON parser holds: beyond 64-bit integers or the largest double.
+HUGE = ["99999999999999999999", "-99999999999999999999", "18446744073709551616", "1e400",
+        "-1e400", "1.5e999"]
+# Every numeric field of PROTOCOL.md (and rescore's since), with a number no field may hold.
+NUMERIC = [("seq", U), ("ts", U), ("start_ms", U), ("end_ms", U), ("started_at", START),
+           ("started_at", CONV), ("ended_at", END), ("resolved_at", OUTCOME),
+           ("csat", OUTCOME), ("nps", OUTCOME), ("csat", END), ("nps", END),
+           ("since", {"type": "rescore"})]
+TOO_BIG = [(raw(base, **{f: n}), f) for f, base in NUMERIC
+           for n in ("99999999999999999999", "-18446744073709551616", "1e400")]
+TOO_BIG += [(raw(CONV, turns="[%s]" % (TURN_RAW % ("seq", n))), "turns[0].seq") for n in HUGE]
+TOO_BIG += [(raw(CONV, outcome='{"nps":%s}' % n), "outcome.nps") for n in HUGE]
+TOO_BIG += [(raw(U, extra='{"k":[0,%s]}' % n), "extra.k[1]") for n in HUGE]
+TOO_BIG += [(raw({"type": "ping"}, unknown=n), "unknown") for n in HUGE]
+
+
+@pytest.mark.parametrize("line,field", TOO_BIG, ids=["%s-%d" % (f, i) for i, (_, f) in
+                                                     enumerate(TOO_BIG)])
+def test_a_number_the_parser_cannot_hold_is_bad_field(shared, line, field):
+    err = check_rejected(shared, line, "bad_field", field)
+    assert "out of range" in err["message"], err
+
+
+def test_a_number_the_parser_cannot_hold_keeps_the_id(shared):
+    c = shared.connect()
+    c.send(raw(dict(U, id="req-7"), seq="99999999999999999999"),
+           raw(dict(U, id="req-8"), id="[1,1e400]"))
+    errors = [c.recv(), c.recv()]
+    assert [(e["line"], e["code"], e.get("id")) for e in errors] == [
+        (1, "bad_field", "req-7"), (2, "bad_field", None)], errors
+    assert '"id[1]"' in errors[1]["message"]
+
+
+# Numbers the parser holds but their field does not: every numeric field, at and past each
+# bound, as integer and as real.
+OUT_OF_FIELD_RANGE = [
+    (with_(U, seq=2 ** 63 - 1), "seq"), (with_(U, seq=-(2 ** 63)), "seq"),
+    (with_(U, seq=1e300), "seq"), (with_(U, seq=-0.0), "seq"),
+    (with_(U, ts=2 ** 63 - 1), "ts"), (with_(U, ts=-(2 ** 63)), "ts"), (with_(U, ts=1e15), "ts"),
+    (with_(U, start_ms=2 ** 53), "start_ms"), (with_(U, start_ms=1e300), "start_ms"),
+    (with_(U, end_ms=-1), "end_ms"), (with_(U, end_ms=2 ** 53), "end_ms"),
+    (with_(U, end_ms=-1e300), "end_ms"),
+    (with_(START, started_at=-1), "started_at"),
+    (with_(START, started_at=253402300800000), "started_at"),
+    (with_(START, started_at=1.0), "started_at"),
+    (with_(END, ended_at=2 ** 63 - 1), "ended_at"), (with_(END, ended_at=-5), "ended_at"),
+    (with_(OUTCOME, resolved_at=-1), "resolved_at"),
+    (with_(OUTCOME, resolved_at=1e300), "resolved_at"),
+    (with_(OUTCOME, csat=-1e308), "csat"), (with_(OUTCOME, csat=5.000001), "csat"),
+    (with_(OUTCOME, csat=2 ** 63 - 1), "csat"), (with_(OUTCOME, csat=1e-300), "csat"),
+    (with_(OUTCOME, nps=2 ** 63 - 1), "nps"), (with_(OUTCOME, nps=-(2 ** 63)), "nps"),
+    (with_(OUTCOME, nps=10.0), "nps"), (with_(OUTCOME, nps=1e300), "nps"),
+    (with_(CONV, turns=[with_(TURN, end_ms=-1)]), "turns[0].end_ms"),
+    (with_(CONV, outcome={"csat": 1e308}), "outcome.csat"),
+    ({"type": "rescore", "since": -1}, "since"),
+    ({"type": "rescore", "since": 1e300}, "since"),
+    ({"type": "rescore", "since": 253402300800000}, "since"),
+]
+
+
+@pytest.mark.parametrize("line,field", OUT_OF_FIELD_RANGE,
+                         ids=["%s-%d" % (f, i) for i, (_, f) in enumerate(OUT_OF_FIELD_RANGE)])
+def test_a_number_out_of_its_fields_range_is_bad_field(shared, line, field):
+    check_rejected(shared, line, "bad_field", field)
 
 
 def test_unknown_type(shared):

@@ -6,8 +6,10 @@ them stalls the other clients or grows the daemon's memory past its bound.
 A canary client pings throughout: its round trip is what "other clients are unaffected" means.
 
 Numbers out of range: a number that fits a 64-bit integer or a double but not its field is
-bad_field naming the field; one past what the JSON parser holds (1e400, 2**64) is invalid_json,
-as RFC 8259 section 6 lets an implementation limit the range of numbers.
+bad_field naming the field, and so is one past what the JSON parser holds (1e400, 2**64), in
+any field, known or not (RFC 8259 section 6 lets an implementation limit the range of numbers).
+A NUL character ("\u0000") in any string is bad_field naming where it is, too: no field may
+hold one, as the daemon would cut it short.
 """
 import http.client
 import json
@@ -215,7 +217,10 @@ HOSTILE = [
     # NUL bytes, raw and escaped
     ("nul-after", b'{"type":"ping"}\x00', "invalid_json"),
     ("nul-in-string", (U % ('"a\x00b"', "")).encode(), "invalid_json"),
-    ("nul-escaped", (U % ('"a\\u0000b"', "")).encode(), "invalid_json"),
+    ("nul-escaped", (U % ('"a\\u0000b"', "")).encode(), "bad_field"),
+    ("nul-in-key", b'{"type":"ping","a\\u0000":1}', "bad_field"),
+    ("nul-in-an-unknown-field", (U % ('"x"', ',"extra":{"a":["\\u0000"]}')).encode(),
+     "bad_field"),
     ("nul-only", b"\x00" * 1000, "invalid_json"),
     # invalid UTF-8
     ("utf8-ff", (U % ('"', '')).encode()[:-1] + b'caf\xff"}', "invalid_utf8"),
@@ -232,9 +237,13 @@ HOSTILE = [
     ("csat-huge", b'{"type":"outcome","conversation_id":"c-hostile","csat":1e308}', "bad_field"),
     ("nps-int64", b'{"type":"outcome","conversation_id":"c-hostile","nps":9223372036854775807}',
      "bad_field"),
-    ("seq-past-int64", (U % ('"x"', ',"seq":99999999999999999999')).encode(), "invalid_json"),
-    ("real-overflow", (U % ('"x"', ',"seq":1e400')).encode(), "invalid_json"),
-    ("overflow-in-unknown-field", (U % ('"x"', ',"extra":-1e400')).encode(), "invalid_json"),
+    ("seq-past-int64", (U % ('"x"', ',"seq":99999999999999999999')).encode(), "bad_field"),
+    ("real-overflow", (U % ('"x"', ',"seq":1e400')).encode(), "bad_field"),
+    ("overflow-in-unknown-field", (U % ('"x"', ',"extra":-1e400')).encode(), "bad_field"),
+    ("many-overflows", (U % ('"x"', ',"a":1e400,"b":-1e400,"c":1e400,"d":2e400,"e":1e999')
+                        ).encode(), "bad_field"),
+    ("overflow-then-broken", (U % ('"x"', ',"a":1e400 junk')).encode(), "invalid_json"),
+    ("overflow-as-key", b'{1e400:1}', "invalid_json"),
     # what the error quotes back: cut in the middle of a character, or holding control bytes
     ("type-cut-mid-character", ('{"type":"a' + "\u00e9" * 40 + '"}').encode(), "unknown_type"),
     ("type-with-newline", b'{"type":"utter\\nance"}', "unknown_type"),
