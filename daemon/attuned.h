@@ -187,6 +187,10 @@ void store_close(store *s);
 int store_begin(store *s);
 int store_commit(store *s);
 void store_rollback(store *s);
+/* Outside a transaction: copies the WAL into the database and truncates it, without waiting
+ * for readers. *is_complete is false when a reader still uses part of the WAL (try again
+ * later). Returns 0, or -1 on an error (store_errmsg). */
+int store_checkpoint(store *s, bool *is_complete);
 /* Merges the present fields of facts into the conversation row, creating it when needed. */
 int store_put_conversation(store *s, const char *conversation_id, const conv_facts *facts);
 /* Inserts an utterance unless (conversation_id, seq) exists; *inserted tells which. Creates

@@ -11,6 +11,11 @@
  * acknowledged that is not durable, and the loop thread's in-flight bound turns a stalled
  * writer into backpressure on the sockets.
  *
+ * Checkpoints: SQLite's automatic checkpoint runs after commits while the writer is busy; once
+ * it has been idle for CHECKPOINT_IDLE_MS, the writer copies the whole WAL into the database and
+ * truncates it, without waiting for readers, and tries again every CHECKPOINT_IDLE_MS while a
+ * reader (an analyst's long transaction) keeps part of the WAL in use.
+ *
  * Rescoring: a rescore request becomes the writer's one job. The writer runs it in slices of
  * batch_rows utterances, each in its own transaction, whenever its queue is empty and once after
  * every ingest batch, so ingest and rescoring both progress and the loop thread never waits. The
@@ -76,6 +81,8 @@ struct pipeline {
     int64_t silence_threshold_ms;
     bool last_transient;  /* writer: whether the last failed batch may succeed on retry */
     char last_error[512]; /* writer: its message */
+    bool is_checkpoint_due;  /* writer: commits since the last complete idle checkpoint */
+    bool is_checkpoint_failing; /* writer: the last idle checkpoint failed (logged once) */
     struct touched_conv *touched; /* writer: conversations of the current batch */
     size_t cap_touched;
     struct recent *recent[4096];  /* writer: metrics throttling, see update_metrics */
@@ -568,6 +575,27 @@ static int update_metrics(pipeline *p, work *batch)
     return p->n_dirty || p->n_recent > RECENT_MAX / 2 ? flush_due(p, now) : 0;
 }
 
+/* ---- checkpoints (writer thread) ------------------------------------------------------- */
+
+#define CHECKPOINT_IDLE_MS 1000
+
+/* Idle: copies the WAL into the database and truncates it (see the top of the file). A failure
+ * other than a reader in the way is logged once per streak; it is tried again later. */
+static void idle_checkpoint(pipeline *p)
+{
+    bool is_complete;
+    if (store_checkpoint(p->st, &is_complete)) {
+        if (!p->is_checkpoint_failing)
+            log_msg(LOG_WARN, "writer", "idle checkpoint failed (%s); trying again while idle",
+                    store_errmsg(p->st));
+        p->is_checkpoint_failing = true;
+        return;
+    }
+    p->is_checkpoint_failing = false;
+    if (is_complete)
+        p->is_checkpoint_due = false;
+}
+
 /* When the writer is idle: recompute the dirty conversations that are due, in a transaction of
  * their own. A failure leaves them dirty for the next try. */
 static void flush_idle(pipeline *p, bool all)
@@ -577,6 +605,8 @@ static void flush_idle(pipeline *p, bool all)
     uint64_t now = all ? UINT64_MAX / 2 : mono_ms();
     if (flush_due(p, now) || store_commit(p->st))
         store_rollback(p->st);
+    else
+        p->is_checkpoint_due = true;
 }
 
 static int apply_batch(pipeline *p, work *batch)
@@ -690,6 +720,7 @@ static int commit_batch(pipeline *p, work *batch)
     }
     histogram_observe_us(&p->commit_latency, (uv_hrtime() - t0) / 1000);
     atomic_store(&p->failing_since_ns, 0);
+    p->is_checkpoint_due = true;
     return 0;
 }
 
@@ -852,6 +883,8 @@ static void rescore_step(pipeline *p)
             rc = -1;
         if (rc < 0)
             store_rollback(p->st);
+        else
+            p->is_checkpoint_due = true;
     }
     atomic_store(&p->writer_hazard, NULL);
     if (rc < 0) {
@@ -867,22 +900,26 @@ static void rescore_step(pipeline *p)
 
 /* The next item for a batch, waiting until deadline (NULL = forever). Rescore requests are
  * taken here, and while a job runs an empty queue is its turn: a slice runs, and the queue is
- * looked at again. */
+ * looked at again. Idle, the writer recomputes dirty conversations, then checkpoints. */
 static work *writer_next(pipeline *p, const struct timespec *deadline)
 {
     for (;;) {
         work *w;
-        if (p->n_dirty && !deadline && !p->job) {
-            /* Idle with dirty conversations: wake in time to recompute them. */
+        if ((p->n_dirty || p->is_checkpoint_due) && !deadline && !p->job) {
+            /* Idle with dirty conversations or a WAL to checkpoint: wake in time for them. */
             struct timespec due;
-            deadline_after(&due, METRICS_INTERVAL_MS / 4);
+            deadline_after(&due, p->n_dirty ? METRICS_INTERVAL_MS / 4 : CHECKPOINT_IDLE_MS);
             w = writer_pop(p, &due);
             if (!w) {
                 pthread_mutex_lock(&p->wq.mu);
                 bool closed = p->wq.closed && !p->wq.head;
                 pthread_mutex_unlock(&p->wq.mu);
-                /* At shutdown every dirty conversation is recomputed, due or not. */
-                flush_idle(p, closed);
+                /* At shutdown every dirty conversation is recomputed, due or not; closing the
+                 * store checkpoints. */
+                if (p->n_dirty)
+                    flush_idle(p, closed);
+                else if (!closed)
+                    idle_checkpoint(p);
                 if (closed)
                     return NULL;
                 continue;

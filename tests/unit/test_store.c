@@ -694,6 +694,78 @@ static void test_failed_utterance_fails_the_transaction(void **state)
     assert_integrity(s);
 }
 
+static int64_t file_size(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+/* Stores n utterances of conversation cid, seq from first, each with 1 KiB of text, in one
+ * transaction. Returns what store_commit (or the first failing put) returned. */
+static int put_many(store *s, const char *cid, int first, int n)
+{
+    static char text[1024];
+    memset(text, 'x', sizeof text - 1);
+    if (store_begin(s))
+        return -1;
+    for (int i = first; i < first + n; i++) {
+        turn t = make_turn(i, AT_SPEAKER_CUSTOMER);
+        stored_utterance u = make_utt(cid, &t);
+        u.text = text;
+        u.text_len = sizeof text - 1;
+        bool inserted;
+        if (store_put_utterance(s, &u, &inserted)) {
+            store_rollback(s);
+            return -1;
+        }
+    }
+    if (store_commit(s)) {
+        store_rollback(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* The idle checkpoint copies the WAL into the database and truncates it; a reader still on the
+ * WAL makes it incomplete (without waiting), and the next attempt after it left completes. */
+static void test_checkpoint(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    assert_int_equal(put_many(s, "c-1", 0, 100), 0);
+    assert_true(file_size(wal) > 0);
+    bool is_complete = false;
+    assert_int_equal(store_checkpoint(s, &is_complete), 0);
+    assert_true(is_complete);
+    assert_int_equal(file_size(wal), 0);
+
+    sqlite3 *reader = NULL;
+    assert_int_equal(sqlite3_open_v2(f->path, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(reader, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(q_int(reader, "SELECT count(*) FROM utterances"), 100);
+    assert_int_equal(put_many(s, "c-1", 100, 100), 0);
+    int64_t held = file_size(wal);
+    assert_true(held > 0);
+    assert_int_equal(store_checkpoint(s, &is_complete), 0);
+    assert_false(is_complete);
+    assert_int_equal(file_size(wal), held);
+    assert_int_equal(q_int(reader, "SELECT count(*) FROM utterances"), 100); /* its snapshot */
+    assert_int_equal(sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(store_checkpoint(s, &is_complete), 0);
+    assert_true(is_complete);
+    assert_int_equal(file_size(wal), 0);
+    assert_int_equal(q_int(reader, "SELECT count(*) FROM utterances"), 200);
+    sqlite3_close(reader);
+    assert_integrity(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -715,6 +787,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_begin_twice_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_utterance_fails_the_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rescore, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
