@@ -57,6 +57,7 @@ typedef struct config {
     int workers;             /* scoring threads; 0 in the file means cores - 1, at least 1 */
     int batch_rows;          /* a batch commits after this many rows ... */
     int batch_ms;            /* ... or this many milliseconds, whichever first */
+    int max_db_mb;           /* database size cap, MiB (PRAGMA max_page_count); 0 = none */
     size_t max_line_bytes;
     int max_connections;
     int idle_timeout_ms;     /* 0 = never */
@@ -191,6 +192,13 @@ void store_rollback(store *s);
  * for readers. *is_complete is false when a reader still uses part of the WAL (try again
  * later). Returns 0, or -1 on an error (store_errmsg). */
 int store_checkpoint(store *s, bool *is_complete);
+/* Caps the database at max_db_mb MiB (0 = no cap) on this connection (PRAGMA max_page_count);
+ * a cap below the current size holds the database at that size. A write beyond the cap fails
+ * like a full disk (store_error_is_full). Outside a transaction. Returns 0 or -1. */
+int store_set_max_db_mb(store *s, int max_db_mb);
+/* The database's size (pages in use, those still in the WAL included) and the cap in effect
+ * (0 = none), in bytes. Returns 0 or -1. */
+int store_size(store *s, int64_t *bytes, int64_t *max_bytes);
 /* Merges the present fields of facts into the conversation row, creating it when needed. */
 int store_put_conversation(store *s, const char *conversation_id, const conv_facts *facts);
 /* Inserts an utterance unless (conversation_id, seq) exists; *inserted tells which. Creates
@@ -209,6 +217,8 @@ int store_conversation_routing(store *s, const char *conversation_id, char **que
 /* Whether the last failure may pass by itself (busy, locked, disk full, I/O), as opposed to
  * one that will recur for the same data (a constraint). */
 bool store_error_is_transient(const store *s);
+/* Whether the last failure was for lack of room: the disk is full or max_db_mb is reached. */
+bool store_error_is_full(const store *s);
 /* The last SQLite error, for logs. */
 const char *store_errmsg(const store *s);
 

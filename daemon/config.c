@@ -92,6 +92,9 @@ static const struct key keys[] = {
     {.section = "store", .name = "batch_ms", .type = T_INT, FIELD(batch_ms), .min = 1,
      .max = 10000, .def = "20", .unit = "ms", .reloadable = true,
      .help = "... or this long after its first row, whichever comes first"},
+    {.section = "store", .name = "max_db_mb", .type = T_INT, FIELD(max_db_mb), .min = 0,
+     .max = 4194304, .def = "0", .unit = "MiB", .reloadable = true,
+     .help = "largest database size, 0 = no cap; at the cap nothing more is acknowledged"},
     /* [scoring] */
     {.section = "scoring", .name = "lexicons", .type = T_STRING, FIELD(lexicon_dir), .min = 0,
      .max = 4095, .def = "", .unit = "directory", .check = check_no_quotes,

@@ -208,6 +208,7 @@ static void on_hup(uv_signal_t *h, int signum)
             log_msg(LOG_ERROR, "main", "cannot reopen log file %s", D.cfg.log_file);
         server_reconfigure(D.srv, &D.cfg);
         pipeline_set_batch(D.pipe, D.cfg.batch_rows, D.cfg.batch_ms);
+        pipeline_set_max_db_mb(D.pipe, D.cfg.max_db_mb);
         pipeline_set_alert_rules(D.pipe, D.cfg.alert_compound_floor,
                                  D.cfg.alert_consecutive_turns);
         log_msg(LOG_INFO, "main", "configuration reloaded");

@@ -260,6 +260,12 @@ static void format_metrics(metrics *m, textbuf *b)
               watchdog_writer_healthy(m->pipe, why, sizeof why) ? 1 : 0);
     put_gauge(b, "attuned_wal_bytes", "Size of the SQLite write-ahead log file.",
               (double)file_bytes(m->wal_path));
+    put_gauge(b, "attuned_db_bytes", "Size of the database (pages in use, those still in the "
+              "write-ahead log included), as of the latest commit.", (double)ps.db_bytes);
+    put_gauge(b, "attuned_db_max_bytes", "The database size cap in effect ([store] max_db_mb); "
+              "0 = none.", (double)ps.db_max_bytes);
+    put_gauge(b, "attuned_store_full", "1 while commits fail for lack of room (max_db_mb "
+              "reached, or a full disk): nothing is acknowledged meanwhile.", ps.store_full ? 1 : 0);
 
     put_counter(b, "attuned_alerts_sent_total", "Alerts sent to subscribers.",
                 (double)ss.alerts_sent);
@@ -416,7 +422,12 @@ static void handle_request(mconn *c)
     if (is_healthz) {
         char why[160];
         char body[200];
-        if (watchdog_writer_healthy(m->pipe, why, sizeof why)) {
+        pipeline_stats ps;
+        pipeline_get_stats(m->pipe, &ps);
+        if (ps.store_full)
+            snprintf(why, sizeof why, "the store is full (max_db_mb reached, or the disk): "
+                     "nothing is acknowledged");
+        if (!ps.store_full && watchdog_writer_healthy(m->pipe, why, sizeof why)) {
             respond_text(c, 200, "OK", "ok\n", is_head, is_keep_alive, NULL);
         } else {
             snprintf(body, sizeof body, "unhealthy: %s\n", why);

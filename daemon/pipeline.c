@@ -11,6 +11,12 @@
  * acknowledged that is not durable, and the loop thread's in-flight bound turns a stalled
  * writer into backpressure on the sockets.
  *
+ * Room: a batch that fails for lack of room (max_db_mb reached, or a full disk) is retried like
+ * any passing failure, so nothing is acknowledged and backpressure pauses the clients; the
+ * writer says so once (then once a minute), applies a changed max_db_mb before every attempt,
+ * and carries on when there is room again. The watchdog does not count this as a stall: a
+ * restart would not make room.
+ *
  * Checkpoints: SQLite's automatic checkpoint runs after commits while the writer is busy; once
  * it has been idle for CHECKPOINT_IDLE_MS, the writer copies the whole WAL into the database and
  * truncates it, without waiting for readers, and tries again every CHECKPOINT_IDLE_MS while a
@@ -80,9 +86,13 @@ struct pipeline {
     enum store_text_policy store_text;
     int64_t silence_threshold_ms;
     bool last_transient;  /* writer: whether the last failed batch may succeed on retry */
-    char last_error[512]; /* writer: its message */
+    bool last_full;       /* writer: whether it failed for lack of room */
+    int applied_max_db_mb; /* writer: the cap set on the connection; -1 before the first */
+    uint64_t full_since_ns, full_logged_ns; /* writer: the current lack of room, its last log */
+    uint64_t n_full_attempts;
     bool is_checkpoint_due;  /* writer: commits since the last complete idle checkpoint */
     bool is_checkpoint_failing; /* writer: the last idle checkpoint failed (logged once) */
+    char last_error[512]; /* writer: its message */
     struct touched_conv *touched; /* writer: conversations of the current batch */
     size_t cap_touched;
     struct recent *recent[4096];  /* writer: metrics throttling, see update_metrics */
@@ -96,6 +106,7 @@ struct pipeline {
     _Atomic bool stop_rescore;
     _Atomic int batch_rows;
     _Atomic int batch_ms;
+    _Atomic int max_db_mb;
     _Atomic double alert_floor;
     _Atomic int alert_turns;
     pipeline_alert_cb alert_cb;
@@ -117,6 +128,8 @@ struct pipeline {
     /* Writer health (see pipeline_stats) and commit durations. */
     _Atomic uint64_t writer_beat_ns, failing_since_ns;
     _Atomic bool writer_idle;
+    _Atomic bool store_full;
+    _Atomic int64_t db_bytes, db_max_bytes;
     histogram commit_latency;
 };
 
@@ -575,9 +588,87 @@ static int update_metrics(pipeline *p, work *batch)
     return p->n_dirty || p->n_recent > RECENT_MAX / 2 ? flush_due(p, now) : 0;
 }
 
-/* ---- checkpoints (writer thread) ------------------------------------------------------- */
+/* ---- room and checkpoints (writer thread) ---------------------------------------------- */
 
 #define CHECKPOINT_IDLE_MS 1000
+#define FULL_LOG_INTERVAL_NS (60ull * 1000000000ull)
+#define MIB 1048576.0
+
+/* The database's size and cap, for the metrics. */
+static void publish_size(pipeline *p)
+{
+    int64_t bytes, max_bytes;
+    if (store_size(p->st, &bytes, &max_bytes) == 0) {
+        atomic_store(&p->db_bytes, bytes);
+        atomic_store(&p->db_max_bytes, max_bytes);
+    }
+}
+
+/* Sets a new max_db_mb (start, reload) on the writer's connection, outside a transaction. */
+static void apply_max_db_mb(pipeline *p)
+{
+    int want = atomic_load(&p->max_db_mb);
+    if (want == p->applied_max_db_mb)
+        return;
+    bool is_start = p->applied_max_db_mb < 0;
+    p->applied_max_db_mb = want;
+    if (store_set_max_db_mb(p->st, want)) {
+        log_msg(LOG_ERROR, "writer", "cannot apply max_db_mb = %d: %s", want,
+                store_errmsg(p->st));
+        return;
+    }
+    publish_size(p);
+    double held_mib = (double)atomic_load(&p->db_bytes) / MIB;
+    double cap_mib = (double)atomic_load(&p->db_max_bytes) / MIB;
+    if (want == 0) {
+        if (!is_start)
+            log_msg(LOG_INFO, "writer", "no database size cap (max_db_mb = 0); the database "
+                    "holds %.1f MiB", held_mib);
+    } else if (cap_mib > want) {
+        log_msg(LOG_WARN, "writer", "max_db_mb = %d is below the database's size (%.1f MiB): "
+                "nothing more is stored until it is raised", want, held_mib);
+    } else {
+        log_msg(LOG_INFO, "writer", "database size cap %d MiB (max_db_mb); the database holds "
+                "%.1f MiB", want, held_mib);
+    }
+}
+
+/* A batch failed for lack of room: says so at once, then once a minute while it lasts. */
+static void note_full(pipeline *p, size_t rows)
+{
+    uint64_t now = uv_hrtime();
+    p->n_full_attempts++;
+    if (!p->full_since_ns) {
+        p->full_since_ns = now;
+        atomic_store(&p->store_full, true);
+    } else if (now - p->full_logged_ns < FULL_LOG_INTERVAL_NS) {
+        return;
+    }
+    p->full_logged_ns = now;
+    publish_size(p);
+    char when[96] = "store full";
+    if (now > p->full_since_ns)
+        snprintf(when, sizeof when, "store still full after %llu s and %llu attempts",
+                 (unsigned long long)((now - p->full_since_ns) / 1000000000u),
+                 (unsigned long long)p->n_full_attempts);
+    char cap[64] = "no max_db_mb: the disk is full";
+    if (atomic_load(&p->db_max_bytes))
+        snprintf(cap, sizeof cap, "max_db_mb is %d", p->applied_max_db_mb);
+    log_msg(LOG_WARN, "writer", "%s: a batch of %zu rows cannot be committed (%s); the database "
+            "holds %.1f MiB, %s. Nothing is acknowledged until there is room (raise [store] "
+            "max_db_mb and reload, or free disk space); retrying", when, rows, p->last_error,
+            (double)atomic_load(&p->db_bytes) / MIB, cap);
+}
+
+static void note_room(pipeline *p)
+{
+    log_msg(LOG_INFO, "writer", "the store has room again: committed after %.1f s and %llu "
+            "attempts", (double)(uv_hrtime() - p->full_since_ns) / 1e9,
+            (unsigned long long)p->n_full_attempts);
+    p->full_since_ns = 0;
+    p->n_full_attempts = 0;
+    atomic_store(&p->store_full, false);
+}
 
 /* Idle: copies the WAL into the database and truncates it (see the top of the file). A failure
  * other than a reader in the way is logged once per streak; it is tried again later. */
@@ -600,6 +691,7 @@ static void idle_checkpoint(pipeline *p)
  * their own. A failure leaves them dirty for the next try. */
 static void flush_idle(pipeline *p, bool all)
 {
+    apply_max_db_mb(p);
     if (store_begin(p->st))
         return;
     uint64_t now = all ? UINT64_MAX / 2 : mono_ms();
@@ -635,6 +727,7 @@ static int apply_batch(pipeline *p, work *batch)
 fail:
     /* Judged before the rollback, which would replace SQLite's error code. */
     p->last_transient = store_error_is_transient(p->st);
+    p->last_full = store_error_is_full(p->st);
     snprintf(p->last_error, sizeof p->last_error, "%s", store_errmsg(p->st));
     store_rollback(p->st);
     return -1;
@@ -711,6 +804,7 @@ static work *writer_pop(pipeline *p, const struct timespec *deadline)
 /* One commit attempt: apply_batch, timed, with the heartbeat and failure streak updated. */
 static int commit_batch(pipeline *p, work *batch)
 {
+    apply_max_db_mb(p);
     uint64_t t0 = uv_hrtime();
     atomic_store(&p->writer_beat_ns, t0);
     if (apply_batch(p, batch)) {
@@ -721,6 +815,7 @@ static int commit_batch(pipeline *p, work *batch)
     histogram_observe_us(&p->commit_latency, (uv_hrtime() - t0) / 1000);
     atomic_store(&p->failing_since_ns, 0);
     p->is_checkpoint_due = true;
+    publish_size(p);
     return 0;
 }
 
@@ -734,13 +829,18 @@ static int commit_with_retry(pipeline *p, work *batch, size_t rows)
         atomic_fetch_add_explicit(&p->commit_failures, 1, memory_order_relaxed);
         if (!p->last_transient)
             return -1;
-        log_msg(LOG_WARN, "writer", "batch of %zu rows not committed (%s); retrying in %d ms",
-                rows, p->last_error, backoff_ms);
+        if (p->last_full)
+            note_full(p, rows);
+        else
+            log_msg(LOG_WARN, "writer", "batch of %zu rows not committed (%s); retrying in %d ms",
+                    rows, p->last_error, backoff_ms);
         struct timespec ts = {backoff_ms / 1000, (long)(backoff_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
         if (backoff_ms < 2000)
             backoff_ms *= 2;
     }
+    if (p->full_since_ns)
+        note_room(p);
     return 0;
 }
 
@@ -874,6 +974,7 @@ static void rescore_step(pipeline *p)
         snprintf(job->model_id, sizeof job->model_id, "%s", at_model_id(m));
     }
     writer_beat(p, false);
+    apply_max_db_mb(p);
     int rc = -1;
     if (store_begin(p->st) == 0) {
         rc = store_rescore(p->st, m, job->scratch, &job->cur,
@@ -947,6 +1048,8 @@ static void *writer_main(void *arg)
 {
     pipeline *p = arg;
     work *first;
+    apply_max_db_mb(p);
+    publish_size(p);
     while ((first = writer_next(p, NULL))) {
         /* Group commit: the batch closes after batch_rows rows or batch_ms milliseconds. */
         work *batch = first, *tail = first;
@@ -1068,6 +1171,8 @@ int pipeline_new(const config *cfg, at_model *model, store *st, uv_loop_t *loop,
     p->done_ud = ud;
     atomic_store(&p->batch_rows, cfg->batch_rows);
     atomic_store(&p->batch_ms, cfg->batch_ms);
+    atomic_store(&p->max_db_mb, cfg->max_db_mb);
+    p->applied_max_db_mb = -1;
     atomic_store(&p->alert_floor, cfg->alert_compound_floor);
     atomic_store(&p->alert_turns, cfg->alert_consecutive_turns);
     atomic_store(&p->writer_beat_ns, uv_hrtime());
@@ -1127,6 +1232,11 @@ void pipeline_set_batch(pipeline *p, int batch_rows, int batch_ms)
     atomic_store(&p->batch_ms, batch_ms);
 }
 
+void pipeline_set_max_db_mb(pipeline *p, int max_db_mb)
+{
+    atomic_store(&p->max_db_mb, max_db_mb);
+}
+
 void pipeline_get_stats(pipeline *p, pipeline_stats *out)
 {
     out->utterances_scored = atomic_load_explicit(&p->utterances_scored, memory_order_relaxed);
@@ -1138,6 +1248,9 @@ void pipeline_get_stats(pipeline *p, pipeline_stats *out)
     out->writer_beat_ns = atomic_load(&p->writer_beat_ns);
     out->writer_idle = atomic_load(&p->writer_idle);
     out->failing_since_ns = atomic_load(&p->failing_since_ns);
+    out->store_full = atomic_load(&p->store_full);
+    out->db_bytes = atomic_load(&p->db_bytes);
+    out->db_max_bytes = atomic_load(&p->db_max_bytes);
 }
 
 const histogram *pipeline_commit_latency(pipeline *p)

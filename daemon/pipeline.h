@@ -100,6 +100,9 @@ void pipeline_submit(pipeline *p, work *w);
 void pipeline_stop_rescore(pipeline *p);
 /* Applies reloadable batch settings. */
 void pipeline_set_batch(pipeline *p, int batch_rows, int batch_ms);
+/* Applies a reloaded max_db_mb: the writer sets it on its connection before its next
+ * transaction (also before the next attempt at a batch that failed for lack of room). */
+void pipeline_set_max_db_mb(pipeline *p, int max_db_mb);
 /* Finishes every submitted item (commit, completions delivered), stops the threads and closes
  * the store. Called on the loop thread once nothing is in flight; runs the loop's async close. */
 void pipeline_free(pipeline *p);
@@ -118,6 +121,11 @@ typedef struct pipeline_stats {
     uint64_t writer_beat_ns;
     bool writer_idle;
     uint64_t failing_since_ns;
+    /* Commits are failing for lack of room (max_db_mb reached, or the disk is full). */
+    bool store_full;
+    /* The database's size (pages in use) and its cap (0 = none), bytes, as of the writer's
+     * latest commit. */
+    int64_t db_bytes, db_max_bytes;
 } pipeline_stats;
 void pipeline_get_stats(pipeline *p, pipeline_stats *out);
 /* Durations of successful batch commits (BEGIN to COMMIT), borrowed. */

@@ -52,6 +52,7 @@ enum stmt_id {
     ST_NEXT_SEQ,
     ST_UTT_INSERT,
     ST_ROUTING_SELECT,
+    ST_PAGE_COUNT,
     N_STMTS
 };
 
@@ -102,6 +103,7 @@ static const char *const stmt_sql[N_STMTS] = {
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
         " ON CONFLICT (conversation_id, seq) DO NOTHING",
     [ST_ROUTING_SELECT] = "SELECT queue, agent_id FROM conversations WHERE conversation_id = ?1",
+    [ST_PAGE_COUNT] = "PRAGMA page_count",
 };
 
 /* Conversations whose row is known to exist in the current transaction, so that an utterance
@@ -119,6 +121,9 @@ struct store {
     sqlite3_stmt *stmt[N_STMTS];
     ensured *ensured;
     scoredb *sdb; /* markers, metrics and rescoring on the same connection */
+    int64_t page_size;       /* bytes */
+    int64_t max_pages_none;  /* PRAGMA max_page_count when uncapped (the library's limit) */
+    int64_t max_pages;       /* the cap in effect */
     char errmsg[512]; /* the last failure: what was being done and SQLite's message */
 };
 
@@ -388,6 +393,10 @@ int store_open(const char *path, store **out, char *err, size_t err_len)
 
     if (migrate(s->db, path, err, err_len))
         goto fail;
+    if (read_pragma(s->db, "PRAGMA page_size", NULL, 0, &s->page_size, err, err_len) ||
+        read_pragma(s->db, "PRAGMA max_page_count", NULL, 0, &s->max_pages_none, err, err_len))
+        goto fail;
+    s->max_pages = s->max_pages_none;
 
     for (int i = 0; i < N_STMTS; i++) {
         rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i],
@@ -463,6 +472,11 @@ int store_checkpoint(store *s, bool *is_complete)
     return 0;
 }
 
+bool store_error_is_full(const store *s)
+{
+    return (sqlite3_errcode(s->db) & 0xff) == SQLITE_FULL;
+}
+
 bool store_error_is_transient(const store *s)
 {
     switch (sqlite3_errcode(s->db) & 0xff) {
@@ -482,6 +496,38 @@ bool store_error_is_transient(const store *s)
 const char *store_errmsg(const store *s)
 {
     return s->errmsg[0] ? s->errmsg : sqlite3_errmsg(s->db);
+}
+
+/* ---- size ------------------------------------------------------------------------------- */
+
+int store_set_max_db_mb(store *s, int max_db_mb)
+{
+    int64_t pages = s->max_pages_none;
+    if (max_db_mb > 0 && (int64_t)max_db_mb * 1048576 / s->page_size < pages)
+        pages = (int64_t)max_db_mb * 1048576 / s->page_size;
+    /* SQLite never sets it below the database's current page count, and answers the value it
+     * set. */
+    char sql[64], err[256];
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)pages);
+    int64_t got;
+    if (read_pragma(s->db, sql, NULL, 0, &got, err, sizeof err))
+        return fail_with(s, err);
+    s->max_pages = got;
+    return 0;
+}
+
+int store_size(store *s, int64_t *bytes, int64_t *max_bytes)
+{
+    sqlite3_stmt *st = s->stmt[ST_PAGE_COUNT];
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        fail_sql(s, "cannot read the page count");
+        done(st);
+        return -1;
+    }
+    *bytes = sqlite3_column_int64(st, 0) * s->page_size;
+    done(st);
+    *max_bytes = s->max_pages < s->max_pages_none ? s->max_pages * s->page_size : 0;
+    return 0;
 }
 
 /* ---- writes ----------------------------------------------------------------------------- */

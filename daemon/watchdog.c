@@ -32,7 +32,9 @@ bool watchdog_writer_healthy(pipeline *p, char *why, size_t why_len)
     pipeline_get_stats(p, &st);
     uint64_t now = uv_hrtime();
     uint64_t limit = watchdog_stall_limit_ns();
-    if (st.failing_since_ns && now - st.failing_since_ns > limit) {
+    /* Commits failing for lack of room are not a stall: the writer retries on schedule, and a
+     * restart would not make room (metrics and /healthz report it). */
+    if (st.failing_since_ns && !st.store_full && now - st.failing_since_ns > limit) {
         snprintf(why, why_len, "commits have been failing for %llu ms",
                  (unsigned long long)((now - st.failing_since_ns) / 1000000));
         return false;

@@ -2,7 +2,8 @@
  * watchdog.h: writer health and the systemd watchdog (watchdog.c), on the loop thread.
  *
  * The writer is healthy while it waits on an empty queue, or while its latest heartbeat is
- * recent and its commits have not been failing for longer than the stall limit. The watchdog
+ * recent and its commits have not been failing for longer than the stall limit (failing for
+ * lack of room does not count: the writer keeps retrying, and a restart would not help). The watchdog
  * sends WATCHDOG=1 only while it is healthy (and only while the loop thread runs timers), so
  * a stuck writer or loop gets the service restarted by systemd.
  */

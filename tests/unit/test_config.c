@@ -276,6 +276,11 @@ static void test_bad_values(void **state)
     expect_error("[log]\nlevel = verbose\n", 2, "[log] level: unknown value",
                  "error, warn, info, debug", NULL);
     expect_error("[store]\ndb =\n", 2, "[store] db: must not be empty", NULL);
+    expect_error("[store]\nbatch_ms = 5\n\nmax_db_mb = -1\n", 4, "[store] max_db_mb: out of range",
+                 "0..4194304 MiB", "got \"-1\"", NULL);
+    expect_error("[store]\nmax_db_mb = 4194305\n", 2, "[store] max_db_mb: out of range", NULL);
+    expect_error("[store]\nmax_db_mb = 10MB\n", 2, "[store] max_db_mb: not an integer",
+                 "got \"10MB\"", NULL);
     expect_error("[store]\ndb = \"attune.db\"\n", 2, "remove the quotes", NULL);
     /* A secret is never echoed. */
     char token[400];
@@ -397,6 +402,7 @@ static void test_reloadable(void **state)
                        "[server]\nlisten = 127.0.0.1:1\nmax_connections = 3\nidle_timeout_ms = 4\n"
                        "auth_token = t\nmax_line_bytes = 2048\nclient_queue_bytes = 8192\n"
                        "[store]\ndb = other.db\nstore_text = full\nbatch_rows = 5\nbatch_ms = 6\n"
+                       "max_db_mb = 8\n"
                        "[scoring]\nlexicons = /x\nworkers = 9\nqueue_lines = 99\n"
                        "[log]\nlevel = debug\nfile = /tmp/a.log\n"
                        "[metrics]\nlisten =\n"
@@ -413,6 +419,7 @@ static void test_reloadable(void **state)
     strcpy(expect.auth_token, "t");
     expect.batch_rows = 5;
     expect.batch_ms = 6;
+    expect.max_db_mb = 8;
     expect.log_level = LOG_DEBUG;
     strcpy(expect.log_file, "/tmp/a.log");
     expect.alert_compound_floor = 0.1;

@@ -766,6 +766,52 @@ static void test_checkpoint(void **state)
     assert_integrity(s);
 }
 
+/* max_db_mb: a transaction that would grow the database beyond the cap fails as a full disk
+ * (transient: the writer retries it), leaves nothing behind, and commits once the cap is
+ * raised. A cap below the current size holds the database where it is; 0 lifts the cap. */
+static void test_max_db_mb(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    int64_t bytes = 0, max_bytes = -1;
+    assert_int_equal(store_size(s, &bytes, &max_bytes), 0);
+    assert_true(bytes > 0);
+    assert_int_equal(max_bytes, 0);
+    assert_int_equal(store_set_max_db_mb(s, 1), 0);
+    assert_int_equal(store_size(s, &bytes, &max_bytes), 0);
+    assert_int_equal(max_bytes, 1048576);
+
+    int stored = 0, rc;
+    while ((rc = put_many(s, "c-1", stored, 50)) == 0)
+        stored += 50;
+    assert_true(stored > 100);
+    assert_true(stored < 1000);
+    /* put_many rolled back; the error is still the failing statement's. */
+    assert_true(store_error_is_full(s));
+    assert_true(store_error_is_transient(s));
+    assert_non_null(strstr(store_errmsg(s), "full"));
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM utterances"), stored);
+    assert_int_equal(store_size(s, &bytes, &max_bytes), 0);
+    assert_true(bytes <= 1048576);
+
+    /* Below the current size: held there, nothing more fits. */
+    assert_int_equal(store_set_max_db_mb(s, 0), 0);
+    assert_int_equal(put_many(s, "c-2", 0, 200), 0);
+    assert_int_equal(store_size(s, &bytes, &max_bytes), 0);
+    assert_true(bytes > 1048576);
+    assert_int_equal(store_set_max_db_mb(s, 1), 0);
+    assert_int_equal(store_size(s, &bytes, &max_bytes), 0);
+    assert_int_equal(max_bytes, bytes);
+    assert_int_equal(put_many(s, "c-3", 0, 50), -1);
+    assert_true(store_error_is_full(s));
+
+    /* Raised: the same rows fit. */
+    assert_int_equal(store_set_max_db_mb(s, 64), 0);
+    assert_int_equal(put_many(s, "c-3", 0, 50), 0);
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM utterances"), stored + 250);
+    assert_integrity(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -788,6 +834,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_utterance_fails_the_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rescore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_db_mb, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
