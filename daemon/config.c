@@ -73,6 +73,10 @@ static const struct key keys[] = {
     {.section = "server", .name = "idle_timeout_ms", .type = T_INT, FIELD(idle_timeout_ms),
      .min = 0, .max = 86400000, .def = "300000", .unit = "ms", .reloadable = true,
      .help = "close a connection silent this long; 0 = never"},
+    {.section = "server", .name = "line_timeout_ms", .type = T_INT, FIELD(line_timeout_ms),
+     .min = 0, .max = 86400000, .def = "30000", .unit = "ms", .reloadable = true,
+     .help = "a line not ended this long after its first byte: line_too_long, then close; "
+             "0 = never"},
     {.section = "server", .name = "auth_token", .type = T_STRING, FIELD(auth_token), .min = 0,
      .max = 255, .def = "", .unit = "text", .reloadable = true, .secret = true,
      .check = check_no_quotes, .help = "token clients send in hello; empty = no authentication"},

@@ -216,6 +216,13 @@ static void format_metrics(metrics *m, textbuf *b)
     put_counter(b, "attuned_connections_refused_total",
                 "Protocol connections refused (max_connections, or shutting down).",
                 ss.connections_refused);
+    put_head(b, "attuned_connections_closed_total", "counter",
+             "Protocol connections the server closed, by reason: idle_timeout_ms passed "
+             "without a byte, or line_timeout_ms without a line's end.");
+    put(b, "attuned_connections_closed_total{reason=\"idle_timeout\"} %llu\n",
+        (unsigned long long)ss.closed_idle_timeout);
+    put(b, "attuned_connections_closed_total{reason=\"line_timeout\"} %llu\n",
+        (unsigned long long)ss.closed_line_timeout);
     put_counter(b, "attuned_lines_received_total", "Protocol lines received.",
                 ss.lines_received);
     put_counter(b, "attuned_lines_accepted_total", "Protocol lines that passed validation.",

@@ -11,6 +11,12 @@
  * the pipeline; when either bound or a client's unsent output (client_queue_bytes) is reached,
  * reading stops (uv_read_stop) and resumes as commits drain. A closed connection with lines in
  * flight stays allocated until its last completion arrives.
+ *
+ * Two deadlines per connection: idle_timeout_ms after its last read, and line_timeout_ms after
+ * the first byte of a line that has not ended (so that a client dribbling bytes cannot hold a
+ * connection and its buffer forever). The line deadline costs nothing per read: the time the
+ * incomplete line began is noted when it changes, and a one-shot timer, armed only when none is
+ * pending, fires and re-arms itself for whatever line is incomplete by then.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +54,7 @@ struct server {
 struct conn {
     uv_tcp_t tcp; /* first: handle->data is also set */
     uv_timer_t idle;
+    uv_timer_t line_timer; /* line_timeout_ms of the incomplete line */
     server *srv;
     conn *next, *prev;
     framer fr; /* the bytes read and not yet handled as lines */
@@ -58,6 +65,11 @@ struct conn {
     size_t inflight;
     bool authed, acks_none, paused, closing, finishing, eof, subscriber, touched;
     int handles_open;
+    /* The incomplete line at the end of what was read: where it starts in the stream (bytes)
+     * and when its first byte was read (uv_now, ms). Not tracked while paused, when the wait
+     * is the server's. */
+    bool has_partial;
+    uint64_t partial_off, partial_start_ms;
     /* subscribers */
     char *filter_queue, *filter_agent_id; /* NULL = any */
     size_t alerts_queued;  /* alert lines written but not yet sent */
@@ -232,6 +244,7 @@ static void conn_close(conn *c)
     srv->stats.connections_current--;
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
+    uv_close((uv_handle_t *)&c->line_timer, on_handle_closed);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -257,6 +270,7 @@ static void conn_finish(conn *c)
         return;
     c->finishing = true;
     uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_stop(&c->line_timer);
     /* The idle timer is not needed any more: it becomes the deadline. */
     uv_timer_start(&c->idle, on_finish_timeout, FINISH_TIMEOUT_MS, 0);
     uv_shutdown_t *req = malloc(sizeof *req);
@@ -376,6 +390,8 @@ static void pause_conn(conn *c)
         c->paused = true;
         c->srv->stats.backpressure_pauses++;
     }
+    /* The incomplete line gets a whole line_timeout_ms again once reading resumes. */
+    c->has_partial = false;
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
@@ -392,6 +408,78 @@ static void reject_too_long(conn *c, bool is_cut)
              c->fr.max_line_bytes, is_cut ? "; it was discarded up to its newline" : "");
     send_error(c, line_no, WIRE_LINE_TOO_LONG, why, NULL);
     mark_done(c, line_no);
+}
+
+static void on_line_timeout(uv_timer_t *t);
+
+/* Arms the line timer for the incomplete line, unless it is already pending (it re-arms itself
+ * when it fires early). */
+static void arm_line_timer(conn *c)
+{
+    int timeout_ms = c->srv->cfg.line_timeout_ms;
+    if (timeout_ms <= 0 || !c->has_partial || uv_is_active((uv_handle_t *)&c->line_timer))
+        return;
+    uint64_t due = c->partial_start_ms + (uint64_t)timeout_ms, now = uv_now(c->srv->loop);
+    uv_timer_start(&c->line_timer, on_line_timeout, due > now ? due - now : 0, 0);
+}
+
+/* Notes the incomplete line left once every complete line was handled: a line that began
+ * since the last look starts its deadline now. */
+static void track_partial_line(conn *c)
+{
+    framer *fr = &c->fr;
+    size_t pending = framer_pending(fr);
+    if (fr->is_discarding) {
+        /* The rest of a line cut for being too long: the same line goes on. */
+        if (!c->has_partial) {
+            c->has_partial = true;
+            c->partial_off = UINT64_MAX;
+            c->partial_start_ms = uv_now(c->srv->loop);
+        }
+    } else if (!pending) {
+        c->has_partial = false;
+    } else if (!c->has_partial || c->partial_off != fr->n_bytes_in - pending) {
+        c->has_partial = true;
+        c->partial_off = fr->n_bytes_in - pending;
+        c->partial_start_ms = uv_now(c->srv->loop);
+    }
+    arm_line_timer(c);
+}
+
+static void on_line_timeout(uv_timer_t *t)
+{
+    conn *c = t->data;
+    server *srv = c->srv;
+    int timeout_ms = srv->cfg.line_timeout_ms;
+    if (c->closing || c->finishing || c->eof || c->paused || srv->draining || !c->has_partial ||
+        timeout_ms <= 0)
+        return;
+    if (uv_now(srv->loop) < c->partial_start_ms + (uint64_t)timeout_ms) {
+        arm_line_timer(c); /* a later line than the one it was armed for */
+        return;
+    }
+    /* The line gets its number and its error, as one too long in bytes would (the nearest code
+     * of PROTOCOL.md); a line already cut for its length has both. Then the connection ends
+     * like a half-closed one: the lines before are stored and acknowledged first. */
+    uint64_t line_no = c->next_line;
+    if (!c->fr.is_discarding) {
+        line_no = ++c->next_line;
+        srv->stats.lines_received++;
+    }
+    srv->stats.closed_line_timeout++;
+    log_msg(LOG_DEBUG, "server", "closing a connection whose line %llu did not end within "
+            "line_timeout_ms (%d ms)", (unsigned long long)line_no, timeout_ms);
+    char why[160];
+    snprintf(why, sizeof why, "the line did not end within line_timeout_ms (%d ms) of its first "
+             "byte; the connection is closed", timeout_ms);
+    send_error(c, line_no, WIRE_LINE_TOO_LONG, why, NULL);
+    if (!c->fr.is_discarding)
+        mark_done(c, line_no);
+    c->has_partial = false;
+    c->eof = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (!c->inflight)
+        conn_finish(c);
 }
 
 /* Handles the complete lines buffered in c while the pipeline admits them. */
@@ -417,8 +505,10 @@ static void process_lines(conn *c)
         else
             reject_too_long(c, ev == FRAMER_TOO_LONG_CUT);
     }
-    if (!c->paused && !c->closing && !c->finishing && !c->eof && !srv->draining)
+    if (!c->paused && !c->closing && !c->finishing && !c->eof && !srv->draining) {
+        track_partial_line(c);
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
     if (c->eof && !c->closing && !c->inflight)
         conn_finish(c);
 }
@@ -475,6 +565,7 @@ static void on_idle(uv_timer_t *t)
         return; /* waiting for a commit, or for room to take its next line: not idle */
     log_msg(LOG_DEBUG, "server", "closing a connection idle for %d ms",
             c->srv->cfg.idle_timeout_ms);
+    c->srv->stats.closed_idle_timeout++;
     conn_finish(c);
 }
 
@@ -495,13 +586,16 @@ static void on_connection(uv_stream_t *listener, int status)
     framer_init(&c->fr, srv->cfg.max_line_bytes);
     uv_tcp_init(srv->loop, &c->tcp);
     uv_timer_init(srv->loop, &c->idle);
+    uv_timer_init(srv->loop, &c->line_timer);
     c->tcp.data = c;
     c->idle.data = c;
-    c->handles_open = 2;
+    c->line_timer.data = c;
+    c->handles_open = 3;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp)) {
         c->closing = true;
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
         uv_close((uv_handle_t *)&c->idle, on_handle_closed);
+        uv_close((uv_handle_t *)&c->line_timer, on_handle_closed);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);

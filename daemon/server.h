@@ -19,6 +19,8 @@ typedef struct server_stats {
     uint64_t backpressure_pauses;
     uint64_t inflight_lines, inflight_bytes;
     uint64_t alerts_sent, alerts_dropped;
+    /* connections the server closed for a deadline (idle_timeout_ms, line_timeout_ms) */
+    uint64_t closed_idle_timeout, closed_line_timeout;
 } server_stats;
 
 /* Creates the server and binds cfg->listen. Returns 0 or -1 with a reason in err. */

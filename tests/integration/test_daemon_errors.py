@@ -3,6 +3,7 @@ and the connection staying usable after each error that is not fatal."""
 import json
 import socket
 import sqlite3
+import subprocess
 import time
 
 import pytest
@@ -618,6 +619,85 @@ def test_a_connection_waiting_on_backpressure_is_not_idle(attuned):
     assert b.wait_ack(10) == []
     assert d.rows("SELECT conversation_id, COUNT(*) FROM utterances GROUP BY 1 ORDER BY 1") == [
         ("c-a", 16), ("c-b", 10)]
+
+
+# ---- line_timeout_ms ------------------------------------------------------------------------
+
+def test_line_timeout_counts_from_each_lines_first_byte(attuned):
+    """Lines that each end soon after their first byte are never timed out, however long the
+    connection lasts; one that does not end gets line_too_long (its own line number), the
+    lines before it are stored and acknowledged, and the connection is closed."""
+    d = attuned(line_timeout_ms=1500, store_text="full")
+    c = d.connect()
+    t0 = time.monotonic()
+    for i in range(8):
+        data = json.dumps(utt("c-lt", i)).encode() + b"\n"
+        c.sock.sendall(data[:20])
+        time.sleep(0.3)
+        c.send_raw(data[20:])
+    c.wait_ack(8)
+    assert time.monotonic() - t0 > 1.5, "the connection outlived line_timeout_ms"
+    assert c.errors() == []
+    c.send(utt("c-lt", 8))                     # pipelined just before the line that never ends
+    t1 = time.monotonic()
+    c.sock.sendall(json.dumps(utt("c-lt", 9)).encode()[:30])
+    got = c.expect_closed(timeout=20)
+    took = time.monotonic() - t1
+    assert 1.2 <= took < 20, took
+    errors = [m for m in got if m["type"] == "error"]
+    assert [(e["line"], e["code"]) for e in errors] == [(10, "line_too_long")], got
+    assert "line_timeout_ms" in errors[0]["message"] and "1500" in errors[0]["message"]
+    assert c.acked == 9, got
+    assert d.rows("SELECT seq FROM utterances ORDER BY seq") == [(i,) for i in range(9)]
+
+
+def test_line_timeout_covers_a_line_already_cut_for_its_length(attuned):
+    """A line cut at max_line_bytes is answered at once; if its newline never comes, the
+    deadline of its first byte still closes the connection, naming the same line."""
+    d = attuned(line_timeout_ms=1000, max_line_bytes=1024)
+    c = d.connect()
+    c.send({"type": "ping"})
+    assert c.recv() == {"type": "pong"}
+    c.sock.sendall(b"x" * 2000)
+    err = c.recv()
+    assert (err["type"], err["line"], err["code"]) == ("error", 2, "line_too_long"), err
+    assert "max_line_bytes" in err["message"]
+    got = []
+    deadline = time.monotonic() + 20
+    while not c.eof:
+        assert time.monotonic() < deadline, "not closed; got %s" % got
+        try:
+            c.sock.sendall(b"x")
+            got += c.poll()
+        except (OSError, Closed):
+            break
+        time.sleep(0.2)
+    got += c.expect_closed(timeout=10)
+    assert [(m["type"], m["line"], m["code"]) for m in got] == [("error", 2, "line_too_long")]
+    assert "line_timeout_ms" in got[0]["message"]
+
+
+def test_line_timeout_zero_never_closes(attuned):
+    d = attuned(line_timeout_ms=0, idle_timeout_ms=0)
+    c = d.connect()
+    line = json.dumps(utt("c-lt0", 0)).encode()
+    c.sock.sendall(line[:10])
+    assert c.quiet(1.5) == []
+    c.send_raw(line[10:] + b"\n")
+    assert c.wait_ack(1) == []
+
+
+def test_a_bad_line_timeout_ms_stops_the_start(tmp_path):
+    from conftest import ATTUNED
+    for value, reason in (("-1", "out of range"), ("86400001", "out of range"),
+                          ("30s", "not an integer")):
+        ini = tmp_path / "bad.ini"
+        ini.write_text("[server]\nidle_timeout_ms = 1000\nline_timeout_ms = %s\n" % value)
+        p = subprocess.run([str(ATTUNED), "-c", str(ini), "--check-config"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2, p
+        assert "bad.ini:3: [server] line_timeout_ms: %s" % reason in p.stderr, p.stderr
+        assert "0..86400000" in p.stderr
 
 
 def test_a_line_that_cannot_be_stored_is_isolated_and_answered_internal(attuned):

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import ATTUNED, REPO, utt
+from conftest import ATTUNED, REPO, Closed, utt
 
 # Sanitizer builds (make asan, make tsan) run the daemon several times slower, and their RSS
 # holds shadow memory and freed blocks in quarantine: there, time limits scale, fewer
@@ -124,6 +124,44 @@ def test_slowloris_clients_do_not_hold_up_others(attuned):
     assert time.monotonic() - t0 < 15 * SLOW
     assert d.rows("SELECT COUNT(*) FROM utterances WHERE conversation_id LIKE 'slow-%'") == [
         (len(slow),)]
+
+
+def test_a_slowloris_line_is_timed_out_while_others_stream(attuned):
+    """A client that sends a byte every 0.2 s keeps its connection from being idle, but its
+    line does not end: line_timeout_ms after its first byte it is answered line_too_long and
+    closed, and counted. Another client streaming utterances meanwhile gets every ack."""
+    d = with_metrics(attuned, store_text="full", line_timeout_ms=1000, idle_timeout_ms=4000)
+    canary = Canary(d)
+    slow = d.connect()
+    slow.send(utt("slowloris", 0))
+    slow.wait_ack(1)
+    line = json.dumps(utt("slowloris", 1, text="never ends " * 20)).encode()
+    got, i = [], 0
+    t0 = time.monotonic()
+    while not slow.eof:
+        assert time.monotonic() - t0 < 15 * SLOW, "not closed after %d bytes; got %s" % (i, got)
+        try:
+            slow.sock.sendall(line[i:i + 1])
+            got += slow.poll()
+        except (OSError, Closed):
+            break
+        i += 1
+        canary.check()
+        time.sleep(0.2)
+    got += slow.expect_closed(timeout=10)
+    took = time.monotonic() - t0
+    assert 0.8 <= took < 15 * SLOW, took
+    assert [(m["type"], m["line"], m["code"]) for m in got] == [("error", 2, "line_too_long")]
+    assert "line_timeout_ms" in got[0]["message"]
+    canary.check()
+    m = scrape(d)
+    assert m['attuned_connections_closed_total{reason="line_timeout"}'] == 1
+    assert m['attuned_connections_closed_total{reason="idle_timeout"}'] == 0
+    assert rejected(m, "line_too_long") == 1
+    assert m["attuned_connections"] == 1
+    assert d.rows("SELECT seq FROM utterances WHERE conversation_id = 'slowloris'") == [(0,)]
+    assert d.rows("SELECT COUNT(*) FROM utterances WHERE conversation_id = 'canary'") == [
+        (canary.n,)]
 
 
 def test_clients_that_never_read_stay_bounded(attuned):

@@ -90,6 +90,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_line_bytes, 1048576);
     assert_int_equal(c.max_connections, 1024);
     assert_int_equal(c.idle_timeout_ms, 300000);
+    assert_int_equal(c.line_timeout_ms, 30000);
     assert_int_equal(c.queue_lines, 16384);
     assert_int_equal(c.client_queue_bytes, 1048576);
     assert_int_equal(c.silence_threshold_ms, 3000);
@@ -265,6 +266,11 @@ static void test_bad_values(void **state)
                  "1024..67108864 bytes", NULL);
     expect_error("[server]\nmax_line_bytes = -1\n", 2, "out of range", NULL);
     expect_error("[server]\nidle_timeout_ms = -5\n", 2, "out of range", NULL);
+    expect_error("[server]\nline_timeout_ms = -1\n", 2, "[server] line_timeout_ms: out of range",
+                 "0..86400000 ms", "got \"-1\"", NULL);
+    expect_error("[server]\nline_timeout_ms = 86400001\n", 2, "out of range", NULL);
+    expect_error("[server]\nline_timeout_ms = 30s\n", 2, "[server] line_timeout_ms: not an integer",
+                 NULL);
     expect_error("[alerts]\ncompound_floor = -1.5\n", 2, "[alerts] compound_floor: out of range",
                  "-1..1", NULL);
     expect_error("[alerts]\ncompound_floor = nan\n", 2, "not a number", NULL);
