@@ -65,23 +65,34 @@ typedef struct tnode {
     const char *skip;  /* skip_len bytes every text below shares: compared in one go */
     uint32_t first;    /* its first edge */
     uint32_t utext;    /* the text ending here (after the skip), or NO_UTEXT */
-    uint32_t wide;     /* nodes with many children: index into ltrie.wide, else NO_WIDE */
     uint16_t n_edges;
     uint8_t skip_len;
     uint8_t speakers;  /* the utext's speakers, so that other speakers' texts cost nothing */
 } tnode;
 
+/* The scan walks a packed copy of the trie: one byte array holding the nodes below depth 2 in
+ * depth-first order, so that a walk reads a few neighbouring cache lines instead of chasing
+ * pointers through separate node, edge, text and literal arrays. A packed node is
+ *     skip_len, n_edges, speakers             3 bytes
+ *     first literal, number of literals       4 + 2 bytes, only when speakers != 0
+ *     skip bytes                              skip_len bytes
+ *     edge bytes, sorted                      n_edges bytes
+ *     child offsets into the array            4 bytes each
+ * (multi-byte fields little-endian, read with memcpy). The nodes at depth 2 are found through
+ * a 65536-bit set over the first two bytes and the rank of the bit. */
 typedef struct ltrie {
-    tnode *nodes;
+    tnode *nodes;           /* build time only */
     uint8_t *edge_byte;
     uint32_t *edge_child;
     size_t n_nodes, n_edges;
-    uint32_t *depth2;       /* 65536: the node after bytes b0 b1 at index b0 | b1 << 8, or 0 */
-    uint64_t depth2_bits[1024]; /* which depth2 entries are set (fits in L1) */
-    uint64_t (*wide)[4];    /* per wide node, its child bytes as a 256-bit set: the child for
-                             * byte c is edge first + (number of set bits below c) */
-    size_t n_wide;
+    uint8_t *pk;            /* the packed nodes */
+    size_t pk_len, pk_cap;
+    uint32_t *d2_off;       /* per set bit of d2_bits, in order: its node's offset in pk */
+    uint64_t d2_bits[1024]; /* which first two bytes (b0 | b1 << 8) begin some text */
+    uint16_t d2_rank[1024]; /* set bits in d2_bits words before this one */
 } ltrie;
+
+enum { PK_HEAD = 3, PK_TEXT = 6 };
 
 /* What the scan needs of a literal, packed: literals[i] and lentries[i] describe the same one. */
 typedef struct lentry {
@@ -173,8 +184,6 @@ typedef struct cand {
 #define QUEUED 0x80u   /* groups flag: the pattern is already in todo */
 #define NO_HIT UINT32_MAX
 #define NO_UTEXT UINT32_MAX
-#define NO_WIDE UINT32_MAX
-#define WIDE_MIN_EDGES 6 /* children from which a node gets a bit set */
 
 struct at__mscratch {
     pcre2_match_data *md;
@@ -490,14 +499,25 @@ static bool req_same(const req *a, const req *b)
 
 /* Adds a group to rs in order (highest quality first, then fewest strings), keeping the best
  * MAX_GROUPS; groups below REQ_MIN_QUALITY are useless and dropped. */
+static void req_shrink(req *r, size_t max_n, req *tmp);
+
 static void reqs_add(reqs *rs, const req *r)
 {
+    /* A set too big for the prefilter is judged as the prefilter will use it, cut to shorter
+     * prefixes: a product of many strings that shrinks to "are " must not win over the
+     * three words it grew from. */
+    req *cut = NULL;
+    if (r->n > PREFILTER_MAX_STRINGS && (cut = malloc(sizeof *cut))) {
+        req_copy(cut, r);
+        req_shrink(cut, PREFILTER_MAX_STRINGS, NULL);
+        r = cut;
+    }
     size_t q = req_quality(r);
     if (q < REQ_MIN_QUALITY)
-        return;
+        goto out;
     for (size_t i = 0; i < rs->n; i++)
         if (req_same(&rs->g[i], r))
-            return;
+            goto out;
     size_t at = 0;
     while (at < rs->n) {
         size_t qa = req_quality(&rs->g[at]);
@@ -506,13 +526,15 @@ static void reqs_add(reqs *rs, const req *r)
         at++;
     }
     if (at >= MAX_GROUPS)
-        return;
+        goto out;
     size_t last = rs->n < MAX_GROUPS ? rs->n : MAX_GROUPS - 1;
     for (size_t i = last; i > at; i--)
         req_copy(&rs->g[i], &rs->g[i - 1]);
     req_copy(&rs->g[at], r);
     if (rs->n < MAX_GROUPS)
         rs->n++;
+out:
+    free(cut);
 }
 
 /* a = a x b (every string of a followed by every string of b, duplicates merged); false when
@@ -711,6 +733,10 @@ static void parse_class(rparser *rp, rnode *out)
             /* General punctuation (U+2000..U+207F): no case, compared as bytes. */
             is_simple = is_simple && req_put(&set, rp->p, 3);
             rp->p += 3;
+        } else if (c == 0xF0 && rp->p + 3 < rp->end && (unsigned char)rp->p[1] == 0x9F) {
+            /* Emoji and other symbols (U+1F000..U+1FFFF): no case either. */
+            is_simple = is_simple && req_put(&set, rp->p, 4);
+            rp->p += 4;
         } else if (c >= 0x80) {
             is_simple = false;
             rp->p++;
@@ -866,6 +892,11 @@ static void parse_atom(rparser *rp, rnode *out, bool after_nonword)
         rp->p += 2;
         return;
     }
+    if ((unsigned char)c == 0xF0 && rp->p + 2 < rp->end && (unsigned char)rp->p[0] == 0x9F) {
+        node_char(out, rp->p - 1, 4); /* emoji and other symbols (U+1F000..U+1FFFF) */
+        rp->p += 3;
+        return;
+    }
     if ((unsigned char)c >= 0x80) {
         /* Other non-ASCII: caseless UTF matching may fold it; not a prefilter literal. */
         while (rp->p < rp->end && ((unsigned char)*rp->p & 0xC0) == 0x80)
@@ -972,6 +1003,10 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
             offer_small(out, &cur->small);
         if (cur->is_exact)
             offer_small(out, &cur->exact);
+        /* A mandatory element's own strings are required too; they matter when the product
+         * around them grows too big to be a useful set. */
+        if (cur->is_exact && !cur->may_be_empty && cur->exact.n > 1)
+            reqs_add(&out->groups, &cur->exact);
         if (is_lead_open) {
             bool fits = req_product(&out->lead, cur->is_exact ? &cur->exact : &cur->lead, tmp);
             is_lead_open = fits && cur->is_exact;
@@ -1209,7 +1244,6 @@ static void build_node(ltrie *t, const utext *ut, const uint32_t *ids, uint32_t 
                        size_t hi, size_t depth)
 {
     t->nodes[n].utext = NO_UTEXT;
-    t->nodes[n].wide = NO_WIDE;
     t->nodes[n].skip = NULL;
     t->nodes[n].skip_len = 0;
     t->nodes[n].speakers = 0;
@@ -1259,70 +1293,61 @@ static inline uint32_t popcount64(uint64_t x)
     return (uint32_t)((x * 0x0101010101010101ULL) >> 56);
 }
 
-/* The child of node for byte c, or 0. */
-static inline uint32_t trie_child(const ltrie *t, const tnode *node, unsigned char c)
+static void put_u32(uint8_t *p, uint32_t v)
 {
-    if (node->wide != NO_WIDE) {
-        const uint64_t *w = t->wide[node->wide];
-        uint64_t bit = (uint64_t)1 << (c & 63);
-        if (!(w[c >> 6] & bit))
-            return 0;
-        uint32_t idx = popcount64(w[c >> 6] & (bit - 1));
-        for (unsigned k = 0; k < (unsigned)(c >> 6); k++)
-            idx += popcount64(w[k]);
-        return t->edge_child[node->first + idx];
-    }
-    /* Few children, sorted: a linear scan is the fastest search. */
-    const uint8_t *b = t->edge_byte + node->first, *end = b + node->n_edges;
-    while (b < end && *b < c)
-        b++;
-    return b < end && *b == c ? t->edge_child[b - t->edge_byte] : 0;
+    for (int b = 0; b < 4; b++)
+        p[b] = (uint8_t)(v >> (8 * b));
 }
 
-/* Renumbers the nodes (and their edges) breadth first, so that the shallow nodes every walk
- * passes through share a few cache lines instead of being spread over the whole trie. */
-static int renumber_breadth_first(ltrie *t)
+static inline uint32_t get_u32(const uint8_t *p)
 {
-    uint32_t *queue = malloc(t->n_nodes * sizeof *queue);
-    uint32_t *new_id = malloc(t->n_nodes * sizeof *new_id);
-    tnode *nodes = malloc(t->n_nodes * sizeof *nodes);
-    uint8_t *bytes = malloc(t->n_edges + 1);
-    uint32_t *children = malloc((t->n_edges + 1) * sizeof *children);
-    if (!queue || !new_id || !nodes || !bytes || !children) {
-        free(queue);
-        free(new_id);
-        free(nodes);
-        free(bytes);
-        free(children);
-        return AT_ENOMEM;
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Appends node n and, depth first, its subtree to t->pk; returns its offset or -1. */
+static int64_t pack_node(ltrie *t, const at__markers *m, uint32_t n)
+{
+    const tnode *node = &t->nodes[n];
+    bool has_text = node->utext != NO_UTEXT;
+    size_t size = PK_HEAD + (has_text ? PK_TEXT : 0) + node->skip_len + node->n_edges * 5u;
+    if (t->pk_len + size > UINT32_MAX)
+        return -1;
+    if (t->pk_len + size > t->pk_cap) {
+        size_t cap = t->pk_cap ? t->pk_cap * 2 : 4096;
+        while (cap < t->pk_len + size)
+            cap *= 2;
+        uint8_t *pk = realloc(t->pk, cap);
+        if (!pk)
+            return -1;
+        t->pk = pk;
+        t->pk_cap = cap;
     }
-    size_t n_queue = 1;
-    queue[0] = 0;
-    for (size_t q = 0; q < n_queue; q++) {
-        const tnode *node = &t->nodes[queue[q]];
-        new_id[queue[q]] = (uint32_t)q;
-        for (uint32_t e = node->first; e < node->first + node->n_edges; e++)
-            queue[n_queue++] = t->edge_child[e];
+    size_t at = t->pk_len;
+    uint8_t *p = t->pk + at;
+    p[0] = node->skip_len;
+    p[1] = (uint8_t)node->n_edges;
+    p[2] = has_text ? node->speakers : 0;
+    p += PK_HEAD;
+    if (has_text) {
+        const utext *u = &m->utexts[node->utext];
+        put_u32(p, u->first);
+        p[4] = (uint8_t)u->n;
+        p[5] = (uint8_t)(u->n >> 8);
+        p += PK_TEXT;
     }
-    uint32_t n_edges = 0;
-    for (size_t q = 0; q < n_queue; q++) {
-        const tnode *old = &t->nodes[queue[q]];
-        nodes[q] = *old;
-        nodes[q].first = n_edges;
-        for (uint32_t e = old->first; e < old->first + old->n_edges; e++) {
-            bytes[n_edges] = t->edge_byte[e];
-            children[n_edges++] = new_id[t->edge_child[e]];
-        }
+    memcpy(p, node->skip, node->skip_len);
+    p += node->skip_len;
+    for (uint32_t e = 0; e < node->n_edges; e++)
+        p[e] = t->edge_byte[node->first + e];
+    size_t children = (size_t)(p - t->pk) + node->n_edges;
+    t->pk_len = at + size;
+    for (uint32_t e = 0; e < node->n_edges; e++) {
+        int64_t off = pack_node(t, m, t->edge_child[node->first + e]);
+        if (off < 0)
+            return -1;
+        put_u32(t->pk + children + 4 * e, (uint32_t)off);
     }
-    free(t->nodes);
-    free(t->edge_byte);
-    free(t->edge_child);
-    t->nodes = nodes;
-    t->edge_byte = bytes;
-    t->edge_child = children;
-    free(queue);
-    free(new_id);
-    return 0;
+    return (int64_t)at;
 }
 
 /* Builds trie t over the utexts whose is_ws equals is_ws (they are sorted by text). */
@@ -1340,8 +1365,7 @@ static int build_trie(at__markers *m, ltrie *t, bool is_ws)
     t->nodes = malloc(max_nodes * sizeof *t->nodes);
     t->edge_byte = malloc(max_nodes);
     t->edge_child = malloc(max_nodes * sizeof *t->edge_child);
-    t->depth2 = calloc(65536, sizeof *t->depth2);
-    if (!t->nodes || !t->edge_byte || !t->edge_child || !t->depth2) {
+    if (!t->nodes || !t->edge_byte || !t->edge_child) {
         free(ids);
         return AT_ENOMEM;
     }
@@ -1349,42 +1373,60 @@ static int build_trie(at__markers *m, ltrie *t, bool is_ws)
     t->n_edges = 0;
     build_node(t, m->utexts, ids, 0, 0, n_ids, 0);
     free(ids);
-    if (renumber_breadth_first(t))
-        return AT_ENOMEM;
-    for (size_t n = 0; n < t->n_nodes; n++)
-        t->n_wide += t->nodes[n].n_edges >= WIDE_MIN_EDGES;
-    t->wide = calloc(t->n_wide + 1, sizeof *t->wide);
-    if (!t->wide)
-        return AT_ENOMEM;
-    t->n_wide = 0;
-    for (size_t n = 0; n < t->n_nodes; n++) {
-        tnode *node = &t->nodes[n];
-        if (node->n_edges < WIDE_MIN_EDGES)
-            continue;
-        node->wide = (uint32_t)t->n_wide++;
-        for (uint32_t e = node->first; e < node->first + node->n_edges; e++)
-            t->wide[node->wide][t->edge_byte[e] >> 6] |= (uint64_t)1 << (t->edge_byte[e] & 63);
-    }
-    memset(t->depth2_bits, 0, sizeof t->depth2_bits);
+    /* A text's literal count is stored in 16 bits. */
+    for (size_t i = 0; i < m->n_utexts; i++)
+        if (m->utexts[i].n > UINT16_MAX)
+            return AT_ENOMEM;
+    /* The nodes at depth 2, in order of their two bytes, then packed one subtree after the
+     * other. */
+    memset(t->d2_bits, 0, sizeof t->d2_bits);
+    size_t n_d2 = 0;
     for (uint32_t a = 0; a < t->nodes[0].n_edges; a++) {
-        uint32_t e1 = t->nodes[0].first + a, n1 = t->edge_child[e1];
+        uint32_t n1 = t->edge_child[t->nodes[0].first + a];
         for (uint32_t b = 0; b < t->nodes[n1].n_edges; b++) {
-            uint32_t e2 = t->nodes[n1].first + b;
-            uint32_t k = t->edge_byte[e1] | (uint32_t)t->edge_byte[e2] << 8;
-            t->depth2[k] = t->edge_child[e2];
-            t->depth2_bits[k >> 6] |= (uint64_t)1 << (k & 63);
+            uint32_t k = t->edge_byte[t->nodes[0].first + a] |
+                         (uint32_t)t->edge_byte[t->nodes[n1].first + b] << 8;
+            t->d2_bits[k >> 6] |= (uint64_t)1 << (k & 63);
+            n_d2++;
         }
     }
+    uint32_t rank = 0;
+    for (size_t w = 0; w < 1024; w++) {
+        t->d2_rank[w] = (uint16_t)rank;
+        rank += popcount64(t->d2_bits[w]);
+    }
+    t->d2_off = malloc((n_d2 + 1) * sizeof *t->d2_off);
+    if (!t->d2_off)
+        return AT_ENOMEM;
+    for (uint32_t a = 0; a < t->nodes[0].n_edges; a++) {
+        uint32_t n1 = t->edge_child[t->nodes[0].first + a];
+        for (uint32_t b = 0; b < t->nodes[n1].n_edges; b++) {
+            uint32_t k = t->edge_byte[t->nodes[0].first + a] |
+                         (uint32_t)t->edge_byte[t->nodes[n1].first + b] << 8;
+            uint64_t bit = (uint64_t)1 << (k & 63);
+            uint32_t r = t->d2_rank[k >> 6] + popcount64(t->d2_bits[k >> 6] & (bit - 1));
+            int64_t off = pack_node(t, m, t->edge_child[t->nodes[n1].first + b]);
+            if (off < 0)
+                return AT_ENOMEM;
+            t->d2_off[r] = (uint32_t)off;
+        }
+    }
+    free(t->nodes);
+    free(t->edge_byte);
+    free(t->edge_child);
+    t->nodes = NULL;
+    t->edge_byte = NULL;
+    t->edge_child = NULL;
     return 0;
 }
 
 static void free_trie(ltrie *t)
 {
-    free(t->wide);
     free(t->nodes);
     free(t->edge_byte);
     free(t->edge_child);
-    free(t->depth2);
+    free(t->pk);
+    free(t->d2_off);
 }
 
 static int cmp_literal(const void *a, const void *b)
@@ -2306,10 +2348,10 @@ static int add_hit(at__mscratch *s, uint32_t pi, size_t pos)
 
 /* A literal text occurs at pos: note the groups (and anchor positions) of the patterns that
  * want it, and queue a pattern once all its groups are present. */
-static int prefilter_hit(const at__markers *m, at__mscratch *s, const utext *u, size_t pos,
-                         unsigned speaker_bit, bool is_tracing)
+static int prefilter_hit(const at__markers *m, at__mscratch *s, uint32_t first, uint32_t n,
+                         size_t pos, unsigned speaker_bit, bool is_tracing)
 {
-    for (uint32_t e = u->first; e < u->first + u->n; e++) {
+    for (uint32_t e = first; e < first + n; e++) {
         const lentry *l = &m->lentries[e];
         if (!is_tracing && !((l->flags >> LE_SPEAKER_SHIFT) & speaker_bit))
             continue;
@@ -2591,7 +2633,7 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
     s->n_todo = 0;
     s->n_hits = 0;
     const unsigned char *low = (const unsigned char *)s->lower;
-    bool has_anywhere = m->trie[0].n_nodes > 1, prev_word = false;
+    bool has_anywhere = m->trie[0].pk_len > 0, prev_word = false;
     for (size_t i = 0; i + 3 <= len; i++) {
         bool is_word = is_word_char(low[i]), is_start = is_word && !prev_word;
         prev_word = is_word;
@@ -2600,28 +2642,44 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         uint32_t k = low[i] | (uint32_t)low[i + 1] << 8;
         for (int t = is_start; t >= 0; t--) {
             const ltrie *tr = &m->trie[t];
-            if (!(tr->depth2_bits[k >> 6] & ((uint64_t)1 << (k & 63))))
+            uint64_t word = tr->d2_bits[k >> 6], bit = (uint64_t)1 << (k & 63);
+            if (!(word & bit))
                 continue;
-            for (uint32_t n = tr->depth2[k], j = (uint32_t)i + 2; n; j++) {
-                const tnode *node = &tr->nodes[n];
-                if (node->skip_len) {
+            const uint8_t *pk = tr->pk;
+            uint32_t off = tr->d2_off[tr->d2_rank[k >> 6] + popcount64(word & (bit - 1))];
+            for (size_t j = i + 2;;) {
+                const uint8_t *p = pk + off;
+                unsigned skip_len = p[0], n_edges = p[1], speakers = p[2];
+                p += PK_HEAD;
+                const uint8_t *lits = p;
+                if (speakers)
+                    p += PK_TEXT;
+                if (skip_len) {
                     /* Usually a few bytes: a loop beats a call to memcmp. */
-                    size_t k2 = 0, sl = node->skip_len;
-                    if (sl > len - j)
+                    if (skip_len > len - j)
                         break;
-                    while (k2 < sl && low[j + k2] == (unsigned char)node->skip[k2])
+                    unsigned k2 = 0;
+                    while (k2 < skip_len && low[j + k2] == p[k2])
                         k2++;
-                    if (k2 < sl)
+                    if (k2 < skip_len)
                         break;
-                    j += (uint32_t)sl;
+                    j += skip_len;
+                    p += skip_len;
                 }
-                if (node->utext != NO_UTEXT && (trace || (node->speakers & speaker_bit)) &&
-                    prefilter_hit(m, s, &m->utexts[node->utext], i, speaker_bit,
-                                  trace != NULL))
+                if (speakers && (trace || (speakers & speaker_bit)) &&
+                    prefilter_hit(m, s, get_u32(lits), lits[4] | (uint32_t)lits[5] << 8, i,
+                                  speaker_bit, trace != NULL))
                     return AT_ENOMEM;
-                if (j >= len)
+                if (j >= len || !n_edges)
                     break;
-                n = trie_child(tr, node, low[j]);
+                /* Edge bytes are sorted. */
+                unsigned c = low[j], e = 0;
+                while (e < n_edges && p[e] < c)
+                    e++;
+                if (e == n_edges || p[e] != c)
+                    break;
+                off = get_u32(p + n_edges + 4 * e);
+                j++;
             }
         }
     }
