@@ -74,7 +74,7 @@ typedef struct tnode {
  * depth-first order, so that a walk reads a few neighbouring cache lines instead of chasing
  * pointers through separate node, edge, text and literal arrays. A packed node is
  *     skip_len, n_edges, speakers             3 bytes
- *     first literal, number of literals       4 + 2 bytes, only when speakers != 0
+ *     number of literals, their lentries      2 + 8 each, only when speakers != 0
  *     skip bytes                              skip_len bytes
  *     edge bytes, sorted                      n_edges bytes
  *     child offsets into the array            4 bytes each
@@ -92,7 +92,7 @@ typedef struct ltrie {
     uint16_t d2_rank[1024]; /* set bits in d2_bits words before this one */
 } ltrie;
 
-enum { PK_HEAD = 3, PK_TEXT = 6 };
+enum { PK_HEAD = 3, PK_COUNT = 2 };
 
 /* What the scan needs of a literal, packed: literals[i] and lentries[i] describe the same one. */
 typedef struct lentry {
@@ -130,7 +130,7 @@ typedef struct wordlist {
     char **ids;          /* "abuse:<canonical>" */
     size_t n_ids;
     size_t max_words;
-    uint64_t first2[1024]; /* 65536 bits: some phrase starts with these two bytes (see key2) */
+    uint64_t first[1024];  /* 65536 bits: some phrase's first word hashes here (first_key) */
 } wordlist;
 
 #define PREFILTER_MAX_STRINGS 64 /* a required set is cut to about this many literals */
@@ -1309,7 +1309,9 @@ static int64_t pack_node(ltrie *t, const at__markers *m, uint32_t n)
 {
     const tnode *node = &t->nodes[n];
     bool has_text = node->utext != NO_UTEXT;
-    size_t size = PK_HEAD + (has_text ? PK_TEXT : 0) + node->skip_len + node->n_edges * 5u;
+    size_t n_lits = has_text ? m->utexts[node->utext].n : 0;
+    size_t size = PK_HEAD + (has_text ? PK_COUNT + n_lits * sizeof(lentry) : 0) +
+                  node->skip_len + node->n_edges * 5u;
     if (t->pk_len + size > UINT32_MAX)
         return -1;
     if (t->pk_len + size > t->pk_cap) {
@@ -1330,10 +1332,10 @@ static int64_t pack_node(ltrie *t, const at__markers *m, uint32_t n)
     p += PK_HEAD;
     if (has_text) {
         const utext *u = &m->utexts[node->utext];
-        put_u32(p, u->first);
-        p[4] = (uint8_t)u->n;
-        p[5] = (uint8_t)(u->n >> 8);
-        p += PK_TEXT;
+        p[0] = (uint8_t)u->n;
+        p[1] = (uint8_t)(u->n >> 8);
+        memcpy(p + PK_COUNT, m->lentries + u->first, n_lits * sizeof(lentry));
+        p += PK_COUNT + n_lits * sizeof(lentry);
     }
     memcpy(p, node->skip, node->skip_len);
     p += node->skip_len;
@@ -1753,11 +1755,10 @@ static void wordlist_fini(wordlist *w)
     free(w->ids);
 }
 
-/* The first two bytes of a word, for the word lists' quick rejection (a lone byte pairs with
- * 0). */
-static uint32_t key2(const char *s, size_t len)
+/* A word's bit in wordlist.first, for the quick rejection of words no phrase starts with. */
+static uint32_t first_key(const char *s, size_t len)
 {
-    return (unsigned char)s[0] | (uint32_t)(len > 1 ? (unsigned char)s[1] : 0) << 8;
+    return (uint32_t)(at__hash(s, len) & 0xffff);
 }
 
 /* Loads a word list: phrase [TAB canonical [TAB value]]. Ids are prefix:canonical. */
@@ -1818,8 +1819,9 @@ static int load_wordlist(wordlist *w, const char *dir, const char *name, const c
             rc = AT_ENOMEM;
             goto fail;
         }
-        uint32_t k2 = key2(f[0], strlen(f[0]));
-        w->first2[k2 >> 6] |= (uint64_t)1 << (k2 & 63);
+        /* A phrase can only match where its first word is a whole token. */
+        uint32_t k = first_key(f[0], strcspn(f[0], " "));
+        w->first[k >> 6] |= (uint64_t)1 << (k & 63);
         for (char *c = f[0]; *c; c++)
             if (*c == ' ' && at__strmap_put(&w->prefixes, f[0], (size_t)(c - f[0]), 0, 0)) {
                 rc = AT_ENOMEM;
@@ -2348,11 +2350,13 @@ static int add_hit(at__mscratch *s, uint32_t pi, size_t pos)
 
 /* A literal text occurs at pos: note the groups (and anchor positions) of the patterns that
  * want it, and queue a pattern once all its groups are present. */
-static int prefilter_hit(const at__markers *m, at__mscratch *s, uint32_t first, uint32_t n,
-                         size_t pos, unsigned speaker_bit, bool is_tracing)
+static int prefilter_hit(at__mscratch *s, const uint8_t *lits, uint32_t n, size_t pos,
+                         unsigned speaker_bit, bool is_tracing)
 {
-    for (uint32_t e = first; e < first + n; e++) {
-        const lentry *l = &m->lentries[e];
+    for (uint32_t e = 0; e < n; e++) {
+        lentry entry;
+        memcpy(&entry, lits + e * sizeof entry, sizeof entry);
+        const lentry *l = &entry;
         if (!is_tracing && !((l->flags >> LE_SPEAKER_SHIFT) & speaker_bit))
             continue;
         uint32_t pi = l->pattern;
@@ -2459,8 +2463,8 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
                 end--;
             words++;
             if (words == 1) {
-                uint32_t k2 = key2(lower + start, end - start);
-                if (!(w->first2[k2 >> 6] & ((uint64_t)1 << (k2 & 63))))
+                uint32_t k = first_key(lower + start, end - start);
+                if (!(w->first[k >> 6] & ((uint64_t)1 << (k & 63))))
                     break; /* no phrase starts like this word */
             }
             const at__strmap_entry *e = at__strmap_get(&w->map, lower + start, end - start);
@@ -2651,9 +2655,12 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
                 const uint8_t *p = pk + off;
                 unsigned skip_len = p[0], n_edges = p[1], speakers = p[2];
                 p += PK_HEAD;
-                const uint8_t *lits = p;
-                if (speakers)
-                    p += PK_TEXT;
+                const uint8_t *lits = p + PK_COUNT;
+                uint32_t n_lits = 0;
+                if (speakers) {
+                    n_lits = p[0] | (uint32_t)p[1] << 8;
+                    p += PK_COUNT + n_lits * sizeof(lentry);
+                }
                 if (skip_len) {
                     /* Usually a few bytes: a loop beats a call to memcmp. */
                     if (skip_len > len - j)
@@ -2667,7 +2674,7 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
                     p += skip_len;
                 }
                 if (speakers && (trace || (speakers & speaker_bit)) &&
-                    prefilter_hit(m, s, get_u32(lits), lits[4] | (uint32_t)lits[5] << 8, i,
+                    prefilter_hit(s, lits, n_lits, i,
                                   speaker_bit, trace != NULL))
                     return AT_ENOMEM;
                 if (j >= len || !n_edges)
