@@ -87,9 +87,10 @@ typedef struct ltrie {
     size_t n_nodes, n_edges;
     uint8_t *pk;            /* the packed nodes */
     size_t pk_len, pk_cap;
-    uint32_t *d2_off;       /* per set bit of d2_bits, in order: its node's offset in pk */
     uint64_t d2_bits[1024]; /* which first two bytes (b0 | b1 << 8) begin some text */
-    uint16_t d2_rank[1024]; /* set bits in d2_bits words before this one */
+    uint16_t *d2_key;       /* open addressing, d2_mask + 1 slots: two bytes (0: empty) */
+    uint32_t *d2_off;       /* and the offset in pk of their node */
+    uint32_t d2_mask;
 } ltrie;
 
 enum { PK_HEAD = 3, PK_COUNT = 2 };
@@ -1285,12 +1286,9 @@ static void build_node(ltrie *t, const utext *ut, const uint32_t *ids, uint32_t 
     }
 }
 
-static inline uint32_t popcount64(uint64_t x)
+static inline uint32_t d2_slot(uint32_t k, uint32_t mask)
 {
-    x = x - ((x >> 1) & 0x5555555555555555ULL);
-    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
-    return (uint32_t)((x * 0x0101010101010101ULL) >> 56);
+    return (k * 2654435761u >> 16) & mask;
 }
 
 static void put_u32(uint8_t *p, uint32_t v)
@@ -1392,21 +1390,24 @@ static int build_trie(at__markers *m, ltrie *t, bool is_ws)
             n_d2++;
         }
     }
-    uint32_t rank = 0;
-    for (size_t w = 0; w < 1024; w++) {
-        t->d2_rank[w] = (uint16_t)rank;
-        rank += popcount64(t->d2_bits[w]);
-    }
-    t->d2_off = malloc((n_d2 + 1) * sizeof *t->d2_off);
-    if (!t->d2_off)
+    /* No text begins with a NUL byte, so key 0 marks an empty slot. */
+    size_t slots = 16;
+    while (slots < 2 * n_d2)
+        slots *= 2;
+    t->d2_mask = (uint32_t)(slots - 1);
+    t->d2_key = calloc(slots, sizeof *t->d2_key);
+    t->d2_off = calloc(slots, sizeof *t->d2_off);
+    if (!t->d2_key || !t->d2_off)
         return AT_ENOMEM;
     for (uint32_t a = 0; a < t->nodes[0].n_edges; a++) {
         uint32_t n1 = t->edge_child[t->nodes[0].first + a];
         for (uint32_t b = 0; b < t->nodes[n1].n_edges; b++) {
             uint32_t k = t->edge_byte[t->nodes[0].first + a] |
                          (uint32_t)t->edge_byte[t->nodes[n1].first + b] << 8;
-            uint64_t bit = (uint64_t)1 << (k & 63);
-            uint32_t r = t->d2_rank[k >> 6] + popcount64(t->d2_bits[k >> 6] & (bit - 1));
+            uint32_t r = d2_slot(k, t->d2_mask);
+            while (t->d2_key[r])
+                r = (r + 1) & t->d2_mask;
+            t->d2_key[r] = (uint16_t)k;
             int64_t off = pack_node(t, m, t->edge_child[t->nodes[n1].first + b]);
             if (off < 0)
                 return AT_ENOMEM;
@@ -1429,6 +1430,7 @@ static void free_trie(ltrie *t)
     free(t->edge_child);
     free(t->pk);
     free(t->d2_off);
+    free(t->d2_key);
 }
 
 static int cmp_literal(const void *a, const void *b)
@@ -2376,6 +2378,65 @@ static int prefilter_hit(at__mscratch *s, const uint8_t *lits, uint32_t n, size_
     return 0;
 }
 
+/* Whether some text of trie t begins with the two bytes at low. */
+static inline bool d2_has(const ltrie *t, const unsigned char *low)
+{
+    uint32_t k = low[0] | (uint32_t)low[1] << 8;
+    return t->d2_bits[k >> 6] & ((uint64_t)1 << (k & 63));
+}
+
+/* The packed node of trie t at depth 2 for the two bytes at low, which d2_has. */
+static inline uint32_t d2_find(const ltrie *t, const unsigned char *low)
+{
+    uint32_t k = low[0] | (uint32_t)low[1] << 8;
+    for (uint32_t h = d2_slot(k, t->d2_mask);; h = (h + 1) & t->d2_mask)
+        if (t->d2_key[h] == k)
+            return t->d2_off[h];
+}
+
+/* Walks trie t from its depth-2 node off, for position i of the lower-cased text, noting
+ * every text that occurs there. */
+static int walk_trie(const ltrie *t, uint32_t off, at__mscratch *s, const unsigned char *low,
+                     size_t len, size_t i, unsigned speaker_bit, at__buf *trace)
+{
+    for (size_t j = i + 2;;) {
+        const uint8_t *p = t->pk + off;
+        unsigned skip_len = p[0], n_edges = p[1], speakers = p[2];
+        p += PK_HEAD;
+        const uint8_t *lits = p + PK_COUNT;
+        uint32_t n_lits = 0;
+        if (speakers) {
+            n_lits = p[0] | (uint32_t)p[1] << 8;
+            p += PK_COUNT + n_lits * sizeof(lentry);
+        }
+        if (skip_len) {
+            /* Usually a few bytes: a loop beats a call to memcmp. */
+            if (skip_len > len - j)
+                return 0;
+            unsigned k = 0;
+            while (k < skip_len && low[j + k] == p[k])
+                k++;
+            if (k < skip_len)
+                return 0;
+            j += skip_len;
+            p += skip_len;
+        }
+        if (speakers && (trace || (speakers & speaker_bit)) &&
+            prefilter_hit(s, lits, n_lits, i, speaker_bit, trace != NULL))
+            return AT_ENOMEM;
+        if (j >= len || !n_edges)
+            return 0;
+        /* Edge bytes are sorted. */
+        unsigned c = low[j], e = 0;
+        while (e < n_edges && p[e] < c)
+            e++;
+        if (e == n_edges || p[e] != c)
+            return 0;
+        off = get_u32(p + n_edges + 4 * e);
+        j++;
+    }
+}
+
 /* Runs pattern pi over text: anchored at each remembered hit when it has an anchor (a match
  * can only start there), else scanning. Matches do not overlap, leftmost first, either way. */
 static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const char *text,
@@ -2637,59 +2698,24 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
     s->n_todo = 0;
     s->n_hits = 0;
     const unsigned char *low = (const unsigned char *)s->lower;
-    bool has_anywhere = m->trie[0].pk_len > 0, prev_word = false;
+    /* Texts that begin words are looked for at word starts only; the few that may occur
+     * anywhere (their pattern does not say what precedes them), at every position whose two
+     * bytes begin one of them. */
+    const ltrie *starts = &m->trie[1], *anywhere = &m->trie[0];
+    bool prev_word = false;
     for (size_t i = 0; i + 3 <= len; i++) {
-        bool is_word = is_word_char(low[i]), is_start = is_word && !prev_word;
+        bool is_word = is_word_char(low[i]);
+        if (is_word && !prev_word && d2_has(starts, low + i) &&
+            walk_trie(starts, d2_find(starts, low + i), s, low, len, i, speaker_bit, trace))
+            return AT_ENOMEM;
         prev_word = is_word;
-        if (!is_start && !has_anywhere)
-            continue;
-        uint32_t k = low[i] | (uint32_t)low[i + 1] << 8;
-        for (int t = is_start; t >= 0; t--) {
-            const ltrie *tr = &m->trie[t];
-            uint64_t word = tr->d2_bits[k >> 6], bit = (uint64_t)1 << (k & 63);
-            if (!(word & bit))
-                continue;
-            const uint8_t *pk = tr->pk;
-            uint32_t off = tr->d2_off[tr->d2_rank[k >> 6] + popcount64(word & (bit - 1))];
-            for (size_t j = i + 2;;) {
-                const uint8_t *p = pk + off;
-                unsigned skip_len = p[0], n_edges = p[1], speakers = p[2];
-                p += PK_HEAD;
-                const uint8_t *lits = p + PK_COUNT;
-                uint32_t n_lits = 0;
-                if (speakers) {
-                    n_lits = p[0] | (uint32_t)p[1] << 8;
-                    p += PK_COUNT + n_lits * sizeof(lentry);
-                }
-                if (skip_len) {
-                    /* Usually a few bytes: a loop beats a call to memcmp. */
-                    if (skip_len > len - j)
-                        break;
-                    unsigned k2 = 0;
-                    while (k2 < skip_len && low[j + k2] == p[k2])
-                        k2++;
-                    if (k2 < skip_len)
-                        break;
-                    j += skip_len;
-                    p += skip_len;
-                }
-                if (speakers && (trace || (speakers & speaker_bit)) &&
-                    prefilter_hit(s, lits, n_lits, i,
-                                  speaker_bit, trace != NULL))
-                    return AT_ENOMEM;
-                if (j >= len || !n_edges)
-                    break;
-                /* Edge bytes are sorted. */
-                unsigned c = low[j], e = 0;
-                while (e < n_edges && p[e] < c)
-                    e++;
-                if (e == n_edges || p[e] != c)
-                    break;
-                off = get_u32(p + n_edges + 4 * e);
-                j++;
-            }
-        }
     }
+    if (anywhere->pk_len)
+        for (size_t i = 0; i + 3 <= len; i++)
+            if (d2_has(anywhere, low + i) &&
+                walk_trie(anywhere, d2_find(anywhere, low + i), s, low, len, i, speaker_bit,
+                          trace))
+                return AT_ENOMEM;
     for (size_t i = 0; i < m->n_unfiltered; i++) {
         uint32_t pi = m->unfiltered[i];
         if (trace || (m->patterns[pi].speakers & speaker_bit))
