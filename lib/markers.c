@@ -149,6 +149,7 @@ struct at__markers {
      * at a word start (walked from word starts only), [0] for the others (walked from every
      * position). */
     ltrie trie[2];
+    uint8_t tok_class[256]; /* word-list token classes of bytes (tok_class_of) */
     uint32_t *unfiltered; /* patterns with no literal: always run */
     size_t n_unfiltered;
 
@@ -488,6 +489,18 @@ static bool is_word_char(unsigned char c)
     return word_chars[c];
 }
 
+/* Word-list token bytes: TOK_START may begin a token (letters, digits and the * $ @ that
+ * obfuscate profanity), TOK_BODY may continue one (also ' - and bytes of other characters). */
+enum { TOK_START = 1, TOK_BODY = 2 };
+
+static unsigned tok_class_of(unsigned char c)
+{
+    if ((word_chars[c] && c != '_') || c == '*' || c == '$' || c == '@')
+        return TOK_START | TOK_BODY;
+    return c == '\'' || c == '-' || c >= 0x80 ? TOK_BODY : 0;
+}
+
+
 static bool req_same(const req *a, const req *b)
 {
     if (a->n != b->n)
@@ -501,6 +514,20 @@ static bool req_same(const req *a, const req *b)
 /* Adds a group to rs in order (highest quality first, then fewest strings), keeping the best
  * MAX_GROUPS; groups below REQ_MIN_QUALITY are useless and dropped. */
 static void req_shrink(req *r, size_t max_n, req *tmp);
+
+/* Whether every match of b contains one of a: each string of b holds a string of a. A group
+ * implied by another adds nothing to the prefilter. */
+static bool req_implies(const req *b, const req *a)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        bool found = false;
+        for (size_t j = 0; j < a->n && !found; j++)
+            found = a->len[j] <= b->len[i] && strstr(b->s[i], a->s[j]) != NULL;
+        if (!found)
+            return false;
+    }
+    return true;
+}
 
 static void reqs_add(reqs *rs, const req *r)
 {
@@ -517,8 +544,18 @@ static void reqs_add(reqs *rs, const req *r)
     if (q < REQ_MIN_QUALITY)
         goto out;
     for (size_t i = 0; i < rs->n; i++)
-        if (req_same(&rs->g[i], r))
+        if (req_same(&rs->g[i], r) || req_implies(&rs->g[i], r))
             goto out;
+    /* Groups that r implies make room for it. */
+    for (size_t i = 0; i < rs->n;) {
+        if (req_implies(r, &rs->g[i])) {
+            for (size_t k = i + 1; k < rs->n; k++)
+                req_copy(&rs->g[k - 1], &rs->g[k]);
+            rs->n--;
+        } else {
+            i++;
+        }
+    }
     size_t at = 0;
     while (at < rs->n) {
         size_t qa = req_quality(&rs->g[at]);
@@ -941,7 +978,8 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
     node_empty(out); /* an empty sequence matches "" */
     rnode *cur = malloc(sizeof *cur);
     req *tmp = malloc(sizeof *tmp);
-    if (!cur || !tmp) {
+    req *sub = malloc(sizeof *sub);
+    if (!cur || !tmp || !sub) {
         rp->failed = true; /* out of memory: the pattern simply goes unfiltered */
         goto done;
     }
@@ -953,6 +991,10 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
     size_t run_len = 0;
     bool run_ws = false, at_boundary = false; /* the run starts a word; the last was \b */
     bool seq_ends_nonword = true, seq_may_be_empty = true;
+    /* sub: the product of the mandatory exact elements since the last optional or inexact
+     * one. Optional elements multiply the running product until it is cut to short prefixes
+     * ("that's", "this is"); the run after them (" on us", " on me") stays specific. */
+    req_empty(sub);
     while (rp->p < rp->end && *rp->p != '|' && *rp->p != ')') {
         parse_atom(rp, cur, after_nonword);
         if (rp->failed)
@@ -1008,6 +1050,18 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
          * around them grows too big to be a useful set. */
         if (cur->is_exact && !cur->may_be_empty && cur->exact.n > 1)
             reqs_add(&out->groups, &cur->exact);
+        {
+            bool is_assertion = cur->is_exact && cur->exact.n == 1 && !cur->exact.len[0];
+            if (cur->is_exact && (!cur->may_be_empty || is_assertion)) {
+                if (!req_product(sub, &cur->exact, tmp)) {
+                    reqs_add(&out->groups, sub);
+                    req_copy(sub, &cur->exact);
+                }
+            } else {
+                reqs_add(&out->groups, sub);
+                req_empty(sub);
+            }
+        }
         if (is_lead_open) {
             bool fits = req_product(&out->lead, cur->is_exact ? &cur->exact : &cur->lead, tmp);
             is_lead_open = fits && cur->is_exact;
@@ -1032,6 +1086,7 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
     offer_small(out, tmp);
     reqs_add(&out->groups, &out->exact);
     offer_small(out, &out->exact);
+    reqs_add(&out->groups, sub);
     out->is_exact = is_whole;
     out->ends_nonword = seq_ends_nonword;
     out->may_be_empty = seq_may_be_empty;
@@ -1040,6 +1095,7 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
 done:
     free(cur);
     free(tmp);
+    free(sub);
 }
 
 /* An alternation is exact when every branch is; it requires the union of one requirement of
@@ -1967,6 +2023,8 @@ int at__markers_new(const char *dir, const at__vader *vader, uint64_t *hash, at_
     if (!m)
         return AT_ENOMEM;
     m->vader = vader;
+    for (int c = 0; c < 256; c++)
+        m->tok_class[c] = (uint8_t)tok_class_of((unsigned char)c);
     at__strmap_init(&m->scope);
     at__strmap_init(&m->scope_first);
     at__strmap_init(&m->abuse.map);
@@ -2483,17 +2541,6 @@ static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const
     return 0;
 }
 
-/* Word-list token bytes: TOK_START may begin a token (letters, digits and the * $ @ that
- * obfuscate profanity), TOK_BODY may continue one (also ' - and bytes of other characters). */
-enum { TOK_START = 1, TOK_BODY = 2 };
-
-static inline unsigned tok_class(unsigned char c)
-{
-    if ((word_chars[c] && c != '_') || c == '*' || c == '$' || c == '@')
-        return TOK_START | TOK_BODY;
-    return c == '\'' || c == '-' || c >= 0x80 ? TOK_BODY : 0;
-}
-
 /* Word-list lookups (abuse, anger): every run of 1..max_words words. */
 static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w, at_category cat,
                         size_t len, bool anger)
@@ -2505,7 +2552,7 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
     while (i < len) {
         /* A token: bytes other than space and the punctuation that ends words; keep * $ @ that
          * obfuscate profanity ("f*ck", "a$$"). */
-        while (i < len && !(tok_class((unsigned char)lower[i]) & TOK_START))
+        while (i < len && !(m->tok_class[(unsigned char)lower[i]] & TOK_START))
             i++;
         if (i >= len)
             break;
@@ -2516,7 +2563,7 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
         size_t best_end = 0;
         const at__strmap_entry *best = NULL;
         while (words < w->max_words && j < len) {
-            while (j < len && (tok_class((unsigned char)lower[j]) & TOK_BODY))
+            while (j < len && (m->tok_class[(unsigned char)lower[j]] & TOK_BODY))
                 j++;
             end = j;
             /* Trailing apostrophes and hyphens are punctuation, not part of the word. */
@@ -2554,7 +2601,7 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
             }
         }
         /* Advance past the first word only. */
-        while (i < len && (tok_class((unsigned char)lower[i]) & TOK_BODY))
+        while (i < len && (m->tok_class[(unsigned char)lower[i]] & TOK_BODY))
             i++;
     }
     return 0;
@@ -2685,9 +2732,12 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         s->lower = l;
         s->cap_lower = len + 4;
     }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)text[i];
-        s->lower[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+    {
+        /* Restrict-qualified copies let the compiler vectorise the loop. */
+        unsigned char *restrict dst = (unsigned char *)s->lower;
+        const unsigned char *restrict src = (const unsigned char *)text;
+        for (size_t i = 0; i < len; i++)
+            dst[i] = (unsigned char)((unsigned)(src[i] - 'A') < 26u ? src[i] + ('a' - 'A') : src[i]);
     }
     memset(s->lower + len, 0, 4);
 
