@@ -2736,8 +2736,10 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         /* Restrict-qualified copies let the compiler vectorise the loop. */
         unsigned char *restrict dst = (unsigned char *)s->lower;
         const unsigned char *restrict src = (const unsigned char *)text;
-        for (size_t i = 0; i < len; i++)
-            dst[i] = (unsigned char)((unsigned)(src[i] - 'A') < 26u ? src[i] + ('a' - 'A') : src[i]);
+        for (size_t i = 0; i < len; i++) {
+            unsigned c = src[i];
+            dst[i] = (unsigned char)(c - 'A' < 26u ? c + ('a' - 'A') : c);
+        }
     }
     memset(s->lower + len, 0, 4);
 
