@@ -65,23 +65,35 @@ typedef struct tnode {
     const char *skip;  /* skip_len bytes every text below shares: compared in one go */
     uint32_t first;    /* its first edge */
     uint32_t utext;    /* the text ending here (after the skip), or NO_UTEXT */
-    uint32_t wide;     /* nodes with many children: index into ltrie.wide, else NO_WIDE */
     uint16_t n_edges;
     uint8_t skip_len;
     uint8_t speakers;  /* the utext's speakers, so that other speakers' texts cost nothing */
 } tnode;
 
+/* The scan walks a packed copy of the trie: one byte array holding the nodes below depth 2 in
+ * depth-first order, so that a walk reads a few neighbouring cache lines instead of chasing
+ * pointers through separate node, edge, text and literal arrays. A packed node is
+ *     skip_len, n_edges, speakers             3 bytes
+ *     number of literals, their lentries      2 + 8 each, only when speakers != 0
+ *     skip bytes                              skip_len bytes
+ *     edge bytes, sorted                      n_edges bytes
+ *     child offsets into the array            4 bytes each
+ * (multi-byte fields little-endian, read with memcpy). The nodes at depth 2 are found through
+ * a 65536-bit set over the first two bytes and the rank of the bit. */
 typedef struct ltrie {
-    tnode *nodes;
+    tnode *nodes;           /* build time only */
     uint8_t *edge_byte;
     uint32_t *edge_child;
     size_t n_nodes, n_edges;
-    uint32_t *depth2;       /* 65536: the node after bytes b0 b1 at index b0 | b1 << 8, or 0 */
-    uint64_t depth2_bits[1024]; /* which depth2 entries are set (fits in L1) */
-    uint64_t (*wide)[4];    /* per wide node, its child bytes as a 256-bit set: the child for
-                             * byte c is edge first + (number of set bits below c) */
-    size_t n_wide;
+    uint8_t *pk;            /* the packed nodes */
+    size_t pk_len, pk_cap;
+    uint64_t d2_bits[1024]; /* which first two bytes (b0 | b1 << 8) begin some text */
+    uint16_t *d2_key;       /* open addressing, d2_mask + 1 slots: two bytes (0: empty) */
+    uint32_t *d2_off;       /* and the offset in pk of their node */
+    uint32_t d2_mask;
 } ltrie;
+
+enum { PK_HEAD = 3, PK_COUNT = 2 };
 
 /* What the scan needs of a literal, packed: literals[i] and lentries[i] describe the same one. */
 typedef struct lentry {
@@ -119,7 +131,7 @@ typedef struct wordlist {
     char **ids;          /* "abuse:<canonical>" */
     size_t n_ids;
     size_t max_words;
-    uint64_t first2[1024]; /* 65536 bits: some phrase starts with these two bytes (see key2) */
+    uint64_t first[1024];  /* 65536 bits: some phrase's first word hashes here (first_key) */
 } wordlist;
 
 #define PREFILTER_MAX_STRINGS 64 /* a required set is cut to about this many literals */
@@ -137,6 +149,7 @@ struct at__markers {
      * at a word start (walked from word starts only), [0] for the others (walked from every
      * position). */
     ltrie trie[2];
+    uint8_t tok_class[256]; /* word-list token classes of bytes (tok_class_of) */
     uint32_t *unfiltered; /* patterns with no literal: always run */
     size_t n_unfiltered;
 
@@ -173,8 +186,6 @@ typedef struct cand {
 #define QUEUED 0x80u   /* groups flag: the pattern is already in todo */
 #define NO_HIT UINT32_MAX
 #define NO_UTEXT UINT32_MAX
-#define NO_WIDE UINT32_MAX
-#define WIDE_MIN_EDGES 6 /* children from which a node gets a bit set */
 
 struct at__mscratch {
     pcre2_match_data *md;
@@ -478,6 +489,18 @@ static bool is_word_char(unsigned char c)
     return word_chars[c];
 }
 
+/* Word-list token bytes: TOK_START may begin a token (letters, digits and the * $ @ that
+ * obfuscate profanity), TOK_BODY may continue one (also ' - and bytes of other characters). */
+enum { TOK_START = 1, TOK_BODY = 2 };
+
+static unsigned tok_class_of(unsigned char c)
+{
+    if ((word_chars[c] && c != '_') || c == '*' || c == '$' || c == '@')
+        return TOK_START | TOK_BODY;
+    return c == '\'' || c == '-' || c >= 0x80 ? TOK_BODY : 0;
+}
+
+
 static bool req_same(const req *a, const req *b)
 {
     if (a->n != b->n)
@@ -490,14 +513,49 @@ static bool req_same(const req *a, const req *b)
 
 /* Adds a group to rs in order (highest quality first, then fewest strings), keeping the best
  * MAX_GROUPS; groups below REQ_MIN_QUALITY are useless and dropped. */
+static void req_shrink(req *r, size_t max_n, req *tmp);
+
+/* Whether every match of b contains one of a: each string of b holds a string of a. A group
+ * implied by another adds nothing to the prefilter. */
+static bool req_implies(const req *b, const req *a)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        bool found = false;
+        for (size_t j = 0; j < a->n && !found; j++)
+            found = a->len[j] <= b->len[i] && strstr(b->s[i], a->s[j]) != NULL;
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
 static void reqs_add(reqs *rs, const req *r)
 {
+    /* A set too big for the prefilter is judged as the prefilter will use it, cut to shorter
+     * prefixes: a product of many strings that shrinks to "are " must not win over the
+     * three words it grew from. */
+    req *cut = NULL;
+    if (r->n > PREFILTER_MAX_STRINGS && (cut = malloc(sizeof *cut))) {
+        req_copy(cut, r);
+        req_shrink(cut, PREFILTER_MAX_STRINGS, NULL);
+        r = cut;
+    }
     size_t q = req_quality(r);
     if (q < REQ_MIN_QUALITY)
-        return;
+        goto out;
     for (size_t i = 0; i < rs->n; i++)
-        if (req_same(&rs->g[i], r))
-            return;
+        if (req_same(&rs->g[i], r) || req_implies(&rs->g[i], r))
+            goto out;
+    /* Groups that r implies make room for it. */
+    for (size_t i = 0; i < rs->n;) {
+        if (req_implies(r, &rs->g[i])) {
+            for (size_t k = i + 1; k < rs->n; k++)
+                req_copy(&rs->g[k - 1], &rs->g[k]);
+            rs->n--;
+        } else {
+            i++;
+        }
+    }
     size_t at = 0;
     while (at < rs->n) {
         size_t qa = req_quality(&rs->g[at]);
@@ -506,13 +564,15 @@ static void reqs_add(reqs *rs, const req *r)
         at++;
     }
     if (at >= MAX_GROUPS)
-        return;
+        goto out;
     size_t last = rs->n < MAX_GROUPS ? rs->n : MAX_GROUPS - 1;
     for (size_t i = last; i > at; i--)
         req_copy(&rs->g[i], &rs->g[i - 1]);
     req_copy(&rs->g[at], r);
     if (rs->n < MAX_GROUPS)
         rs->n++;
+out:
+    free(cut);
 }
 
 /* a = a x b (every string of a followed by every string of b, duplicates merged); false when
@@ -711,6 +771,10 @@ static void parse_class(rparser *rp, rnode *out)
             /* General punctuation (U+2000..U+207F): no case, compared as bytes. */
             is_simple = is_simple && req_put(&set, rp->p, 3);
             rp->p += 3;
+        } else if (c == 0xF0 && rp->p + 3 < rp->end && (unsigned char)rp->p[1] == 0x9F) {
+            /* Emoji and other symbols (U+1F000..U+1FFFF): no case either. */
+            is_simple = is_simple && req_put(&set, rp->p, 4);
+            rp->p += 4;
         } else if (c >= 0x80) {
             is_simple = false;
             rp->p++;
@@ -866,6 +930,11 @@ static void parse_atom(rparser *rp, rnode *out, bool after_nonword)
         rp->p += 2;
         return;
     }
+    if ((unsigned char)c == 0xF0 && rp->p + 2 < rp->end && (unsigned char)rp->p[0] == 0x9F) {
+        node_char(out, rp->p - 1, 4); /* emoji and other symbols (U+1F000..U+1FFFF) */
+        rp->p += 3;
+        return;
+    }
     if ((unsigned char)c >= 0x80) {
         /* Other non-ASCII: caseless UTF matching may fold it; not a prefilter literal. */
         while (rp->p < rp->end && ((unsigned char)*rp->p & 0xC0) == 0x80)
@@ -909,7 +978,8 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
     node_empty(out); /* an empty sequence matches "" */
     rnode *cur = malloc(sizeof *cur);
     req *tmp = malloc(sizeof *tmp);
-    if (!cur || !tmp) {
+    req *sub = malloc(sizeof *sub);
+    if (!cur || !tmp || !sub) {
         rp->failed = true; /* out of memory: the pattern simply goes unfiltered */
         goto done;
     }
@@ -921,6 +991,10 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
     size_t run_len = 0;
     bool run_ws = false, at_boundary = false; /* the run starts a word; the last was \b */
     bool seq_ends_nonword = true, seq_may_be_empty = true;
+    /* sub: the product of the mandatory exact elements since the last optional or inexact
+     * one. Optional elements multiply the running product until it is cut to short prefixes
+     * ("that's", "this is"); the run after them (" on us", " on me") stays specific. */
+    req_empty(sub);
     while (rp->p < rp->end && *rp->p != '|' && *rp->p != ')') {
         parse_atom(rp, cur, after_nonword);
         if (rp->failed)
@@ -972,6 +1046,22 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
             offer_small(out, &cur->small);
         if (cur->is_exact)
             offer_small(out, &cur->exact);
+        /* A mandatory element's own strings are required too; they matter when the product
+         * around them grows too big to be a useful set. */
+        if (cur->is_exact && !cur->may_be_empty && cur->exact.n > 1)
+            reqs_add(&out->groups, &cur->exact);
+        {
+            bool is_assertion = cur->is_exact && cur->exact.n == 1 && !cur->exact.len[0];
+            if (cur->is_exact && (!cur->may_be_empty || is_assertion)) {
+                if (!req_product(sub, &cur->exact, tmp)) {
+                    reqs_add(&out->groups, sub);
+                    req_copy(sub, &cur->exact);
+                }
+            } else {
+                reqs_add(&out->groups, sub);
+                req_empty(sub);
+            }
+        }
         if (is_lead_open) {
             bool fits = req_product(&out->lead, cur->is_exact ? &cur->exact : &cur->lead, tmp);
             is_lead_open = fits && cur->is_exact;
@@ -996,6 +1086,7 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
     offer_small(out, tmp);
     reqs_add(&out->groups, &out->exact);
     offer_small(out, &out->exact);
+    reqs_add(&out->groups, sub);
     out->is_exact = is_whole;
     out->ends_nonword = seq_ends_nonword;
     out->may_be_empty = seq_may_be_empty;
@@ -1004,6 +1095,7 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
 done:
     free(cur);
     free(tmp);
+    free(sub);
 }
 
 /* An alternation is exact when every branch is; it requires the union of one requirement of
@@ -1209,7 +1301,6 @@ static void build_node(ltrie *t, const utext *ut, const uint32_t *ids, uint32_t 
                        size_t hi, size_t depth)
 {
     t->nodes[n].utext = NO_UTEXT;
-    t->nodes[n].wide = NO_WIDE;
     t->nodes[n].skip = NULL;
     t->nodes[n].skip_len = 0;
     t->nodes[n].speakers = 0;
@@ -1251,78 +1342,68 @@ static void build_node(ltrie *t, const utext *ut, const uint32_t *ids, uint32_t 
     }
 }
 
-static inline uint32_t popcount64(uint64_t x)
+static inline uint32_t d2_slot(uint32_t k, uint32_t mask)
 {
-    x = x - ((x >> 1) & 0x5555555555555555ULL);
-    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
-    return (uint32_t)((x * 0x0101010101010101ULL) >> 56);
+    return (k * 2654435761u >> 16) & mask;
 }
 
-/* The child of node for byte c, or 0. */
-static inline uint32_t trie_child(const ltrie *t, const tnode *node, unsigned char c)
+static void put_u32(uint8_t *p, uint32_t v)
 {
-    if (node->wide != NO_WIDE) {
-        const uint64_t *w = t->wide[node->wide];
-        uint64_t bit = (uint64_t)1 << (c & 63);
-        if (!(w[c >> 6] & bit))
-            return 0;
-        uint32_t idx = popcount64(w[c >> 6] & (bit - 1));
-        for (unsigned k = 0; k < (unsigned)(c >> 6); k++)
-            idx += popcount64(w[k]);
-        return t->edge_child[node->first + idx];
-    }
-    /* Few children, sorted: a linear scan is the fastest search. */
-    const uint8_t *b = t->edge_byte + node->first, *end = b + node->n_edges;
-    while (b < end && *b < c)
-        b++;
-    return b < end && *b == c ? t->edge_child[b - t->edge_byte] : 0;
+    for (int b = 0; b < 4; b++)
+        p[b] = (uint8_t)(v >> (8 * b));
 }
 
-/* Renumbers the nodes (and their edges) breadth first, so that the shallow nodes every walk
- * passes through share a few cache lines instead of being spread over the whole trie. */
-static int renumber_breadth_first(ltrie *t)
+static inline uint32_t get_u32(const uint8_t *p)
 {
-    uint32_t *queue = malloc(t->n_nodes * sizeof *queue);
-    uint32_t *new_id = malloc(t->n_nodes * sizeof *new_id);
-    tnode *nodes = malloc(t->n_nodes * sizeof *nodes);
-    uint8_t *bytes = malloc(t->n_edges + 1);
-    uint32_t *children = malloc((t->n_edges + 1) * sizeof *children);
-    if (!queue || !new_id || !nodes || !bytes || !children) {
-        free(queue);
-        free(new_id);
-        free(nodes);
-        free(bytes);
-        free(children);
-        return AT_ENOMEM;
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Appends node n and, depth first, its subtree to t->pk; returns its offset or -1. */
+static int64_t pack_node(ltrie *t, const at__markers *m, uint32_t n)
+{
+    const tnode *node = &t->nodes[n];
+    bool has_text = node->utext != NO_UTEXT;
+    size_t n_lits = has_text ? m->utexts[node->utext].n : 0;
+    size_t size = PK_HEAD + (has_text ? PK_COUNT + n_lits * sizeof(lentry) : 0) +
+                  node->skip_len + node->n_edges * 5u;
+    if (t->pk_len + size > UINT32_MAX)
+        return -1;
+    if (t->pk_len + size > t->pk_cap) {
+        size_t cap = t->pk_cap ? t->pk_cap * 2 : 4096;
+        while (cap < t->pk_len + size)
+            cap *= 2;
+        uint8_t *pk = realloc(t->pk, cap);
+        if (!pk)
+            return -1;
+        t->pk = pk;
+        t->pk_cap = cap;
     }
-    size_t n_queue = 1;
-    queue[0] = 0;
-    for (size_t q = 0; q < n_queue; q++) {
-        const tnode *node = &t->nodes[queue[q]];
-        new_id[queue[q]] = (uint32_t)q;
-        for (uint32_t e = node->first; e < node->first + node->n_edges; e++)
-            queue[n_queue++] = t->edge_child[e];
+    size_t at = t->pk_len;
+    uint8_t *p = t->pk + at;
+    p[0] = node->skip_len;
+    p[1] = (uint8_t)node->n_edges;
+    p[2] = has_text ? node->speakers : 0;
+    p += PK_HEAD;
+    if (has_text) {
+        const utext *u = &m->utexts[node->utext];
+        p[0] = (uint8_t)u->n;
+        p[1] = (uint8_t)(u->n >> 8);
+        memcpy(p + PK_COUNT, m->lentries + u->first, n_lits * sizeof(lentry));
+        p += PK_COUNT + n_lits * sizeof(lentry);
     }
-    uint32_t n_edges = 0;
-    for (size_t q = 0; q < n_queue; q++) {
-        const tnode *old = &t->nodes[queue[q]];
-        nodes[q] = *old;
-        nodes[q].first = n_edges;
-        for (uint32_t e = old->first; e < old->first + old->n_edges; e++) {
-            bytes[n_edges] = t->edge_byte[e];
-            children[n_edges++] = new_id[t->edge_child[e]];
-        }
+    memcpy(p, node->skip, node->skip_len);
+    p += node->skip_len;
+    for (uint32_t e = 0; e < node->n_edges; e++)
+        p[e] = t->edge_byte[node->first + e];
+    size_t children = (size_t)(p - t->pk) + node->n_edges;
+    t->pk_len = at + size;
+    for (uint32_t e = 0; e < node->n_edges; e++) {
+        int64_t off = pack_node(t, m, t->edge_child[node->first + e]);
+        if (off < 0)
+            return -1;
+        put_u32(t->pk + children + 4 * e, (uint32_t)off);
     }
-    free(t->nodes);
-    free(t->edge_byte);
-    free(t->edge_child);
-    t->nodes = nodes;
-    t->edge_byte = bytes;
-    t->edge_child = children;
-    free(queue);
-    free(new_id);
-    return 0;
+    return (int64_t)at;
 }
 
 /* Builds trie t over the utexts whose is_ws equals is_ws (they are sorted by text). */
@@ -1340,8 +1421,7 @@ static int build_trie(at__markers *m, ltrie *t, bool is_ws)
     t->nodes = malloc(max_nodes * sizeof *t->nodes);
     t->edge_byte = malloc(max_nodes);
     t->edge_child = malloc(max_nodes * sizeof *t->edge_child);
-    t->depth2 = calloc(65536, sizeof *t->depth2);
-    if (!t->nodes || !t->edge_byte || !t->edge_child || !t->depth2) {
+    if (!t->nodes || !t->edge_byte || !t->edge_child) {
         free(ids);
         return AT_ENOMEM;
     }
@@ -1349,42 +1429,64 @@ static int build_trie(at__markers *m, ltrie *t, bool is_ws)
     t->n_edges = 0;
     build_node(t, m->utexts, ids, 0, 0, n_ids, 0);
     free(ids);
-    if (renumber_breadth_first(t))
-        return AT_ENOMEM;
-    for (size_t n = 0; n < t->n_nodes; n++)
-        t->n_wide += t->nodes[n].n_edges >= WIDE_MIN_EDGES;
-    t->wide = calloc(t->n_wide + 1, sizeof *t->wide);
-    if (!t->wide)
-        return AT_ENOMEM;
-    t->n_wide = 0;
-    for (size_t n = 0; n < t->n_nodes; n++) {
-        tnode *node = &t->nodes[n];
-        if (node->n_edges < WIDE_MIN_EDGES)
-            continue;
-        node->wide = (uint32_t)t->n_wide++;
-        for (uint32_t e = node->first; e < node->first + node->n_edges; e++)
-            t->wide[node->wide][t->edge_byte[e] >> 6] |= (uint64_t)1 << (t->edge_byte[e] & 63);
-    }
-    memset(t->depth2_bits, 0, sizeof t->depth2_bits);
+    /* A text's literal count is stored in 16 bits. */
+    for (size_t i = 0; i < m->n_utexts; i++)
+        if (m->utexts[i].n > UINT16_MAX)
+            return AT_ENOMEM;
+    /* The nodes at depth 2, in order of their two bytes, then packed one subtree after the
+     * other. */
+    memset(t->d2_bits, 0, sizeof t->d2_bits);
+    size_t n_d2 = 0;
     for (uint32_t a = 0; a < t->nodes[0].n_edges; a++) {
-        uint32_t e1 = t->nodes[0].first + a, n1 = t->edge_child[e1];
+        uint32_t n1 = t->edge_child[t->nodes[0].first + a];
         for (uint32_t b = 0; b < t->nodes[n1].n_edges; b++) {
-            uint32_t e2 = t->nodes[n1].first + b;
-            uint32_t k = t->edge_byte[e1] | (uint32_t)t->edge_byte[e2] << 8;
-            t->depth2[k] = t->edge_child[e2];
-            t->depth2_bits[k >> 6] |= (uint64_t)1 << (k & 63);
+            uint32_t k = t->edge_byte[t->nodes[0].first + a] |
+                         (uint32_t)t->edge_byte[t->nodes[n1].first + b] << 8;
+            t->d2_bits[k >> 6] |= (uint64_t)1 << (k & 63);
+            n_d2++;
         }
     }
+    /* No text begins with a NUL byte, so key 0 marks an empty slot. */
+    size_t slots = 16;
+    while (slots < 2 * n_d2)
+        slots *= 2;
+    t->d2_mask = (uint32_t)(slots - 1);
+    t->d2_key = calloc(slots, sizeof *t->d2_key);
+    t->d2_off = calloc(slots, sizeof *t->d2_off);
+    if (!t->d2_key || !t->d2_off)
+        return AT_ENOMEM;
+    for (uint32_t a = 0; a < t->nodes[0].n_edges; a++) {
+        uint32_t n1 = t->edge_child[t->nodes[0].first + a];
+        for (uint32_t b = 0; b < t->nodes[n1].n_edges; b++) {
+            uint32_t k = t->edge_byte[t->nodes[0].first + a] |
+                         (uint32_t)t->edge_byte[t->nodes[n1].first + b] << 8;
+            uint32_t r = d2_slot(k, t->d2_mask);
+            while (t->d2_key[r])
+                r = (r + 1) & t->d2_mask;
+            t->d2_key[r] = (uint16_t)k;
+            int64_t off = pack_node(t, m, t->edge_child[t->nodes[n1].first + b]);
+            if (off < 0)
+                return AT_ENOMEM;
+            t->d2_off[r] = (uint32_t)off;
+        }
+    }
+    free(t->nodes);
+    free(t->edge_byte);
+    free(t->edge_child);
+    t->nodes = NULL;
+    t->edge_byte = NULL;
+    t->edge_child = NULL;
     return 0;
 }
 
 static void free_trie(ltrie *t)
 {
-    free(t->wide);
     free(t->nodes);
     free(t->edge_byte);
     free(t->edge_child);
-    free(t->depth2);
+    free(t->pk);
+    free(t->d2_off);
+    free(t->d2_key);
 }
 
 static int cmp_literal(const void *a, const void *b)
@@ -1711,11 +1813,10 @@ static void wordlist_fini(wordlist *w)
     free(w->ids);
 }
 
-/* The first two bytes of a word, for the word lists' quick rejection (a lone byte pairs with
- * 0). */
-static uint32_t key2(const char *s, size_t len)
+/* A word's bit in wordlist.first, for the quick rejection of words no phrase starts with. */
+static uint32_t first_key(const char *s, size_t len)
 {
-    return (unsigned char)s[0] | (uint32_t)(len > 1 ? (unsigned char)s[1] : 0) << 8;
+    return (uint32_t)(at__hash(s, len) & 0xffff);
 }
 
 /* Loads a word list: phrase [TAB canonical [TAB value]]. Ids are prefix:canonical. */
@@ -1776,8 +1877,9 @@ static int load_wordlist(wordlist *w, const char *dir, const char *name, const c
             rc = AT_ENOMEM;
             goto fail;
         }
-        uint32_t k2 = key2(f[0], strlen(f[0]));
-        w->first2[k2 >> 6] |= (uint64_t)1 << (k2 & 63);
+        /* A phrase can only match where its first word is a whole token. */
+        uint32_t k = first_key(f[0], strcspn(f[0], " "));
+        w->first[k >> 6] |= (uint64_t)1 << (k & 63);
         for (char *c = f[0]; *c; c++)
             if (*c == ' ' && at__strmap_put(&w->prefixes, f[0], (size_t)(c - f[0]), 0, 0)) {
                 rc = AT_ENOMEM;
@@ -1921,6 +2023,8 @@ int at__markers_new(const char *dir, const at__vader *vader, uint64_t *hash, at_
     if (!m)
         return AT_ENOMEM;
     m->vader = vader;
+    for (int c = 0; c < 256; c++)
+        m->tok_class[c] = (uint8_t)tok_class_of((unsigned char)c);
     at__strmap_init(&m->scope);
     at__strmap_init(&m->scope_first);
     at__strmap_init(&m->abuse.map);
@@ -2306,11 +2410,13 @@ static int add_hit(at__mscratch *s, uint32_t pi, size_t pos)
 
 /* A literal text occurs at pos: note the groups (and anchor positions) of the patterns that
  * want it, and queue a pattern once all its groups are present. */
-static int prefilter_hit(const at__markers *m, at__mscratch *s, const utext *u, size_t pos,
+static int prefilter_hit(at__mscratch *s, const uint8_t *lits, uint32_t n, size_t pos,
                          unsigned speaker_bit, bool is_tracing)
 {
-    for (uint32_t e = u->first; e < u->first + u->n; e++) {
-        const lentry *l = &m->lentries[e];
+    for (uint32_t e = 0; e < n; e++) {
+        lentry entry;
+        memcpy(&entry, lits + e * sizeof entry, sizeof entry);
+        const lentry *l = &entry;
         if (!is_tracing && !((l->flags >> LE_SPEAKER_SHIFT) & speaker_bit))
             continue;
         uint32_t pi = l->pattern;
@@ -2328,6 +2434,65 @@ static int prefilter_hit(const at__markers *m, at__mscratch *s, const utext *u, 
         }
     }
     return 0;
+}
+
+/* Whether some text of trie t begins with the two bytes at low. */
+static inline bool d2_has(const ltrie *t, const unsigned char *low)
+{
+    uint32_t k = low[0] | (uint32_t)low[1] << 8;
+    return t->d2_bits[k >> 6] & ((uint64_t)1 << (k & 63));
+}
+
+/* The packed node of trie t at depth 2 for the two bytes at low, which d2_has. */
+static inline uint32_t d2_find(const ltrie *t, const unsigned char *low)
+{
+    uint32_t k = low[0] | (uint32_t)low[1] << 8;
+    for (uint32_t h = d2_slot(k, t->d2_mask);; h = (h + 1) & t->d2_mask)
+        if (t->d2_key[h] == k)
+            return t->d2_off[h];
+}
+
+/* Walks trie t from its depth-2 node off, for position i of the lower-cased text, noting
+ * every text that occurs there. */
+static int walk_trie(const ltrie *t, uint32_t off, at__mscratch *s, const unsigned char *low,
+                     size_t len, size_t i, unsigned speaker_bit, at__buf *trace)
+{
+    for (size_t j = i + 2;;) {
+        const uint8_t *p = t->pk + off;
+        unsigned skip_len = p[0], n_edges = p[1], speakers = p[2];
+        p += PK_HEAD;
+        const uint8_t *lits = p + PK_COUNT;
+        uint32_t n_lits = 0;
+        if (speakers) {
+            n_lits = p[0] | (uint32_t)p[1] << 8;
+            p += PK_COUNT + n_lits * sizeof(lentry);
+        }
+        if (skip_len) {
+            /* Usually a few bytes: a loop beats a call to memcmp. */
+            if (skip_len > len - j)
+                return 0;
+            unsigned k = 0;
+            while (k < skip_len && low[j + k] == p[k])
+                k++;
+            if (k < skip_len)
+                return 0;
+            j += skip_len;
+            p += skip_len;
+        }
+        if (speakers && (trace || (speakers & speaker_bit)) &&
+            prefilter_hit(s, lits, n_lits, i, speaker_bit, trace != NULL))
+            return AT_ENOMEM;
+        if (j >= len || !n_edges)
+            return 0;
+        /* Edge bytes are sorted. */
+        unsigned c = low[j], e = 0;
+        while (e < n_edges && p[e] < c)
+            e++;
+        if (e == n_edges || p[e] != c)
+            return 0;
+        off = get_u32(p + n_edges + 4 * e);
+        j++;
+    }
 }
 
 /* Runs pattern pi over text: anchored at each remembered hit when it has an anchor (a match
@@ -2376,17 +2541,6 @@ static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const
     return 0;
 }
 
-/* Word-list token bytes: TOK_START may begin a token (letters, digits and the * $ @ that
- * obfuscate profanity), TOK_BODY may continue one (also ' - and bytes of other characters). */
-enum { TOK_START = 1, TOK_BODY = 2 };
-
-static inline unsigned tok_class(unsigned char c)
-{
-    if ((word_chars[c] && c != '_') || c == '*' || c == '$' || c == '@')
-        return TOK_START | TOK_BODY;
-    return c == '\'' || c == '-' || c >= 0x80 ? TOK_BODY : 0;
-}
-
 /* Word-list lookups (abuse, anger): every run of 1..max_words words. */
 static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w, at_category cat,
                         size_t len, bool anger)
@@ -2398,7 +2552,7 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
     while (i < len) {
         /* A token: bytes other than space and the punctuation that ends words; keep * $ @ that
          * obfuscate profanity ("f*ck", "a$$"). */
-        while (i < len && !(tok_class((unsigned char)lower[i]) & TOK_START))
+        while (i < len && !(m->tok_class[(unsigned char)lower[i]] & TOK_START))
             i++;
         if (i >= len)
             break;
@@ -2409,7 +2563,7 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
         size_t best_end = 0;
         const at__strmap_entry *best = NULL;
         while (words < w->max_words && j < len) {
-            while (j < len && (tok_class((unsigned char)lower[j]) & TOK_BODY))
+            while (j < len && (m->tok_class[(unsigned char)lower[j]] & TOK_BODY))
                 j++;
             end = j;
             /* Trailing apostrophes and hyphens are punctuation, not part of the word. */
@@ -2417,8 +2571,8 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
                 end--;
             words++;
             if (words == 1) {
-                uint32_t k2 = key2(lower + start, end - start);
-                if (!(w->first2[k2 >> 6] & ((uint64_t)1 << (k2 & 63))))
+                uint32_t k = first_key(lower + start, end - start);
+                if (!(w->first[k >> 6] & ((uint64_t)1 << (k & 63))))
                     break; /* no phrase starts like this word */
             }
             const at__strmap_entry *e = at__strmap_get(&w->map, lower + start, end - start);
@@ -2447,7 +2601,7 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
             }
         }
         /* Advance past the first word only. */
-        while (i < len && (tok_class((unsigned char)lower[i]) & TOK_BODY))
+        while (i < len && (m->tok_class[(unsigned char)lower[i]] & TOK_BODY))
             i++;
     }
     return 0;
@@ -2578,9 +2732,14 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         s->lower = l;
         s->cap_lower = len + 4;
     }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)text[i];
-        s->lower[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+    {
+        /* Restrict-qualified copies let the compiler vectorise the loop. */
+        unsigned char *restrict dst = (unsigned char *)s->lower;
+        const unsigned char *restrict src = (const unsigned char *)text;
+        for (size_t i = 0; i < len; i++) {
+            unsigned c = src[i];
+            dst[i] = (unsigned char)(c - 'A' < 26u ? c + ('a' - 'A') : c);
+        }
     }
     memset(s->lower + len, 0, 4);
 
@@ -2591,40 +2750,24 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
     s->n_todo = 0;
     s->n_hits = 0;
     const unsigned char *low = (const unsigned char *)s->lower;
-    bool has_anywhere = m->trie[0].n_nodes > 1, prev_word = false;
+    /* Texts that begin words are looked for at word starts only; the few that may occur
+     * anywhere (their pattern does not say what precedes them), at every position whose two
+     * bytes begin one of them. */
+    const ltrie *starts = &m->trie[1], *anywhere = &m->trie[0];
+    bool prev_word = false;
     for (size_t i = 0; i + 3 <= len; i++) {
-        bool is_word = is_word_char(low[i]), is_start = is_word && !prev_word;
+        bool is_word = is_word_char(low[i]);
+        if (is_word && !prev_word && d2_has(starts, low + i) &&
+            walk_trie(starts, d2_find(starts, low + i), s, low, len, i, speaker_bit, trace))
+            return AT_ENOMEM;
         prev_word = is_word;
-        if (!is_start && !has_anywhere)
-            continue;
-        uint32_t k = low[i] | (uint32_t)low[i + 1] << 8;
-        for (int t = is_start; t >= 0; t--) {
-            const ltrie *tr = &m->trie[t];
-            if (!(tr->depth2_bits[k >> 6] & ((uint64_t)1 << (k & 63))))
-                continue;
-            for (uint32_t n = tr->depth2[k], j = (uint32_t)i + 2; n; j++) {
-                const tnode *node = &tr->nodes[n];
-                if (node->skip_len) {
-                    /* Usually a few bytes: a loop beats a call to memcmp. */
-                    size_t k2 = 0, sl = node->skip_len;
-                    if (sl > len - j)
-                        break;
-                    while (k2 < sl && low[j + k2] == (unsigned char)node->skip[k2])
-                        k2++;
-                    if (k2 < sl)
-                        break;
-                    j += (uint32_t)sl;
-                }
-                if (node->utext != NO_UTEXT && (trace || (node->speakers & speaker_bit)) &&
-                    prefilter_hit(m, s, &m->utexts[node->utext], i, speaker_bit,
-                                  trace != NULL))
-                    return AT_ENOMEM;
-                if (j >= len)
-                    break;
-                n = trie_child(tr, node, low[j]);
-            }
-        }
     }
+    if (anywhere->pk_len)
+        for (size_t i = 0; i + 3 <= len; i++)
+            if (d2_has(anywhere, low + i) &&
+                walk_trie(anywhere, d2_find(anywhere, low + i), s, low, len, i, speaker_bit,
+                          trace))
+                return AT_ENOMEM;
     for (size_t i = 0; i < m->n_unfiltered; i++) {
         uint32_t pi = m->unfiltered[i];
         if (trace || (m->patterns[pi].speakers & speaker_bit))
