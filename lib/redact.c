@@ -308,6 +308,8 @@ static size_t digit_token(const char *text, size_t len, size_t i, digit_run *r)
     size_t wl = j - i;
     if (j < len && (isdigit((unsigned char)text[j])))
         return i;
+    if (wl > 5) /* longer than any digit word */
+        return i;
     for (int k = 0; k < 10; k++) {
         if (strlen(digit_words[k]) == wl && strncasecmp(text + i, digit_words[k], wl) == 0) {
             run_push(r, (char)('0' + k));
@@ -330,7 +332,11 @@ static int scan_cards(at__rscratch *s, const char *text, size_t len)
         digit_run r = {.n = 0};
         size_t end = digit_token(text, len, i, &r);
         if (end == i) {
-            i++;
+            /* The rest of a run of letters cannot start a token (a digit word must be a word of
+             * its own); a digit after them can. */
+            if (isalpha((unsigned char)text[i++]))
+                while (i < len && isalpha((unsigned char)text[i]))
+                    i++;
             continue;
         }
         size_t start = i, run_end = end;
