@@ -4,7 +4,7 @@ import socket
 import sqlite3
 import time
 
-from conftest import db_connect, utt
+from conftest import db_connect, integrity_ok, utt
 
 TEXTS = ["I'm so sorry about that, I understand how frustrating this is.",
          "This is ridiculous, I want to cancel my account!",
@@ -31,6 +31,10 @@ def test_ack_is_sent_only_after_the_commit(attuned):
     assert c.wait_ack(n) == []
     assert d.rows("SELECT seq FROM utterances WHERE conversation_id = 'c-lock' "
                   "ORDER BY seq") == [(i,) for i in range(10)]
+    # Exactly once: the 11 acknowledged lines and nothing else, and the file is sound.
+    assert d.rows("SELECT conversation_id, COUNT(*), COUNT(DISTINCT seq) FROM utterances "
+                  "GROUP BY 1 ORDER BY 1") == [("c-lock", 10, 10), ("c-warm", 1, 1)]
+    integrity_ok(d.db)
 
 
 def test_acked_lines_are_visible_to_a_new_reader(attuned):

@@ -1,0 +1,446 @@
+"""attuned under faults: kill -9 at random moments under load with a client that resends, a store
+that fills up (max_db_mb, and a real full filesystem when the tests run as root), an analyst's
+long read transaction, an analyst holding the write lock. Each test ends with the same check:
+every line the client saw acknowledged is stored exactly once, and PRAGMA integrity_check is ok.
+
+The kill -9 test picks its kill moments from a seeded generator and prints the seed; rerun a
+failure with ATTUNE_FAULT_SEED=<seed>."""
+import http.client
+import os
+import random
+import re
+import shutil
+import signal
+import sqlite3
+import struct
+import subprocess
+import time
+
+import pytest
+
+from conftest import ATTUNED, Closed, integrity_ok, utt
+from test_daemon_load import TEXTS, Pump, encode, marker_counts, under_asan
+
+pytestmark = pytest.mark.slow
+
+METRICS_ON = re.compile(r"metrics on 127\.0\.0\.1:(\d+)")
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+def stored_keys(db):
+    """The (conversation_id, seq) of every stored utterance, asserting none is stored twice."""
+    con = sqlite3.connect(str(db), timeout=10)
+    try:
+        rows = con.execute("SELECT conversation_id, seq FROM utterances").fetchall()
+        assert con.execute("SELECT COUNT(*) FROM (SELECT 1 FROM utterances GROUP BY "
+                           "conversation_id, seq HAVING COUNT(*) > 1)").fetchone() == (0,)
+    finally:
+        con.close()
+    keys = set(rows)
+    assert len(keys) == len(rows), "%d utterances stored twice" % (len(rows) - len(keys))
+    return keys
+
+
+def assert_exactly_once(db, acked, sent=None):
+    """Every acknowledged key is stored, once; with `sent`, nothing else is stored either.
+    Then PRAGMA integrity_check (and foreign_key_check) must be ok."""
+    stored = stored_keys(db)
+    lost = set(acked) - stored
+    assert not lost, "%d acknowledged utterances are not stored, e.g. %s" % (
+        len(lost), sorted(lost)[:3])
+    if sent is not None:
+        assert stored <= set(sent), "stored but never sent: %s" % sorted(stored - set(sent))[:3]
+    integrity_ok(db)
+    return stored
+
+
+def metrics_port(d):
+    m = METRICS_ON.search(d.log())
+    assert m, "no metrics endpoint in the log:\n" + d.log()[-2000:]
+    return int(m.group(1))
+
+
+def http_get(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+def scrape(port):
+    """The unlabelled samples of /metrics, by name."""
+    status, body = http_get(port, "/metrics")
+    assert status == 200
+    out = {}
+    for line in body.splitlines():
+        m = re.match(r"([a-z_]+) (\S+)$", line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def wal_size(db):
+    try:
+        return os.path.getsize(str(db) + "-wal")
+    except FileNotFoundError:
+        return 0
+
+
+def wal_header(db):
+    """The WAL header's checkpoint sequence number and salts: they change when the WAL
+    restarts from its beginning, which it only does once everything in it is checkpointed."""
+    with open(str(db) + "-wal", "rb") as f:
+        head = f.read(24)
+    return struct.unpack(">3I", head[12:24]) if len(head) == 24 else None
+
+
+def wait_for(what, cond, timeout, step=0.05):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "not within %ss: %s" % (timeout, what)
+        time.sleep(step)
+
+
+def pump_until(pump, cond, timeout, what):
+    """Sends and reads until cond() holds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "not within %ss: %s (acked %d)" % (
+            timeout, what, pump.c.acked)
+        pump.step()
+
+
+def pump_until_acks_stop(pump, quiet_s, timeout):
+    """Sends and reads until no ack has arrived for quiet_s seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = pump.c.acked, time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, "acks did not stop within %ss" % timeout
+        pump.step()
+        if pump.c.acked != last:
+            last, since = pump.c.acked, time.monotonic()
+
+
+class Stream:
+    """An endless client stream: line i is turn i // W % T of conversation
+    W * (i // (W * T)) + i % W, so W conversations are interleaved at any time, each in order.
+    Lines are encoded once and kept."""
+    def __init__(self, prefix, pad="", W=200, T=50):
+        self.prefix = prefix
+        self.pad = pad
+        self.W, self.T = W, T
+        self.lines = []
+
+    def key(self, i):
+        block, j = divmod(i, self.W * self.T)
+        return ("%s-%d" % (self.prefix, block * self.W + j % self.W), j // self.W)
+
+    def text_index(self, i):
+        return i % len(TEXTS)
+
+    def encoded(self, start, stop):
+        for i in range(len(self.lines), stop):
+            cid, seq = self.key(i)
+            m = utt(cid, seq, text=TEXTS[self.text_index(i)])
+            if self.pad:
+                m["pad"] = self.pad  # an unknown field: read, parsed, ignored
+            self.lines.append(encode([m]))
+        return b"".join(self.lines[start:stop])
+
+    def keys(self, start, stop):
+        return {self.key(i) for i in range(start, stop)}
+
+
+# ---- kill -9 ---------------------------------------------------------------------------------
+
+def test_kill9_at_random_moments_under_load_with_a_resending_client(attuned, tmp_path):
+    """20 times: the client streams pipelined utterances of many conversations into a daemon
+    that is SIGKILLed at a random moment, restarted on the same database, and sent everything
+    after the last cumulative ack again. Whatever was acknowledged is stored after every
+    restart; at the end everything sent is stored, each utterance once, with its markers once.
+
+    (test_daemon_load.py kills once, after a fixed number of acks, and resends everything.)"""
+    seed = int(os.environ.get("ATTUNE_FAULT_SEED") or random.SystemRandom().randrange(1 << 32))
+    print("kill -9 test: seed %d (rerun with ATTUNE_FAULT_SEED=%d)" % (seed, seed))
+    rng = random.Random(seed)
+    cfg = dict(batch_ms=5, store_text="full")
+    db = tmp_path / "attune.db"
+    s = Stream("c-kill")
+    chunk = 60000         # lines handed to the socket per cycle, at most
+    acked_to = 0          # lines [0, acked_to) are acknowledged
+    sent_to = 0           # lines [0, sent_to) were written to a socket at least once
+    t_start = time.monotonic()
+    per_cycle = []
+    for cycle in range(20):
+        d = attuned(db=db, **cfg)
+        # The restarted daemon has everything acknowledged before the kill, once; what it has
+        # beyond that was committed but its ack was lost with the process.
+        stored = assert_exactly_once(db, s.keys(0, acked_to), s.keys(0, sent_to))
+        unacked_stored = len(stored) - acked_to
+        c = d.connect()
+        blob = s.encoded(acked_to, acked_to + chunk)
+        pump = Pump(c, blob, chunk)
+        kill_at = time.monotonic() + rng.uniform(0.02, 0.5)
+        while time.monotonic() < kill_at and c.acked < chunk:
+            pump.step(wait=0.002)
+        d.kill9()
+        # Acks the daemon wrote before it died are still in our socket buffer.
+        deadline = time.monotonic() + 10
+        try:
+            while time.monotonic() < deadline:
+                pump.step(wait=0.05)
+            raise AssertionError("the connection of a killed daemon did not close")
+        except Closed:
+            pass
+        c.close()
+        written = blob.count(b"\n", 0, pump.off)
+        per_cycle.append((c.acked, written, unacked_stored))
+        sent_to = max(sent_to, acked_to + written)
+        acked_to += c.acked
+        assert c.errors() == [], "seed %d: %s" % (seed, c.errors()[:3])
+
+    # The last restart: the client sends everything not yet acknowledged, and all of it is.
+    d = attuned(db=db, **cfg)
+    assert_exactly_once(db, s.keys(0, acked_to), s.keys(0, sent_to))
+    c = d.connect()
+    pump = Pump(c, s.encoded(acked_to, sent_to), sent_to - acked_to)
+    pump_until(pump, lambda: c.acked == sent_to - acked_to, 120, "the final resend acked")
+    assert c.errors() == []
+    elapsed = time.monotonic() - t_start
+    print("kill -9 test: %d lines sent, %d acked before the final resend, %.1f s; per cycle "
+          "(acked, lines written, committed but unacked at the previous kill): %s"
+          % (sent_to, acked_to, elapsed, per_cycle))
+    assert sum(1 for acked, written, _ in per_cycle if written > acked) >= 10, (
+        "seed %d: most kills should find lines in flight: %s" % (seed, per_cycle))
+    assert acked_to > 0, "seed %d: nothing was acknowledged before the final run" % seed
+
+    stored = assert_exactly_once(db, s.keys(0, sent_to), s.keys(0, sent_to))
+    assert len(stored) == sent_to
+    counts = marker_counts()
+    assert d.rows("SELECT COUNT(*) FROM markers") == [
+        (sum(counts[s.text_index(i)] for i in range(sent_to)),)]
+    n_convs = len({cid for cid, _ in stored})
+    assert d.rows("SELECT COUNT(*) FROM conversations") == [(n_convs,)]
+
+
+# ---- a full store ----------------------------------------------------------------------------
+
+def fill_until_acks_stop(d, c, pump, what):
+    """Streams until the writer reports a failed commit, then until acks stop."""
+    pump_until(pump, lambda: "store full" in d.log() or "not committed" in d.log(), 60,
+               "%s: the writer reports a full store" % what)
+    pump_until_acks_stop(pump, quiet_s=2.0, timeout=60)
+
+
+def test_max_db_mb_stops_acks_keeps_running_and_resumes_when_raised(attuned):
+    """At max_db_mb the batch is rolled back and retried: nothing more is acknowledged, the
+    daemon keeps running with its in-flight lines and memory bounded, and says so (log,
+    metrics, /healthz). Raised with a reload, every line is stored and acknowledged, once."""
+    queue_lines = 256
+    d = attuned(queue_lines=queue_lines, batch_rows=64, batch_ms=5, store_text="full",
+                **{"store.max_db_mb": 2, "metrics.listen": "127.0.0.1:0"})
+    port = metrics_port(d)
+    wait_for("the cap applied", lambda: "database size cap 2 MiB" in d.log(), 20)
+    m = scrape(port)
+    assert m["attuned_db_max_bytes"] == 2 * 1048576 and m["attuned_store_full"] == 0
+    c = d.connect()
+    s = Stream("c-full", pad="p" * 400)
+    c.send_raw(s.encoded(0, 100))
+    c.wait_ack()
+    base_kb = d.rss_kb()
+    n = 60000  # ~33 MB on the wire, ~10 MB stored: far beyond the cap and the socket buffers
+    pump = Pump(c, s.encoded(100, 100 + n), n)
+    fill_until_acks_stop(d, c, pump, "max_db_mb = 2")
+
+    assert d.running()
+    acked = c.acked
+    assert 100 < acked < 100 + n
+    assert not pump.sent_all, "the daemon kept reading while its store was full"
+    # The failed batch was rolled back: what is stored is exactly what was acknowledged.
+    assert assert_exactly_once(d.db, s.keys(0, acked)) == s.keys(0, acked)
+    m = scrape(port)
+    assert m["attuned_store_full"] == 1
+    assert m["attuned_commit_failures_total"] >= 1
+    assert 0 < m["attuned_inflight_lines"] <= queue_lines
+    assert m["attuned_db_bytes"] <= 2 * 1048576
+    status, body = http_get(port, "/healthz")
+    assert status == 503 and "store is full" in body, (status, body)
+    if not under_asan():
+        grown_mb = (d.rss_kb() - base_kb) / 1024
+        assert grown_mb < 24, "RSS grew by %.1f MB while the store was full" % grown_mb
+    warn = [l for l in d.log().splitlines() if "store full" in l]
+    assert len(warn) == 1 and " warn writer: " in warn[0], warn  # once, not at every retry
+    assert "max_db_mb is 2" in warn[0] and "database or disk is full" in warn[0], warn
+    assert not any(t in d.log() for t in TEXTS)  # never the transcript
+
+    # Raise the cap in the file and reload: everything waiting is stored and acknowledged.
+    d.config["store.max_db_mb"] = 64
+    d._write_ini(d.workdir / "attuned-0.ini")  # the file this (first) daemon was started with
+    d.proc.send_signal(signal.SIGHUP)
+    pump_until(pump, lambda: c.acked == 100 + n, 120, "everything acked after the raise")
+    assert c.errors() == []
+    assert "database size cap 64 MiB" in d.log() and "has room again" in d.log()
+    assert assert_exactly_once(d.db, s.keys(0, 100 + n)) == s.keys(0, 100 + n)
+    m = scrape(port)
+    assert m["attuned_store_full"] == 0 and m["attuned_db_max_bytes"] == 64 * 1048576
+    assert m["attuned_inflight_lines"] == 0
+    assert http_get(port, "/healthz") == (200, "ok\n")
+
+
+def test_a_bad_max_db_mb_is_refused_with_file_line_and_key(tmp_path):
+    ini = tmp_path / "bad.ini"
+    ini.write_text("[store]\nbatch_ms = 5\nmax_db_mb = -3\n")
+    p = subprocess.run([str(ATTUNED), "-c", str(ini), "--check-config"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2
+    assert "%s:3: [store] max_db_mb: out of range" % ini in p.stderr, p.stderr
+    assert "0..4194304 MiB" in p.stderr
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 64 MiB tmpfs, or a skip when this process may not mount one (not root, a container
+    without the capability)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip("cannot mount a tmpfs: %s" % p.stderr.strip())
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_a_full_filesystem_stops_acks_and_freeing_space_resumes(attuned, small_tmpfs):
+    """The real thing: the database's filesystem fills up. Like max_db_mb, nothing more is
+    acknowledged and the daemon keeps running; once space is freed, everything is stored."""
+    db = small_tmpfs / "attune.db"
+    d = attuned(db=db, queue_lines=256, batch_rows=64, batch_ms=5, store_text="full")
+    c = d.connect()
+    s = Stream("c-disk")
+    c.send_raw(s.encoded(0, 100))
+    c.wait_ack()
+    # Leave about 2 MiB free.
+    free = os.statvfs(str(small_tmpfs))
+    filler = small_tmpfs / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(0, free.f_bavail * free.f_frsize - 2 * 1048576))
+    n = 40000
+    pump = Pump(c, s.encoded(100, 100 + n), n)
+    fill_until_acks_stop(d, c, pump, "a full tmpfs")
+    assert d.running()
+    acked = c.acked
+    assert acked < 100 + n
+    assert assert_exactly_once(db, s.keys(0, acked)) == s.keys(0, acked)
+
+    filler.unlink()
+    pump_until(pump, lambda: c.acked == 100 + n, 120, "everything acked once space is free")
+    assert c.errors() == []
+    assert assert_exactly_once(db, s.keys(0, 100 + n)) == s.keys(0, 100 + n)
+    # Stopped here, before the fixture's teardown, so that the tmpfs can be unmounted.
+    assert d.stop() == 0, d.log()[-3000:]
+    integrity_ok(db)
+
+
+# ---- analysts --------------------------------------------------------------------------------
+
+def test_a_long_read_transaction_does_not_stop_ingest_and_the_wal_is_checkpointed_after(
+        attuned):
+    """An analyst's read transaction held open through heavy ingest: acks keep coming and the
+    analyst keeps a consistent snapshot, while the WAL grows (it cannot be checkpointed past
+    the snapshot). After the analyst leaves, the WAL is checkpointed and cut back under
+    continued ingest (journal_size_limit), and truncated to nothing once the daemon is idle."""
+    d = attuned(batch_ms=5, store_text="full")
+    c = d.connect()
+    s = Stream("c-read", W=1000)  # many pages touched per batch: the WAL grows fast
+    c.send_raw(s.encoded(0, 1000))
+    c.wait_ack()
+    wait_for("the idle daemon truncates its WAL", lambda: wal_size(d.db) == 0, 20)
+
+    analyst = sqlite3.connect("file:%s?mode=ro" % d.db, uri=True, isolation_level=None,
+                              timeout=10)
+    try:
+        analyst.execute("BEGIN")
+        assert analyst.execute("SELECT COUNT(*) FROM utterances").fetchone() == (1000,)
+        n1 = 70000
+        pump = Pump(c, s.encoded(1000, 1000 + n1), n1)
+        t0 = time.monotonic()
+        pump_until(pump, lambda: c.acked == 1000 + n1, 120, "ingest while a reader holds on")
+        print("%d lines acked in %.1f s with a reader holding a snapshot" % (
+            n1, time.monotonic() - t0))
+        peak = wal_size(d.db)
+        assert peak > 40 << 20, "the WAL did not grow under the reader (%d bytes)" % peak
+        header = wal_header(d.db)
+        # Idle with the reader still there (the daemon recomputes the metrics of the last
+        # conversations, then tries to checkpoint every second): the WAL only grows, and is
+        # neither restarted nor truncated.
+        t0 = since = time.monotonic()
+        while time.monotonic() - since < 3:
+            assert time.monotonic() - t0 < 30, "the WAL kept changing while idle"
+            time.sleep(0.1)
+            size = wal_size(d.db)
+            assert size >= peak, "the WAL shrank under the reader"
+            if size != peak:
+                peak, since = size, time.monotonic()
+        assert wal_header(d.db) == header
+        assert analyst.execute("SELECT COUNT(*) FROM utterances").fetchone() == (1000,)
+        analyst.execute("COMMIT")
+    finally:
+        analyst.close()
+
+    # The reader left; under continued ingest the WAL is checkpointed, restarts from its start
+    # and is cut back to journal_size_limit (32 MiB).
+    n2 = 20000
+    total = 1000 + n1 + n2
+    for start in range(1000 + n1, total, 2000):
+        c.send_raw(s.encoded(start, start + 2000))
+        c.wait_ack(timeout=60)
+    after = wal_size(d.db)
+    assert after <= 32 << 20, "the WAL was not cut back after the reader left (%d bytes)" % after
+    assert after == 0 or wal_header(d.db) != header, "the WAL never restarted"
+
+    wait_for("the idle daemon truncates its WAL", lambda: wal_size(d.db) == 0, 20)
+    stored = assert_exactly_once(d.db, s.keys(0, total), s.keys(0, total))
+    assert len(stored) == total
+    with sqlite3.connect("file:%s?mode=ro" % d.db, uri=True) as fresh:
+        assert fresh.execute("SELECT COUNT(*) FROM utterances").fetchone() == (total,)
+
+
+def test_an_analyst_holding_the_write_lock_beyond_the_busy_timeout(attuned):
+    """An analyst's write transaction holds the lock for longer than the writer's busy timeout
+    (5 s) under pipelined load: the writer's transactions fail with SQLITE_BUSY and are retried,
+    nothing is acknowledged meanwhile, and once the lock is released everything is stored, once.
+    (test_daemon_delivery.py holds it for less than the busy timeout.)"""
+    d = attuned(batch_ms=5, queue_lines=512, store_text="full")
+    c = d.connect()
+    s = Stream("c-lock")
+    c.send_raw(s.encoded(0, 100))
+    c.wait_ack()
+    lock = sqlite3.connect(str(d.db), timeout=10, isolation_level=None)
+    n = 20000
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        pump = Pump(c, s.encoded(100, 100 + n), n)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 6.5:
+            pump.step()
+        assert c.acked == 100, "acknowledged while the analyst held the write lock"
+        pump_until(pump, lambda: "not committed" in d.log(), 30, "a failed attempt logged")
+        assert "database is locked" in d.log()
+        assert d.rows("SELECT COUNT(*) FROM utterances") == [(100,)]
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    pump_until(pump, lambda: c.acked == 100 + n, 120, "everything acked after the release")
+    assert c.errors() == []
+    stored = assert_exactly_once(d.db, s.keys(0, 100 + n), s.keys(0, 100 + n))
+    assert len(stored) == 100 + n
