@@ -2610,10 +2610,15 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
 }
 
 /* Shouting: enough all-caps words making up most letters, or "!!" / "?!" runs. */
-static int run_shouting(const at__markers *m, at__mscratch *s, const char *text, size_t len)
+static int run_shouting(const at__markers *m, at__mscratch *s, const char *text, size_t len,
+                        size_t n_upper)
 {
     size_t upper = 0, letters = 0, caps_words = 0, first = 0, last = 0;
     size_t i = 0;
+    /* An all-caps word has two capitals at least: with fewer capitals in the whole text than
+     * the words need, there is nothing to count. */
+    if (n_upper < 2 * m->shout_min_words)
+        i = len;
     while (i < len) {
         while (i < len && !isalpha((unsigned char)text[i]))
             i++;
@@ -2642,7 +2647,9 @@ static int run_shouting(const at__markers *m, at__mscratch *s, const char *text,
         if (push_cand(s, AT_CAT_SHOUTING, ID_SHOUT_CAPS, first, last, PATTERN_BUILTIN, KIND_FIXED))
             return AT_ENOMEM;
     }
-    for (i = 0; i + 1 < len; i++) {
+    const char *bang = memchr(text, '!', len);
+    for (i = bang ? (size_t)(bang - text) - (bang > text && bang[-1] == '?') : len; i + 1 < len;
+         i++) {
         char a = text[i], b = text[i + 1];
         if ((a == '!' && (b == '!' || b == '?')) || (a == '?' && b == '!')) {
             size_t end = i + 2;
@@ -2734,13 +2741,16 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         s->lower = l;
         s->cap_lower = len + 4;
     }
+    size_t n_upper = 0; /* ASCII capitals, for run_shouting */
     {
         /* Restrict-qualified copies let the compiler vectorise the loop. */
         unsigned char *restrict dst = (unsigned char *)s->lower;
         const unsigned char *restrict src = (const unsigned char *)text;
         for (size_t i = 0; i < len; i++) {
             unsigned c = src[i];
-            dst[i] = (unsigned char)(c - 'A' < 26u ? c + ('a' - 'A') : c);
+            unsigned is_upper = c - 'A' < 26u;
+            n_upper += is_upper;
+            dst[i] = (unsigned char)(is_upper ? c + ('a' - 'A') : c);
         }
     }
     memset(s->lower + len, 0, 4);
@@ -2797,7 +2807,7 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
     if (trace || speaker == AT_SPEAKER_CUSTOMER) {
         if (run_wordlist(m, s, &m->abuse, AT_CAT_ABUSE, len, false) ||
             run_wordlist(m, s, &m->anger, AT_CAT_ANGER, len, true) ||
-            run_shouting(m, s, text, len))
+            run_shouting(m, s, text, len, n_upper))
             return AT_ENOMEM;
     }
     uint32_t cand_mask = 0;
