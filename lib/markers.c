@@ -2543,14 +2543,57 @@ static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const
     return 0;
 }
 
-/* Word-list lookups (abuse, anger): every run of 1..max_words words. */
-static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w, at_category cat,
-                        size_t len, bool anger)
+/* The phrase of list w starting at the token lower[start .. end1) (its first word, which
+ * ends the token run at j1) that fires, if any: the longest, and for anger only when VADER
+ * rates it at most anger_max_valence. Returns its end, or 0. */
+static size_t wordlist_at(const at__markers *m, const wordlist *w, const char *lower,
+                          size_t len, size_t start, size_t end1, size_t j1, bool anger,
+                          const at__strmap_entry **fired)
 {
-    if (!w->n_ids)
+    size_t end = end1, j = j1, words = 1, best_end = 0;
+    const at__strmap_entry *best = NULL;
+    for (;;) {
+        const at__strmap_entry *e = at__strmap_get(&w->map, lower + start, end - start);
+        if (e) {
+            best = e;
+            best_end = end;
+        }
+        if (j >= len || lower[j] != ' ' || words == w->max_words ||
+            !at__strmap_get(&w->prefixes, lower + start, end - start))
+            break;
+        j++;
+        while (j < len && (m->tok_class[(unsigned char)lower[j]] & TOK_BODY))
+            j++;
+        end = j;
+        /* Trailing apostrophes and hyphens are punctuation, not part of the word. */
+        while (end > start && (lower[end - 1] == '\'' || lower[end - 1] == '-'))
+            end--;
+        words++;
+    }
+    if (!best)
         return 0;
+    if (anger) {
+        double v;
+        if (!at__vader_valence(m->vader, lower + start, best_end - start, &v) ||
+            v > m->anger_max_valence)
+            return 0;
+    }
+    *fired = best;
+    return best_end;
+}
+
+/* Word-list lookups (abuse, anger): every run of 1..max_words words starting at a token. The
+ * tokens and their first-word keys are shared by the lists; after a phrase fires, its list
+ * goes on after the phrase. */
+static int run_wordlists(const at__markers *m, at__mscratch *s, size_t len)
+{
+    const wordlist *lists[2] = {&m->abuse, &m->anger};
+    static const at_category cats[2] = {AT_CAT_ABUSE, AT_CAT_ANGER};
+    size_t resume[2] = {0, 0};
     const char *lower = s->lower;
     size_t i = 0;
+    if (!m->abuse.n_ids && !m->anger.n_ids)
+        return 0;
     while (i < len) {
         /* A token: bytes other than space and the punctuation that ends words; keep * $ @ that
          * obfuscate profanity ("f*ck", "a$$"). */
@@ -2558,53 +2601,28 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
             i++;
         if (i >= len)
             break;
-        size_t start = i;
-        size_t end = start;
-        size_t words = 0;
-        size_t j = start;
-        size_t best_end = 0;
-        const at__strmap_entry *best = NULL;
-        while (words < w->max_words && j < len) {
-            while (j < len && (m->tok_class[(unsigned char)lower[j]] & TOK_BODY))
-                j++;
-            end = j;
-            /* Trailing apostrophes and hyphens are punctuation, not part of the word. */
-            while (end > start && (lower[end - 1] == '\'' || lower[end - 1] == '-'))
-                end--;
-            words++;
-            if (words == 1) {
-                uint32_t k = first_key(lower + start, end - start);
-                if (!(w->first[k >> 6] & ((uint64_t)1 << (k & 63))))
-                    break; /* no phrase starts like this word */
-            }
-            const at__strmap_entry *e = at__strmap_get(&w->map, lower + start, end - start);
-            if (e) {
-                best = e;
-                best_end = end;
-            }
-            if (j >= len || lower[j] != ' ' || words == w->max_words ||
-                !at__strmap_get(&w->prefixes, lower + start, end - start))
-                break;
+        size_t start = i, j = i;
+        while (j < len && (m->tok_class[(unsigned char)lower[j]] & TOK_BODY))
             j++;
-        }
-        if (best) {
-            bool fires = true;
-            if (anger) {
-                double v;
-                fires = at__vader_valence(m->vader, lower + start, best_end - start, &v) &&
-                        v <= m->anger_max_valence;
-            }
-            if (fires) {
-                if (push_cand(s, cat, w->ids[best->tag], start, best_end, PATTERN_WORDLIST,
+        size_t end = j;
+        while (end > start && (lower[end - 1] == '\'' || lower[end - 1] == '-'))
+            end--;
+        uint32_t k = first_key(lower + start, end - start);
+        for (int l = 0; l < 2; l++) {
+            const wordlist *w = lists[l];
+            if (!w->n_ids || start < resume[l] ||
+                !(w->first[k >> 6] & ((uint64_t)1 << (k & 63))))
+                continue; /* no phrase starts like this word */
+            const at__strmap_entry *e = NULL;
+            size_t fired_end = wordlist_at(m, w, lower, len, start, end, j, l == 1, &e);
+            if (fired_end) {
+                if (push_cand(s, cats[l], w->ids[e->tag], start, fired_end, PATTERN_WORDLIST,
                               KIND_MATCH))
                     return AT_ENOMEM;
-                i = best_end;
-                continue;
+                resume[l] = fired_end;
             }
         }
-        /* Advance past the first word only. */
-        while (i < len && (m->tok_class[(unsigned char)lower[i]] & TOK_BODY))
-            i++;
+        i = j;
     }
     return 0;
 }
@@ -2805,8 +2823,7 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
             run_pattern(m, s, s->todo[i], text, len, &out->n_limit_hits))
             return AT_ENOMEM;
     if (trace || speaker == AT_SPEAKER_CUSTOMER) {
-        if (run_wordlist(m, s, &m->abuse, AT_CAT_ABUSE, len, false) ||
-            run_wordlist(m, s, &m->anger, AT_CAT_ANGER, len, true) ||
+        if (run_wordlists(m, s, len) ||
             run_shouting(m, s, text, len, n_upper))
             return AT_ENOMEM;
     }
