@@ -97,16 +97,39 @@ enum { PK_HEAD = 3, PK_COUNT = 2 };
 
 #define WALK_BATCH 32 /* word starts whose walks are prepared together */
 
-/* What the scan needs of a literal, packed: literals[i] and lentries[i] describe the same one. */
-typedef struct lentry {
-    uint32_t pattern;
-    uint8_t group_bit;   /* its group */
-    uint8_t groups_mask; /* the pattern's groups_mask */
-    uint8_t offset;      /* anchors: literal.offset */
-    uint8_t flags;       /* LE_ANCHOR | speakers << LE_SPEAKER_SHIFT */
-} lentry;
+/* What the scan needs of a literal, in 32 bits (literals[i] and lentries[i] describe the same
+ * one): its pattern (bits 0-15), its group bit (16-19), for anchors literal.offset (20-25), the
+ * anchor flag (26) and its speakers (27-30). Patterns past the first 65,536 go unfiltered. */
+typedef uint32_t lentry;
 
-enum { LE_ANCHOR = 1, LE_SPEAKER_SHIFT = 1 };
+enum {
+    LE_PATTERN_MASK = 0xffff,
+    LE_GROUP_SHIFT = 16,
+    LE_OFFSET_SHIFT = 20,
+    LE_ANCHOR = 1u << 26,
+    LE_SPEAKER_SHIFT = 27,
+};
+#define LE_MAX_PATTERNS 65536
+
+static inline uint32_t le_pattern(lentry e)
+{
+    return e & LE_PATTERN_MASK;
+}
+
+static inline unsigned le_group_bit(lentry e)
+{
+    return (e >> LE_GROUP_SHIFT) & 0xf;
+}
+
+static inline size_t le_offset(lentry e)
+{
+    return (e >> LE_OFFSET_SHIFT) & 0x3f;
+}
+
+static inline unsigned le_speakers(lentry e)
+{
+    return (e >> LE_SPEAKER_SHIFT) & 0xf;
+}
 
 /* A distinct literal text and its literals. */
 typedef struct utext {
@@ -147,6 +170,7 @@ struct at__markers {
     utext *utexts;
     size_t n_utexts;
     lentry *lentries; /* n_literals, parallel to literals */
+    uint8_t *groups_mask; /* per pattern: patterns[i].groups_mask, compact for the scan */
     /* Prefilter index: tries of the distinct literal texts, [1] for texts that can only occur
      * at a word start (walked from word starts only), [0] for the others (walked from every
      * position). */
@@ -1517,7 +1541,7 @@ static int build_prefilter(at__markers *m)
             return AT_ENOMEM;
         parse_alt(&rp, node, false);
         const reqs *r = &node->groups;
-        if (rp.failed || rp.p != rp.end || r->n == 0) {
+        if (rp.failed || rp.p != rp.end || r->n == 0 || i >= LE_MAX_PATTERNS) {
             m->unfiltered[m->n_unfiltered++] = (uint32_t)i;
             free(node);
             continue;
@@ -1577,14 +1601,17 @@ static int build_prefilter(at__markers *m)
         qsort(m->literals, m->n_literals, sizeof *m->literals, cmp_literal);
     m->utexts = malloc((m->n_literals + 1) * sizeof *m->utexts);
     m->lentries = malloc((m->n_literals + 1) * sizeof *m->lentries);
-    if (!m->utexts || !m->lentries)
+    m->groups_mask = malloc(m->n_patterns + 1);
+    if (!m->utexts || !m->lentries || !m->groups_mask)
         return AT_ENOMEM;
+    for (size_t i = 0; i < m->n_patterns; i++)
+        m->groups_mask[i] = m->patterns[i].groups_mask;
+    _Static_assert(LIT_MAX <= 64 && MAX_GROUPS + 1 <= 4, "literal offsets and group bits fit");
     for (size_t i = 0; i < m->n_literals; i++) {
         const literal *l = &m->literals[i];
-        m->lentries[i] = (lentry){l->pattern, l->group_bit, m->patterns[l->pattern].groups_mask,
-                                  l->offset,
-                                  (uint8_t)((l->is_anchor ? LE_ANCHOR : 0) |
-                                            l->speakers << LE_SPEAKER_SHIFT)};
+        m->lentries[i] = l->pattern | (uint32_t)l->group_bit << LE_GROUP_SHIFT |
+                         (uint32_t)l->offset << LE_OFFSET_SHIFT |
+                         (l->is_anchor ? LE_ANCHOR : 0) | (uint32_t)l->speakers << LE_SPEAKER_SHIFT;
     }
     for (size_t i = 0; i < m->n_literals; i++) {
         const literal *l = &m->literals[i];
@@ -2093,6 +2120,7 @@ void at__markers_free(at__markers *m)
     free(m->literals);
     free(m->utexts);
     free(m->lentries);
+    free(m->groups_mask);
     free_trie(&m->trie[0]);
     free_trie(&m->trie[1]);
     free(m->unfiltered);
@@ -2412,25 +2440,24 @@ static int add_hit(at__mscratch *s, uint32_t pi, size_t pos)
 
 /* A literal text occurs at pos: note the groups (and anchor positions) of the patterns that
  * want it, and queue a pattern once all its groups are present. */
-static int prefilter_hit(at__mscratch *s, const uint8_t *lits, uint32_t n, size_t pos,
-                         unsigned speaker_bit, bool is_tracing)
+static int prefilter_hit(const at__markers *m, at__mscratch *s, const uint8_t *lits, uint32_t n,
+                         size_t pos, unsigned speaker_bit, bool is_tracing)
 {
     for (uint32_t e = 0; e < n; e++) {
-        lentry entry;
-        memcpy(&entry, lits + e * sizeof entry, sizeof entry);
-        const lentry *l = &entry;
-        if (!is_tracing && !((l->flags >> LE_SPEAKER_SHIFT) & speaker_bit))
+        lentry l;
+        memcpy(&l, lits + e * sizeof l, sizeof l);
+        if (!is_tracing && !(le_speakers(l) & speaker_bit))
             continue;
-        uint32_t pi = l->pattern;
+        uint32_t pi = le_pattern(l);
         if (s->stamp[pi] != s->generation) {
             s->stamp[pi] = s->generation;
             s->groups[pi] = 0;
             s->hit_first[pi] = s->hit_last[pi] = NO_HIT;
         }
-        if ((l->flags & LE_ANCHOR) && pos >= l->offset && add_hit(s, pi, pos - l->offset))
+        if ((l & LE_ANCHOR) && pos >= le_offset(l) && add_hit(s, pi, pos - le_offset(l)))
             return AT_ENOMEM;
-        s->groups[pi] |= l->group_bit;
-        if ((s->groups[pi] & ~QUEUED) == l->groups_mask && !(s->groups[pi] & QUEUED)) {
+        s->groups[pi] |= (uint8_t)le_group_bit(l);
+        if ((s->groups[pi] & ~QUEUED) == m->groups_mask[pi] && !(s->groups[pi] & QUEUED)) {
             s->groups[pi] |= QUEUED;
             s->todo[s->n_todo++] = pi;
         }
@@ -2456,8 +2483,9 @@ static inline uint32_t d2_find(const ltrie *t, const unsigned char *low)
 
 /* Walks trie t from its depth-2 node off, for position i of the lower-cased text, noting
  * every text that occurs there. */
-static int walk_trie(const ltrie *t, uint32_t off, at__mscratch *s, const unsigned char *low,
-                     size_t len, size_t i, unsigned speaker_bit, at__buf *trace)
+static int walk_trie(const at__markers *m, const ltrie *t, uint32_t off, at__mscratch *s,
+                     const unsigned char *low, size_t len, size_t i, unsigned speaker_bit,
+                     at__buf *trace)
 {
     for (size_t j = i + 2;;) {
         const uint8_t *p = t->pk + off;
@@ -2482,7 +2510,7 @@ static int walk_trie(const ltrie *t, uint32_t off, at__mscratch *s, const unsign
             p += skip_len;
         }
         if (speakers && (trace || (speakers & speaker_bit)) &&
-            prefilter_hit(s, lits, n_lits, i, speaker_bit, trace != NULL))
+            prefilter_hit(m, s, lits, n_lits, i, speaker_bit, trace != NULL))
             return AT_ENOMEM;
         if (j >= len || !n_edges)
             return 0;
@@ -2802,13 +2830,13 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
             prev_word = is_word;
         }
         for (size_t k = 0; k < n; k++)
-            if (walk_trie(starts, off[k], s, low, len, pos[k], speaker_bit, trace))
+            if (walk_trie(m, starts, off[k], s, low, len, pos[k], speaker_bit, trace))
                 return AT_ENOMEM;
     }
     if (anywhere->pk_len)
         for (size_t i = 0; i + 3 <= len; i++)
             if (d2_has(anywhere, low + i) &&
-                walk_trie(anywhere, d2_find(anywhere, low + i), s, low, len, i, speaker_bit,
+                walk_trie(m, anywhere, d2_find(anywhere, low + i), s, low, len, i, speaker_bit,
                           trace))
                 return AT_ENOMEM;
     for (size_t i = 0; i < m->n_unfiltered; i++) {
