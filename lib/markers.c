@@ -41,8 +41,24 @@ typedef struct pattern {
     uint8_t anchor_bit;   /* the group every match starts with, or 0 */
     pcre2_code *code;
     pcre2_code *anchored; /* compiled PCRE2_ANCHORED, when anchor_bit: tried at each hit */
+    bool is_jit, is_jit_anchored; /* JIT-compiled: matched with pcre2_jit_match */
     char *where; /* "file:line", for messages */
 } pattern;
+
+/* Whether code was JIT-compiled (the JIT fast path skips pcre2_match's checks). */
+static bool has_jit(const pcre2_code *code)
+{
+    size_t size = 0;
+    return code && pcre2_pattern_info(code, PCRE2_INFO_JITSIZE, &size) == 0 && size > 0;
+}
+
+static int match_at(const pcre2_code *code, bool is_jit, const char *text, size_t len,
+                    size_t start, pcre2_match_data *md, pcre2_match_context *mctx)
+{
+    if (is_jit)
+        return pcre2_jit_match(code, (PCRE2_SPTR)text, len, start, 0, md, mctx);
+    return pcre2_match(code, (PCRE2_SPTR)text, len, start, 0, md, mctx);
+}
 
 /* A required literal of a pattern, for the prefilter. Literals with the same text are
  * contiguous (sorted) and compared once, as one utext. */
@@ -1532,6 +1548,8 @@ static int build_prefilter(at__markers *m)
     m->unfiltered = malloc((m->n_patterns + 1) * sizeof *m->unfiltered);
     if (!m->unfiltered)
         return AT_ENOMEM;
+    for (size_t i = 0; i < m->n_patterns; i++)
+        m->patterns[i].is_jit = has_jit(m->patterns[i].code);
     for (size_t i = 0; i < m->n_patterns; i++) {
         const char *src = strchr(m->patterns[i].where, '\n') + 1; /* see load_patterns */
         size_t len = strlen(src);
@@ -1581,6 +1599,7 @@ static int build_prefilter(at__markers *m)
                 anchor = SIZE_MAX; /* cannot happen: the expression compiled unanchored */
             else
                 p->anchor_bit = (uint8_t)(1u << anchor);
+            p->is_jit_anchored = has_jit(p->anchored);
         }
         if (anchor == SIZE_MAX && n_groups > r->n)
             n_groups = r->n;
@@ -2537,7 +2556,7 @@ static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const
             size_t pos = s->hit_pos[h];
             if (pos < next)
                 continue;
-            int rc = pcre2_match(p->anchored, (PCRE2_SPTR)text, len, pos, 0, s->md, m->mctx);
+            int rc = match_at(p->anchored, p->is_jit_anchored, text, len, pos, s->md, m->mctx);
             if (rc == PCRE2_ERROR_NOMATCH)
                 continue;
             if (rc < 0) {
@@ -2553,7 +2572,7 @@ static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const
     }
     PCRE2_SIZE off = 0;
     while (off <= len) {
-        int rc = pcre2_match(p->code, (PCRE2_SPTR)text, len, off, 0, s->md, m->mctx);
+        int rc = match_at(p->code, p->is_jit, text, len, off, s->md, m->mctx);
         if (rc == PCRE2_ERROR_NOMATCH)
             return 0;
         if (rc < 0) {
