@@ -41,8 +41,24 @@ typedef struct pattern {
     uint8_t anchor_bit;   /* the group every match starts with, or 0 */
     pcre2_code *code;
     pcre2_code *anchored; /* compiled PCRE2_ANCHORED, when anchor_bit: tried at each hit */
+    bool is_jit, is_jit_anchored; /* JIT-compiled: matched with pcre2_jit_match */
     char *where; /* "file:line", for messages */
 } pattern;
+
+/* Whether code was JIT-compiled (the JIT fast path skips pcre2_match's checks). */
+static bool has_jit(const pcre2_code *code)
+{
+    size_t size = 0;
+    return code && pcre2_pattern_info(code, PCRE2_INFO_JITSIZE, &size) == 0 && size > 0;
+}
+
+static int match_at(const pcre2_code *code, bool is_jit, const char *text, size_t len,
+                    size_t start, pcre2_match_data *md, pcre2_match_context *mctx)
+{
+    if (is_jit)
+        return pcre2_jit_match(code, (PCRE2_SPTR)text, len, start, 0, md, mctx);
+    return pcre2_match(code, (PCRE2_SPTR)text, len, start, 0, md, mctx);
+}
 
 /* A required literal of a pattern, for the prefilter. Literals with the same text are
  * contiguous (sorted) and compared once, as one utext. */
@@ -97,16 +113,39 @@ enum { PK_HEAD = 3, PK_COUNT = 2 };
 
 #define WALK_BATCH 32 /* word starts whose walks are prepared together */
 
-/* What the scan needs of a literal, packed: literals[i] and lentries[i] describe the same one. */
-typedef struct lentry {
-    uint32_t pattern;
-    uint8_t group_bit;   /* its group */
-    uint8_t groups_mask; /* the pattern's groups_mask */
-    uint8_t offset;      /* anchors: literal.offset */
-    uint8_t flags;       /* LE_ANCHOR | speakers << LE_SPEAKER_SHIFT */
-} lentry;
+/* What the scan needs of a literal, in 32 bits (literals[i] and lentries[i] describe the same
+ * one): its pattern (bits 0-15), its group bit (16-19), for anchors literal.offset (20-25), the
+ * anchor flag (26) and its speakers (27-30). Patterns past the first 65,536 go unfiltered. */
+typedef uint32_t lentry;
 
-enum { LE_ANCHOR = 1, LE_SPEAKER_SHIFT = 1 };
+enum {
+    LE_PATTERN_MASK = 0xffff,
+    LE_GROUP_SHIFT = 16,
+    LE_OFFSET_SHIFT = 20,
+    LE_ANCHOR = 1u << 26,
+    LE_SPEAKER_SHIFT = 27,
+};
+#define LE_MAX_PATTERNS 65536
+
+static inline uint32_t le_pattern(lentry e)
+{
+    return e & LE_PATTERN_MASK;
+}
+
+static inline unsigned le_group_bit(lentry e)
+{
+    return (e >> LE_GROUP_SHIFT) & 0xf;
+}
+
+static inline size_t le_offset(lentry e)
+{
+    return (e >> LE_OFFSET_SHIFT) & 0x3f;
+}
+
+static inline unsigned le_speakers(lentry e)
+{
+    return (e >> LE_SPEAKER_SHIFT) & 0xf;
+}
 
 /* A distinct literal text and its literals. */
 typedef struct utext {
@@ -147,6 +186,7 @@ struct at__markers {
     utext *utexts;
     size_t n_utexts;
     lentry *lentries; /* n_literals, parallel to literals */
+    uint8_t *groups_mask; /* per pattern: patterns[i].groups_mask, compact for the scan */
     /* Prefilter index: tries of the distinct literal texts, [1] for texts that can only occur
      * at a word start (walked from word starts only), [0] for the others (walked from every
      * position). */
@@ -1508,6 +1548,8 @@ static int build_prefilter(at__markers *m)
     m->unfiltered = malloc((m->n_patterns + 1) * sizeof *m->unfiltered);
     if (!m->unfiltered)
         return AT_ENOMEM;
+    for (size_t i = 0; i < m->n_patterns; i++)
+        m->patterns[i].is_jit = has_jit(m->patterns[i].code);
     for (size_t i = 0; i < m->n_patterns; i++) {
         const char *src = strchr(m->patterns[i].where, '\n') + 1; /* see load_patterns */
         size_t len = strlen(src);
@@ -1517,7 +1559,7 @@ static int build_prefilter(at__markers *m)
             return AT_ENOMEM;
         parse_alt(&rp, node, false);
         const reqs *r = &node->groups;
-        if (rp.failed || rp.p != rp.end || r->n == 0) {
+        if (rp.failed || rp.p != rp.end || r->n == 0 || i >= LE_MAX_PATTERNS) {
             m->unfiltered[m->n_unfiltered++] = (uint32_t)i;
             free(node);
             continue;
@@ -1557,6 +1599,7 @@ static int build_prefilter(at__markers *m)
                 anchor = SIZE_MAX; /* cannot happen: the expression compiled unanchored */
             else
                 p->anchor_bit = (uint8_t)(1u << anchor);
+            p->is_jit_anchored = has_jit(p->anchored);
         }
         if (anchor == SIZE_MAX && n_groups > r->n)
             n_groups = r->n;
@@ -1577,14 +1620,17 @@ static int build_prefilter(at__markers *m)
         qsort(m->literals, m->n_literals, sizeof *m->literals, cmp_literal);
     m->utexts = malloc((m->n_literals + 1) * sizeof *m->utexts);
     m->lentries = malloc((m->n_literals + 1) * sizeof *m->lentries);
-    if (!m->utexts || !m->lentries)
+    m->groups_mask = malloc(m->n_patterns + 1);
+    if (!m->utexts || !m->lentries || !m->groups_mask)
         return AT_ENOMEM;
+    for (size_t i = 0; i < m->n_patterns; i++)
+        m->groups_mask[i] = m->patterns[i].groups_mask;
+    _Static_assert(LIT_MAX <= 64 && MAX_GROUPS + 1 <= 4, "literal offsets and group bits fit");
     for (size_t i = 0; i < m->n_literals; i++) {
         const literal *l = &m->literals[i];
-        m->lentries[i] = (lentry){l->pattern, l->group_bit, m->patterns[l->pattern].groups_mask,
-                                  l->offset,
-                                  (uint8_t)((l->is_anchor ? LE_ANCHOR : 0) |
-                                            l->speakers << LE_SPEAKER_SHIFT)};
+        m->lentries[i] = l->pattern | (uint32_t)l->group_bit << LE_GROUP_SHIFT |
+                         (uint32_t)l->offset << LE_OFFSET_SHIFT |
+                         (l->is_anchor ? LE_ANCHOR : 0) | (uint32_t)l->speakers << LE_SPEAKER_SHIFT;
     }
     for (size_t i = 0; i < m->n_literals; i++) {
         const literal *l = &m->literals[i];
@@ -2093,6 +2139,7 @@ void at__markers_free(at__markers *m)
     free(m->literals);
     free(m->utexts);
     free(m->lentries);
+    free(m->groups_mask);
     free_trie(&m->trie[0]);
     free_trie(&m->trie[1]);
     free(m->unfiltered);
@@ -2412,25 +2459,24 @@ static int add_hit(at__mscratch *s, uint32_t pi, size_t pos)
 
 /* A literal text occurs at pos: note the groups (and anchor positions) of the patterns that
  * want it, and queue a pattern once all its groups are present. */
-static int prefilter_hit(at__mscratch *s, const uint8_t *lits, uint32_t n, size_t pos,
-                         unsigned speaker_bit, bool is_tracing)
+static int prefilter_hit(const at__markers *m, at__mscratch *s, const uint8_t *lits, uint32_t n,
+                         size_t pos, unsigned speaker_bit, bool is_tracing)
 {
     for (uint32_t e = 0; e < n; e++) {
-        lentry entry;
-        memcpy(&entry, lits + e * sizeof entry, sizeof entry);
-        const lentry *l = &entry;
-        if (!is_tracing && !((l->flags >> LE_SPEAKER_SHIFT) & speaker_bit))
+        lentry l;
+        memcpy(&l, lits + e * sizeof l, sizeof l);
+        if (!is_tracing && !(le_speakers(l) & speaker_bit))
             continue;
-        uint32_t pi = l->pattern;
+        uint32_t pi = le_pattern(l);
         if (s->stamp[pi] != s->generation) {
             s->stamp[pi] = s->generation;
             s->groups[pi] = 0;
             s->hit_first[pi] = s->hit_last[pi] = NO_HIT;
         }
-        if ((l->flags & LE_ANCHOR) && pos >= l->offset && add_hit(s, pi, pos - l->offset))
+        if ((l & LE_ANCHOR) && pos >= le_offset(l) && add_hit(s, pi, pos - le_offset(l)))
             return AT_ENOMEM;
-        s->groups[pi] |= l->group_bit;
-        if ((s->groups[pi] & ~QUEUED) == l->groups_mask && !(s->groups[pi] & QUEUED)) {
+        s->groups[pi] |= (uint8_t)le_group_bit(l);
+        if ((s->groups[pi] & ~QUEUED) == m->groups_mask[pi] && !(s->groups[pi] & QUEUED)) {
             s->groups[pi] |= QUEUED;
             s->todo[s->n_todo++] = pi;
         }
@@ -2456,8 +2502,9 @@ static inline uint32_t d2_find(const ltrie *t, const unsigned char *low)
 
 /* Walks trie t from its depth-2 node off, for position i of the lower-cased text, noting
  * every text that occurs there. */
-static int walk_trie(const ltrie *t, uint32_t off, at__mscratch *s, const unsigned char *low,
-                     size_t len, size_t i, unsigned speaker_bit, at__buf *trace)
+static int walk_trie(const at__markers *m, const ltrie *t, uint32_t off, at__mscratch *s,
+                     const unsigned char *low, size_t len, size_t i, unsigned speaker_bit,
+                     at__buf *trace)
 {
     for (size_t j = i + 2;;) {
         const uint8_t *p = t->pk + off;
@@ -2482,7 +2529,7 @@ static int walk_trie(const ltrie *t, uint32_t off, at__mscratch *s, const unsign
             p += skip_len;
         }
         if (speakers && (trace || (speakers & speaker_bit)) &&
-            prefilter_hit(s, lits, n_lits, i, speaker_bit, trace != NULL))
+            prefilter_hit(m, s, lits, n_lits, i, speaker_bit, trace != NULL))
             return AT_ENOMEM;
         if (j >= len || !n_edges)
             return 0;
@@ -2509,7 +2556,7 @@ static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const
             size_t pos = s->hit_pos[h];
             if (pos < next)
                 continue;
-            int rc = pcre2_match(p->anchored, (PCRE2_SPTR)text, len, pos, 0, s->md, m->mctx);
+            int rc = match_at(p->anchored, p->is_jit_anchored, text, len, pos, s->md, m->mctx);
             if (rc == PCRE2_ERROR_NOMATCH)
                 continue;
             if (rc < 0) {
@@ -2525,7 +2572,7 @@ static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const
     }
     PCRE2_SIZE off = 0;
     while (off <= len) {
-        int rc = pcre2_match(p->code, (PCRE2_SPTR)text, len, off, 0, s->md, m->mctx);
+        int rc = match_at(p->code, p->is_jit, text, len, off, s->md, m->mctx);
         if (rc == PCRE2_ERROR_NOMATCH)
             return 0;
         if (rc < 0) {
@@ -2543,14 +2590,57 @@ static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const
     return 0;
 }
 
-/* Word-list lookups (abuse, anger): every run of 1..max_words words. */
-static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w, at_category cat,
-                        size_t len, bool anger)
+/* The phrase of list w starting at the token lower[start .. end1) (its first word, which
+ * ends the token run at j1) that fires, if any: the longest, and for anger only when VADER
+ * rates it at most anger_max_valence. Returns its end, or 0. */
+static size_t wordlist_at(const at__markers *m, const wordlist *w, const char *lower,
+                          size_t len, size_t start, size_t end1, size_t j1, bool anger,
+                          const at__strmap_entry **fired)
 {
-    if (!w->n_ids)
+    size_t end = end1, j = j1, words = 1, best_end = 0;
+    const at__strmap_entry *best = NULL;
+    for (;;) {
+        const at__strmap_entry *e = at__strmap_get(&w->map, lower + start, end - start);
+        if (e) {
+            best = e;
+            best_end = end;
+        }
+        if (j >= len || lower[j] != ' ' || words == w->max_words ||
+            !at__strmap_get(&w->prefixes, lower + start, end - start))
+            break;
+        j++;
+        while (j < len && (m->tok_class[(unsigned char)lower[j]] & TOK_BODY))
+            j++;
+        end = j;
+        /* Trailing apostrophes and hyphens are punctuation, not part of the word. */
+        while (end > start && (lower[end - 1] == '\'' || lower[end - 1] == '-'))
+            end--;
+        words++;
+    }
+    if (!best)
         return 0;
+    if (anger) {
+        double v;
+        if (!at__vader_valence(m->vader, lower + start, best_end - start, &v) ||
+            v > m->anger_max_valence)
+            return 0;
+    }
+    *fired = best;
+    return best_end;
+}
+
+/* Word-list lookups (abuse, anger): every run of 1..max_words words starting at a token. The
+ * tokens and their first-word keys are shared by the lists; after a phrase fires, its list
+ * goes on after the phrase. */
+static int run_wordlists(const at__markers *m, at__mscratch *s, size_t len)
+{
+    const wordlist *lists[2] = {&m->abuse, &m->anger};
+    static const at_category cats[2] = {AT_CAT_ABUSE, AT_CAT_ANGER};
+    size_t resume[2] = {0, 0};
     const char *lower = s->lower;
     size_t i = 0;
+    if (!m->abuse.n_ids && !m->anger.n_ids)
+        return 0;
     while (i < len) {
         /* A token: bytes other than space and the punctuation that ends words; keep * $ @ that
          * obfuscate profanity ("f*ck", "a$$"). */
@@ -2558,62 +2648,42 @@ static int run_wordlist(const at__markers *m, at__mscratch *s, const wordlist *w
             i++;
         if (i >= len)
             break;
-        size_t start = i;
-        size_t end = start;
-        size_t words = 0;
-        size_t j = start;
-        size_t best_end = 0;
-        const at__strmap_entry *best = NULL;
-        while (words < w->max_words && j < len) {
-            while (j < len && (m->tok_class[(unsigned char)lower[j]] & TOK_BODY))
-                j++;
-            end = j;
-            /* Trailing apostrophes and hyphens are punctuation, not part of the word. */
-            while (end > start && (lower[end - 1] == '\'' || lower[end - 1] == '-'))
-                end--;
-            words++;
-            if (words == 1) {
-                uint32_t k = first_key(lower + start, end - start);
-                if (!(w->first[k >> 6] & ((uint64_t)1 << (k & 63))))
-                    break; /* no phrase starts like this word */
-            }
-            const at__strmap_entry *e = at__strmap_get(&w->map, lower + start, end - start);
-            if (e) {
-                best = e;
-                best_end = end;
-            }
-            if (j >= len || lower[j] != ' ' || words == w->max_words ||
-                !at__strmap_get(&w->prefixes, lower + start, end - start))
-                break;
+        size_t start = i, j = i;
+        while (j < len && (m->tok_class[(unsigned char)lower[j]] & TOK_BODY))
             j++;
-        }
-        if (best) {
-            bool fires = true;
-            if (anger) {
-                double v;
-                fires = at__vader_valence(m->vader, lower + start, best_end - start, &v) &&
-                        v <= m->anger_max_valence;
-            }
-            if (fires) {
-                if (push_cand(s, cat, w->ids[best->tag], start, best_end, PATTERN_WORDLIST,
+        size_t end = j;
+        while (end > start && (lower[end - 1] == '\'' || lower[end - 1] == '-'))
+            end--;
+        uint32_t k = first_key(lower + start, end - start);
+        for (int l = 0; l < 2; l++) {
+            const wordlist *w = lists[l];
+            if (!w->n_ids || start < resume[l] ||
+                !(w->first[k >> 6] & ((uint64_t)1 << (k & 63))))
+                continue; /* no phrase starts like this word */
+            const at__strmap_entry *e = NULL;
+            size_t fired_end = wordlist_at(m, w, lower, len, start, end, j, l == 1, &e);
+            if (fired_end) {
+                if (push_cand(s, cats[l], w->ids[e->tag], start, fired_end, PATTERN_WORDLIST,
                               KIND_MATCH))
                     return AT_ENOMEM;
-                i = best_end;
-                continue;
+                resume[l] = fired_end;
             }
         }
-        /* Advance past the first word only. */
-        while (i < len && (m->tok_class[(unsigned char)lower[i]] & TOK_BODY))
-            i++;
+        i = j;
     }
     return 0;
 }
 
 /* Shouting: enough all-caps words making up most letters, or "!!" / "?!" runs. */
-static int run_shouting(const at__markers *m, at__mscratch *s, const char *text, size_t len)
+static int run_shouting(const at__markers *m, at__mscratch *s, const char *text, size_t len,
+                        size_t n_upper)
 {
     size_t upper = 0, letters = 0, caps_words = 0, first = 0, last = 0;
     size_t i = 0;
+    /* An all-caps word has two capitals at least: with fewer capitals in the whole text than
+     * the words need, there is nothing to count. */
+    if (n_upper < 2 * m->shout_min_words)
+        i = len;
     while (i < len) {
         while (i < len && !isalpha((unsigned char)text[i]))
             i++;
@@ -2642,7 +2712,9 @@ static int run_shouting(const at__markers *m, at__mscratch *s, const char *text,
         if (push_cand(s, AT_CAT_SHOUTING, ID_SHOUT_CAPS, first, last, PATTERN_BUILTIN, KIND_FIXED))
             return AT_ENOMEM;
     }
-    for (i = 0; i + 1 < len; i++) {
+    const char *bang = memchr(text, '!', len);
+    for (i = bang ? (size_t)(bang - text) - (bang > text && bang[-1] == '?') : len; i + 1 < len;
+         i++) {
         char a = text[i], b = text[i + 1];
         if ((a == '!' && (b == '!' || b == '?')) || (a == '?' && b == '!')) {
             size_t end = i + 2;
@@ -2734,13 +2806,16 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         s->lower = l;
         s->cap_lower = len + 4;
     }
+    size_t n_upper = 0; /* ASCII capitals, for run_shouting */
     {
         /* Restrict-qualified copies let the compiler vectorise the loop. */
         unsigned char *restrict dst = (unsigned char *)s->lower;
         const unsigned char *restrict src = (const unsigned char *)text;
         for (size_t i = 0; i < len; i++) {
             unsigned c = src[i];
-            dst[i] = (unsigned char)(c - 'A' < 26u ? c + ('a' - 'A') : c);
+            unsigned is_upper = c - 'A' < 26u;
+            n_upper += is_upper;
+            dst[i] = (unsigned char)(is_upper ? c + ('a' - 'A') : c);
         }
     }
     memset(s->lower + len, 0, 4);
@@ -2774,13 +2849,13 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
             prev_word = is_word;
         }
         for (size_t k = 0; k < n; k++)
-            if (walk_trie(starts, off[k], s, low, len, pos[k], speaker_bit, trace))
+            if (walk_trie(m, starts, off[k], s, low, len, pos[k], speaker_bit, trace))
                 return AT_ENOMEM;
     }
     if (anywhere->pk_len)
         for (size_t i = 0; i + 3 <= len; i++)
             if (d2_has(anywhere, low + i) &&
-                walk_trie(anywhere, d2_find(anywhere, low + i), s, low, len, i, speaker_bit,
+                walk_trie(m, anywhere, d2_find(anywhere, low + i), s, low, len, i, speaker_bit,
                           trace))
                 return AT_ENOMEM;
     for (size_t i = 0; i < m->n_unfiltered; i++) {
@@ -2795,9 +2870,8 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
             run_pattern(m, s, s->todo[i], text, len, &out->n_limit_hits))
             return AT_ENOMEM;
     if (trace || speaker == AT_SPEAKER_CUSTOMER) {
-        if (run_wordlist(m, s, &m->abuse, AT_CAT_ABUSE, len, false) ||
-            run_wordlist(m, s, &m->anger, AT_CAT_ANGER, len, true) ||
-            run_shouting(m, s, text, len))
+        if (run_wordlists(m, s, len) ||
+            run_shouting(m, s, text, len, n_upper))
             return AT_ENOMEM;
     }
     uint32_t cand_mask = 0;
