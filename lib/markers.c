@@ -2763,6 +2763,33 @@ static void trace_cand(at__buf *trace, const char *text, const cand *c, const ch
                    verdict ? verdict : "");
 }
 
+/* Copies text[0 .. len) to dst with ASCII capitals lower-cased; returns how many there were.
+ * Eight bytes a step: a byte is a capital when it is ASCII, >= 'A' and not > 'Z', which the
+ * additions below put in each byte's high bit without carries between bytes. */
+static size_t lower_ascii(char *dst, const char *text, size_t len)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    size_t n_upper = 0, i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t x;
+        memcpy(&x, text + i, 8);
+        uint64_t low7 = x & ~highs;
+        uint64_t ge_a = low7 + (0x80 - 'A') * ones;
+        uint64_t gt_z = low7 + (0x7f - 'Z') * ones;
+        uint64_t upper = ge_a & ~gt_z & ~x & highs;
+        x |= upper >> 2;
+        memcpy(dst + i, &x, 8);
+        n_upper += (size_t)(((upper >> 7) * ones) >> 56);
+    }
+    for (; i < len; i++) {
+        unsigned c = (unsigned char)text[i];
+        unsigned is_upper = c - 'A' < 26u;
+        n_upper += is_upper;
+        dst[i] = (char)(is_upper ? c + ('a' - 'A') : c);
+    }
+    return n_upper;
+}
+
 int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, size_t len,
                       at_speaker speaker, double compound, at_result *out, at__buf *trace)
 {
@@ -2806,18 +2833,7 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         s->lower = l;
         s->cap_lower = len + 4;
     }
-    size_t n_upper = 0; /* ASCII capitals, for run_shouting */
-    {
-        /* Restrict-qualified copies let the compiler vectorise the loop. */
-        unsigned char *restrict dst = (unsigned char *)s->lower;
-        const unsigned char *restrict src = (const unsigned char *)text;
-        for (size_t i = 0; i < len; i++) {
-            unsigned c = src[i];
-            unsigned is_upper = c - 'A' < 26u;
-            n_upper += is_upper;
-            dst[i] = (unsigned char)(is_upper ? c + ('a' - 'A') : c);
-        }
-    }
+    size_t n_upper = lower_ascii(s->lower, text, len); /* capitals, for run_shouting */
     memset(s->lower + len, 0, 4);
 
     /* Prefilter: patterns whose required literal occurs in the text, plus the unfiltered. When
