@@ -2763,6 +2763,45 @@ static void trace_cand(at__buf *trace, const char *text, const cand *c, const ch
                    verdict ? verdict : "");
 }
 
+/* The word characters (is_word_char) among eight lower-cased bytes: each one's high bit. */
+static inline uint64_t word_bits8(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t low7 = x & ~highs;
+    uint64_t digit = (low7 + (0x80 - '0') * ones) & ~(low7 + (0x7f - '9') * ones);
+    uint64_t letter = (low7 + (0x80 - 'a') * ones) & ~(low7 + (0x7f - 'z') * ones);
+    uint64_t t = low7 ^ ('_' * ones); /* a zero byte where '_' was */
+    uint64_t under = ~((t + ~highs) | t);
+    return (digit | letter | under) & ~x & highs;
+}
+
+/* Copies text[0 .. len) to dst with ASCII capitals lower-cased; returns how many there were.
+ * Eight bytes a step: a byte is a capital when it is ASCII, >= 'A' and not > 'Z', which the
+ * additions below put in each byte's high bit without carries between bytes. */
+static size_t lower_ascii(char *dst, const char *text, size_t len)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    size_t n_upper = 0, i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t x;
+        memcpy(&x, text + i, 8);
+        uint64_t low7 = x & ~highs;
+        uint64_t ge_a = low7 + (0x80 - 'A') * ones;
+        uint64_t gt_z = low7 + (0x7f - 'Z') * ones;
+        uint64_t upper = ge_a & ~gt_z & ~x & highs;
+        x |= upper >> 2;
+        memcpy(dst + i, &x, 8);
+        n_upper += (size_t)(((upper >> 7) * ones) >> 56);
+    }
+    for (; i < len; i++) {
+        unsigned c = (unsigned char)text[i];
+        unsigned is_upper = c - 'A' < 26u;
+        n_upper += is_upper;
+        dst[i] = (char)(is_upper ? c + ('a' - 'A') : c);
+    }
+    return n_upper;
+}
+
 int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, size_t len,
                       at_speaker speaker, double compound, at_result *out, at__buf *trace)
 {
@@ -2799,26 +2838,15 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         memset(s->stamp, 0, s->n_stamp * sizeof *s->stamp);
         s->generation = 1;
     }
-    if (s->cap_lower < len + 4) {
-        char *l = realloc(s->lower, len + 4);
+    if (s->cap_lower < len + 8) {
+        char *l = realloc(s->lower, len + 8);
         if (!l)
             return AT_ENOMEM;
         s->lower = l;
-        s->cap_lower = len + 4;
+        s->cap_lower = len + 8;
     }
-    size_t n_upper = 0; /* ASCII capitals, for run_shouting */
-    {
-        /* Restrict-qualified copies let the compiler vectorise the loop. */
-        unsigned char *restrict dst = (unsigned char *)s->lower;
-        const unsigned char *restrict src = (const unsigned char *)text;
-        for (size_t i = 0; i < len; i++) {
-            unsigned c = src[i];
-            unsigned is_upper = c - 'A' < 26u;
-            n_upper += is_upper;
-            dst[i] = (unsigned char)(is_upper ? c + ('a' - 'A') : c);
-        }
-    }
-    memset(s->lower + len, 0, 4);
+    size_t n_upper = lower_ascii(s->lower, text, len); /* capitals, for run_shouting */
+    memset(s->lower + len, 0, 8); /* word_bits8 reads eight bytes at a time */
 
     /* Prefilter: patterns whose required literal occurs in the text, plus the unfiltered. When
      * tracing, patterns for other speakers run too so that the trace can say why they did not
@@ -2831,22 +2859,36 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
      * anywhere (their pattern does not say what precedes them), at every position whose two
      * bytes begin one of them. */
     const ltrie *starts = &m->trie[1], *anywhere = &m->trie[0];
-    bool prev_word = false;
-    for (size_t i = 0; i + 3 <= len;) {
-        /* Up to WALK_BATCH word starts at a time: their first nodes are fetched together, so
-         * that the cache misses of the walks overlap instead of following one another. */
+    {
+        /* Word starts, found eight bytes a step (word_starts8), then up to WALK_BATCH at a
+         * time: their first nodes are fetched together, so that the cache misses of the walks
+         * overlap instead of following one another. */
         size_t pos[WALK_BATCH];
         uint32_t off[WALK_BATCH];
         size_t n = 0;
-        for (; i + 3 <= len && n < WALK_BATCH; i++) {
-            bool is_word = is_word_char(low[i]);
-            if (is_word && !prev_word && d2_has(starts, low + i)) {
+        uint64_t prev = 0; /* the previous step's word bits */
+        for (size_t base = 0; base + 3 <= len; base += 8) {
+            uint64_t x = 0;
+            memcpy(&x, low + base, 8); /* lower has eight NULs after len */
+            uint64_t word = word_bits8(x);
+            uint64_t start = word & ~(word << 8 | prev >> 56);
+            prev = word;
+            while (start) {
+                size_t i = base + (size_t)(__builtin_ctzll(start) >> 3);
+                start &= start - 1;
+                if (i + 3 > len || !d2_has(starts, low + i))
+                    continue;
                 pos[n] = i;
                 off[n] = d2_find(starts, low + i);
                 __builtin_prefetch(starts->pk + off[n]);
-                n++;
+                if (++n == WALK_BATCH) {
+                    for (size_t k = 0; k < n; k++)
+                        if (walk_trie(m, starts, off[k], s, low, len, pos[k], speaker_bit,
+                                      trace))
+                            return AT_ENOMEM;
+                    n = 0;
+                }
             }
-            prev_word = is_word;
         }
         for (size_t k = 0; k < n; k++)
             if (walk_trie(m, starts, off[k], s, low, len, pos[k], speaker_bit, trace))
