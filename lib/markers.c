@@ -871,26 +871,18 @@ static void parse_atom(rparser *rp, rnode *out, bool after_nonword)
                 if (rp->p < rp->end)
                     rp->p++;
             } else {
-                /* Inline options such as (?i) or (?-i:...): (?-i) makes case matter, which the
-                 * lower-cased prefilter cannot see, so such a group is never a literal. */
-                bool is_cased = false;
-                while (rp->p < rp->end && *rp->p != ')' && *rp->p != ':') {
-                    if (*rp->p == '-')
-                        is_cased = true;
+                /* Inline options such as (?i) or (?-i:...). Case does not matter to the
+                 * prefilter: what matches "SO" case-sensitively still reads "so" in the
+                 * lower-cased text, so a case-sensitive group requires its literals too. */
+                while (rp->p < rp->end && *rp->p != ')' && *rp->p != ':')
                     rp->p++;
-                }
                 if (rp->p < rp->end && *rp->p == ')') {
                     rp->p++;
-                    if (is_cased)
-                        rp->failed = true; /* case-sensitive to the end: give up */
-                    else
-                        node_empty(out);
+                    node_empty(out);
                     return;
                 }
                 if (rp->p < rp->end)
                     rp->p++;
-                if (is_cased)
-                    capture_like = false;
             }
         }
         parse_alt(rp, out, after_nonword);
