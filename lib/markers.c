@@ -104,6 +104,8 @@ typedef struct ltrie {
     uint8_t *pk;            /* the packed nodes */
     size_t pk_len, pk_cap;
     uint64_t d2_bits[1024]; /* which first two bytes (b0 | b1 << 8) begin some text */
+    uint64_t d3_bits[1024]; /* which hashes of the first three bytes (d3_key) begin some text:
+                             * most walks that would end at once are never started */
     uint16_t *d2_key;       /* open addressing, d2_mask + 1 slots: two bytes (0: empty) */
     uint32_t *d2_off;       /* and the offset in pk of their node */
     uint32_t d2_mask;
@@ -869,26 +871,18 @@ static void parse_atom(rparser *rp, rnode *out, bool after_nonword)
                 if (rp->p < rp->end)
                     rp->p++;
             } else {
-                /* Inline options such as (?i) or (?-i:...): (?-i) makes case matter, which the
-                 * lower-cased prefilter cannot see, so such a group is never a literal. */
-                bool is_cased = false;
-                while (rp->p < rp->end && *rp->p != ')' && *rp->p != ':') {
-                    if (*rp->p == '-')
-                        is_cased = true;
+                /* Inline options such as (?i) or (?-i:...). Case does not matter to the
+                 * prefilter: what matches "SO" case-sensitively still reads "so" in the
+                 * lower-cased text, so a case-sensitive group requires its literals too. */
+                while (rp->p < rp->end && *rp->p != ')' && *rp->p != ':')
                     rp->p++;
-                }
                 if (rp->p < rp->end && *rp->p == ')') {
                     rp->p++;
-                    if (is_cased)
-                        rp->failed = true; /* case-sensitive to the end: give up */
-                    else
-                        node_empty(out);
+                    node_empty(out);
                     return;
                 }
                 if (rp->p < rp->end)
                     rp->p++;
-                if (is_cased)
-                    capture_like = false;
             }
         }
         parse_alt(rp, out, after_nonword);
@@ -1384,6 +1378,12 @@ static void build_node(ltrie *t, const utext *ut, const uint32_t *ids, uint32_t 
     }
 }
 
+static inline uint32_t d3_key(const unsigned char *p)
+{
+    uint32_t x = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16;
+    return (x * 2654435761u) >> 16;
+}
+
 static inline uint32_t d2_slot(uint32_t k, uint32_t mask)
 {
     return (k * 2654435761u >> 16) & mask;
@@ -1478,6 +1478,12 @@ static int build_trie(at__markers *m, ltrie *t, bool is_ws)
     /* The nodes at depth 2, in order of their two bytes, then packed one subtree after the
      * other. */
     memset(t->d2_bits, 0, sizeof t->d2_bits);
+    memset(t->d3_bits, 0, sizeof t->d3_bits);
+    for (size_t i = 0; i < m->n_utexts; i++)
+        if (m->utexts[i].is_ws == is_ws) {
+            uint32_t k = d3_key((const unsigned char *)m->utexts[i].text);
+            t->d3_bits[k >> 6] |= (uint64_t)1 << (k & 63);
+        }
     size_t n_d2 = 0;
     for (uint32_t a = 0; a < t->nodes[0].n_edges; a++) {
         uint32_t n1 = t->edge_child[t->nodes[0].first + a];
@@ -2484,11 +2490,15 @@ static int prefilter_hit(const at__markers *m, at__mscratch *s, const uint8_t *l
     return 0;
 }
 
-/* Whether some text of trie t begins with the two bytes at low. */
+/* Whether some text of trie t may begin with the three bytes at low (the two-byte set is
+ * exact, the three-byte one a filter). */
 static inline bool d2_has(const ltrie *t, const unsigned char *low)
 {
     uint32_t k = low[0] | (uint32_t)low[1] << 8;
-    return t->d2_bits[k >> 6] & ((uint64_t)1 << (k & 63));
+    if (!(t->d2_bits[k >> 6] & ((uint64_t)1 << (k & 63))))
+        return false;
+    uint32_t h = d3_key(low);
+    return t->d3_bits[h >> 6] & ((uint64_t)1 << (h & 63));
 }
 
 /* The packed node of trie t at depth 2 for the two bytes at low, which d2_has. */
