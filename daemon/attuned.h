@@ -206,8 +206,18 @@ int store_put_conversation(store *s, const char *conversation_id, const conv_fac
  * the conversation when unknown. Markers are stored only when the utterance is new. */
 int store_put_utterance(store *s, const stored_utterance *u, bool *inserted);
 /* Recomputes the section-2 metrics of a conversation from its stored turns and facts and
- * writes them into its row (inside the caller's transaction). */
+ * writes them into its row, and clears its pending_metrics mark (inside the caller's
+ * transaction). */
 int store_update_metrics(store *s, const char *conversation_id, int64_t silence_threshold_ms);
+/* Marks a conversation's metrics as deferred (pending_metrics), inside the caller's
+ * transaction: the one that stores the utterances that made them stale, so that the mark is
+ * durable exactly when they are. A mark that exists stays as it is. store_update_metrics clears
+ * it. */
+int store_defer_metrics(store *s, const char *conversation_id);
+/* Calls fn with the id of every conversation marked deferred (borrowed for the call; fn must
+ * not use the store). A non-zero return from fn stops the walk: -1 (out of memory). Returns 0 or
+ * -1. */
+int store_pending_metrics(store *s, int (*fn)(void *ud, const char *conversation_id), void *ud);
 /* One slice of a rescoring run (scoredb_rescore) inside the caller's transaction. Returns 1 when
  * more rows may follow, 0 when the run is complete, -1 on failure. */
 int store_rescore(store *s, const at_model *model, at_scratch *scratch, rescore_cursor *cur,

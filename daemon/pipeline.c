@@ -17,6 +17,14 @@
  * and carries on when there is room again. The watchdog does not count this as a stall: a
  * restart would not make room.
  *
+ * Deferred metrics: the conversations whose metrics recomputation is deferred (see
+ * update_metrics) are also marked in the database (pending_metrics), in the transaction of the
+ * utterances that made them stale; the recomputation clears the mark in its own transaction.
+ * The marks are the truth and the in-memory list a cache of them: at start the writer
+ * recomputes every marked conversation (a killed predecessor left them) before its first
+ * batch, and after a rollback, which may have undone recomputations the memory believes done,
+ * it reads the marks again.
+ *
  * Checkpoints: SQLite's automatic checkpoint runs after commits while the writer is busy; once
  * it has been idle for CHECKPOINT_IDLE_MS, the writer copies the whole WAL into the database and
  * truncates it, without waiting for readers, and tries again every CHECKPOINT_IDLE_MS while a
@@ -97,6 +105,8 @@ struct pipeline {
     size_t cap_touched;
     struct recent *recent[4096];  /* writer: metrics throttling, see update_metrics */
     size_t n_recent, n_dirty;
+    bool is_pending_reload; /* writer: a rollback may have undone recomputations: read the
+                             * pending_metrics marks again before the next flush */
     worker *workers;
     int n_workers;
     pthread_t writer;
@@ -541,9 +551,36 @@ static int cmp_touched(const void *a, const void *b)
     return strcmp(((const touched_conv *)a)->id, ((const touched_conv *)b)->id);
 }
 
+/* store_pending_metrics callback: a conversation marked in the database is dirty here too. A
+ * full table leaves it to the next start. */
+static int mark_pending(void *ud, const char *id)
+{
+    pipeline *p = ud;
+    recent *r = recent_get(p, id);
+    if (r && !r->dirty) {
+        r->dirty = true;
+        p->n_dirty++;
+    }
+    return 0;
+}
+
+/* After a rollback (inside the next transaction): the marks that the rolled-back transaction
+ * would have cleared are still in the database, so their conversations are dirty again. */
+static int reload_pending(pipeline *p)
+{
+    if (!p->is_pending_reload)
+        return 0;
+    if (store_pending_metrics(p->st, mark_pending, p))
+        return -1;
+    p->is_pending_reload = false;
+    return 0;
+}
+
 /* Recomputes the metrics of the conversations the batch touched, once each (see above). */
 static int update_metrics(pipeline *p, work *batch)
 {
+    if (reload_pending(p))
+        return -1;
     size_t n = 0;
     for (work *w = batch; w; w = w->next) {
         if (!w->msg.conversation_id)
@@ -569,6 +606,10 @@ static int update_metrics(pipeline *p, work *batch)
             final |= p->touched[i].final;
         recent *r = recent_get(p, id);
         if (!final && r && now - r->last_ms < METRICS_INTERVAL_MS) {
+            /* Marked in every batch that defers it, not only the first: the mark must be
+             * committed with these utterances, whatever became of earlier transactions. */
+            if (store_defer_metrics(p->st, id))
+                return -1;
             if (!r->dirty) {
                 r->dirty = true;
                 p->n_dirty++;
@@ -695,10 +736,12 @@ static void flush_idle(pipeline *p, bool all)
     if (store_begin(p->st))
         return;
     uint64_t now = all ? UINT64_MAX / 2 : mono_ms();
-    if (flush_due(p, now) || store_commit(p->st))
+    if (reload_pending(p) || flush_due(p, now) || store_commit(p->st)) {
         store_rollback(p->st);
-    else
+        p->is_pending_reload = true;
+    } else {
         p->is_checkpoint_due = true;
+    }
 }
 
 static int apply_batch(pipeline *p, work *batch)
@@ -730,6 +773,7 @@ fail:
     p->last_full = store_error_is_full(p->st);
     snprintf(p->last_error, sizeof p->last_error, "%s", store_errmsg(p->st));
     store_rollback(p->st);
+    p->is_pending_reload = true;
     return -1;
 }
 
@@ -1006,10 +1050,11 @@ static work *writer_next(pipeline *p, const struct timespec *deadline)
 {
     for (;;) {
         work *w;
-        if ((p->n_dirty || p->is_checkpoint_due) && !deadline && !p->job) {
+        bool has_dirty = p->n_dirty || p->is_pending_reload;
+        if ((has_dirty || p->is_checkpoint_due) && !deadline && !p->job) {
             /* Idle with dirty conversations or a WAL to checkpoint: wake in time for them. */
             struct timespec due;
-            deadline_after(&due, p->n_dirty ? METRICS_INTERVAL_MS / 4 : CHECKPOINT_IDLE_MS);
+            deadline_after(&due, has_dirty ? METRICS_INTERVAL_MS / 4 : CHECKPOINT_IDLE_MS);
             w = writer_pop(p, &due);
             if (!w) {
                 pthread_mutex_lock(&p->wq.mu);
@@ -1017,7 +1062,7 @@ static work *writer_next(pipeline *p, const struct timespec *deadline)
                 pthread_mutex_unlock(&p->wq.mu);
                 /* At shutdown every dirty conversation is recomputed, due or not; closing the
                  * store checkpoints. */
-                if (p->n_dirty)
+                if (has_dirty)
                     flush_idle(p, closed);
                 else if (!closed)
                     idle_checkpoint(p);
@@ -1044,11 +1089,79 @@ static work *writer_next(pipeline *p, const struct timespec *deadline)
     }
 }
 
+typedef struct id_list {
+    char **ids; /* owned */
+    size_t n, cap;
+} id_list;
+
+/* store_pending_metrics callback: collects the ids. */
+static int collect_pending(void *ud, const char *id)
+{
+    id_list *v = ud;
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 256;
+        char **ids = realloc(v->ids, cap * sizeof *ids);
+        if (!ids)
+            return -1;
+        v->ids = ids;
+        v->cap = cap;
+    }
+    if (!(v->ids[v->n] = strdup(id)))
+        return -1;
+    v->n++;
+    return 0;
+}
+
+/* At start, before the first batch: recomputes the conversations whose marks a previous run
+ * left in pending_metrics (it was killed, or could not commit at its shutdown), in slices of
+ * batch_rows conversations, each its own transaction. What cannot be done now (the store is
+ * full, say) is read again into the in-memory list with the next transaction, and left to the
+ * writer's usual flushes. */
+static void recover_pending(pipeline *p)
+{
+    id_list v = {NULL, 0, 0};
+    if (store_pending_metrics(p->st, collect_pending, &v)) {
+        log_msg(LOG_WARN, "writer", "cannot read the conversations whose metrics are pending: "
+                "%s; recomputing them when possible", store_errmsg(p->st));
+        p->is_pending_reload = true;
+        goto out;
+    }
+    size_t done_n = 0, slice = (size_t)atomic_load(&p->batch_rows);
+    while (done_n < v.n) {
+        size_t end = v.n - done_n < slice ? v.n : done_n + slice;
+        writer_beat(p, false);
+        int rc = store_begin(p->st);
+        for (size_t i = done_n; rc == 0 && i < end; i++)
+            rc = store_update_metrics(p->st, v.ids[i], p->silence_threshold_ms);
+        if (rc == 0)
+            rc = store_commit(p->st);
+        if (rc) {
+            log_msg(LOG_WARN, "writer", "cannot recompute the pending metrics of %zu "
+                    "conversations now (%s); trying again later", v.n - done_n,
+                    store_errmsg(p->st));
+            store_rollback(p->st);
+            p->is_pending_reload = true; /* read again with the next transaction */
+            break;
+        }
+        p->is_checkpoint_due = true;
+        done_n = end;
+    }
+    if (done_n)
+        log_msg(LOG_INFO, "writer", "recomputed the metrics of %zu conversations that the "
+                "previous run had deferred and not recomputed (it did not stop cleanly)",
+                done_n);
+out:
+    for (size_t i = 0; i < v.n; i++)
+        free(v.ids[i]);
+    free(v.ids);
+}
+
 static void *writer_main(void *arg)
 {
     pipeline *p = arg;
     work *first;
     apply_max_db_mb(p);
+    recover_pending(p);
     publish_size(p);
     while ((first = writer_next(p, NULL))) {
         /* Group commit: the batch closes after batch_rows rows or batch_ms milliseconds. */

@@ -2,7 +2,8 @@
  * store.c: the SQLite store. Owns the one database connection of the writer thread: opening it
  * (WAL, synchronous=FULL, foreign keys, busy timeout), bringing its schema up to date with the
  * migrations compiled in from schema/ (PRAGMA user_version counts the applied ones), and the
- * prepared statements that merge conversations and insert utterances. Markers, metrics and
+ * prepared statements that merge conversations and insert utterances, and the list of
+ * conversations whose metrics the writer has deferred (pending_metrics). Markers, metrics and
  * rescoring are common/scoredb.c's, which `attune rescore` shares; the store owns one scoredb on
  * its connection.
  *
@@ -53,6 +54,9 @@ enum stmt_id {
     ST_UTT_INSERT,
     ST_ROUTING_SELECT,
     ST_PAGE_COUNT,
+    ST_PENDING_INSERT,
+    ST_PENDING_DELETE,
+    ST_PENDING_SELECT,
     N_STMTS
 };
 
@@ -104,6 +108,12 @@ static const char *const stmt_sql[N_STMTS] = {
         " ON CONFLICT (conversation_id, seq) DO NOTHING",
     [ST_ROUTING_SELECT] = "SELECT queue, agent_id FROM conversations WHERE conversation_id = ?1",
     [ST_PAGE_COUNT] = "PRAGMA page_count",
+    /* A conversation deferred again keeps the time it was first deferred. */
+    [ST_PENDING_INSERT] =
+        "INSERT INTO pending_metrics (conversation_id, deferred_at) VALUES (?1, ?2)"
+        " ON CONFLICT (conversation_id) DO NOTHING",
+    [ST_PENDING_DELETE] = "DELETE FROM pending_metrics WHERE conversation_id = ?1",
+    [ST_PENDING_SELECT] = "SELECT conversation_id FROM pending_metrics",
 };
 
 /* Conversations whose row is known to exist in the current transaction, so that an utterance
@@ -677,7 +687,33 @@ int store_update_metrics(store *s, const char *conversation_id, int64_t silence_
 {
     if (scoredb_update_metrics(s->sdb, conversation_id, silence_threshold_ms))
         return fail_with(s, scoredb_errmsg(s->sdb));
-    return 0;
+    sqlite3_stmt *st = s->stmt[ST_PENDING_DELETE];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    return run(s, ST_PENDING_DELETE, "cannot clear deferred metrics");
+}
+
+int store_defer_metrics(store *s, const char *conversation_id)
+{
+    sqlite3_stmt *st = s->stmt[ST_PENDING_INSERT];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now_ms());
+    return run(s, ST_PENDING_INSERT, "cannot record deferred metrics");
+}
+
+int store_pending_metrics(store *s, int (*fn)(void *ud, const char *conversation_id), void *ud)
+{
+    sqlite3_stmt *st = s->stmt[ST_PENDING_SELECT];
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        if (id && fn(ud, id)) {
+            done(st);
+            return fail_with(s, "out of memory listing deferred metrics");
+        }
+    }
+    int ret = rc == SQLITE_DONE ? 0 : fail_sql(s, "cannot list deferred metrics");
+    done(st);
+    return ret;
 }
 
 int store_rescore(store *s, const at_model *model, at_scratch *scratch, rescore_cursor *cur,

@@ -2,6 +2,8 @@
 that fills up (max_db_mb, and a real full filesystem when the tests run as root), an analyst's
 long read transaction, an analyst holding the write lock. Each test ends with the same check:
 every line the client saw acknowledged is stored exactly once, and PRAGMA integrity_check is ok.
+After a kill, every conversation's metrics must also catch up with its stored turns once the
+restarted daemon is idle.
 
 The kill -9 test picks its kill moments from a seeded generator and prints the seed; rerun a
 failure with ATTUNE_FAULT_SEED=<seed>."""
@@ -20,6 +22,7 @@ import pytest
 
 from conftest import ATTUNED, Closed, integrity_ok, utt
 from test_daemon_load import TEXTS, Pump, encode, marker_counts, under_asan
+from test_metrics import METRIC_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +56,43 @@ def assert_exactly_once(db, acked, sent=None):
         assert stored <= set(sent), "stored but never sent: %s" % sorted(stored - set(sent))[:3]
     integrity_ok(db)
     return stored
+
+
+# The per-conversation metrics that SQL can recompute from the stored utterances on its own
+# (ANALYTICS.md section 2), beside what attuned stored: turn counts, the customer's lowest and
+# mean sentiment, peak frustration and whether a customer turn threatened to churn (category
+# bit 16, schema/README.md).
+FRESH_METRICS_SQL = """
+SELECT c.conversation_id,
+       c.turns, c.agent_turns, c.customer_turns, c.customer_sentiment_min,
+       c.customer_sentiment_mean, c.frustration_peak, c.churn_threat,
+       u.turns, u.agent_turns, u.customer_turns, u.smin, u.smean, u.fpeak, u.churn
+  FROM conversations c JOIN (
+       SELECT conversation_id, COUNT(*) AS turns, SUM(speaker = 'agent') AS agent_turns,
+              SUM(speaker = 'customer') AS customer_turns,
+              MIN(CASE WHEN speaker = 'customer' THEN compound END) AS smin,
+              AVG(CASE WHEN speaker = 'customer' THEN compound END) AS smean,
+              MAX(CASE WHEN speaker = 'customer' THEN frustration_score END) AS fpeak,
+              MAX(speaker = 'customer' AND (category_mask >> 16) & 1) AS churn
+         FROM utterances GROUP BY conversation_id) u USING (conversation_id)
+"""
+
+
+def stale_metrics(db):
+    """The conversations whose stored metrics differ from a recomputation of their stored
+    utterances (FRESH_METRICS_SQL)."""
+    con = sqlite3.connect(str(db), timeout=10)
+    try:
+        rows = con.execute(FRESH_METRICS_SQL).fetchall()
+    finally:
+        con.close()
+
+    def same(a, b):
+        if a is None or b is None:
+            return a is b
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+    return [r[0] for r in rows if not all(same(r[1 + k], r[8 + k]) for k in range(7))]
 
 
 def metrics_port(d):
@@ -181,6 +221,10 @@ def test_kill9_at_random_moments_under_load_with_a_resending_client(attuned, tmp
         # beyond that was committed but its ack was lost with the process.
         stored = assert_exactly_once(db, s.keys(0, acked_to), s.keys(0, sent_to))
         unacked_stored = len(stored) - acked_to
+        # The kill lost the writer's memory of the conversations whose metrics it had deferred
+        # (utterance-only updates, at most once a second); the database kept it, and the
+        # restarted writer recomputes them before anything else.
+        wait_for("metrics recomputed at restart %d" % cycle, lambda: not stale_metrics(db), 15)
         c = d.connect()
         blob = s.encoded(acked_to, acked_to + chunk)
         pump = Pump(c, blob, chunk)
@@ -220,11 +264,60 @@ def test_kill9_at_random_moments_under_load_with_a_resending_client(attuned, tmp
 
     stored = assert_exactly_once(db, s.keys(0, sent_to), s.keys(0, sent_to))
     assert len(stored) == sent_to
+    # Idle, every conversation's metrics are those of its stored turns: also those of
+    # conversations that got no turn since a kill interrupted their deferred recomputation.
+    wait_for("metrics caught up once idle", lambda: not stale_metrics(db), 15)
+    assert d.rows("SELECT COUNT(*) FROM pending_metrics") == [(0,)]
     counts = marker_counts()
     assert d.rows("SELECT COUNT(*) FROM markers") == [
         (sum(counts[s.text_index(i)] for i in range(sent_to)),)]
     n_convs = len({cid for cid, _ in stored})
     assert d.rows("SELECT COUNT(*) FROM conversations") == [(n_convs,)]
+
+
+def test_kill9_within_the_metrics_throttle_window_then_metrics_catch_up_at_restart(
+        attuned, tmp_path):
+    """Utterance-only updates recompute a conversation's metrics at most once a second. The
+    conversations whose recomputation is deferred are recorded in the database with the
+    utterances that made their metrics stale, so a kill -9 inside that second leaves them to
+    the next start, which recomputes them at once, with no new message for them. The metrics
+    then equal those of the same conversations sent whole (recomputed at once)."""
+    cfg = dict(batch_ms=5, store_text="full")
+    n_conv, n_turns = 50, 12
+
+    def turn(k, seq):
+        return {"speaker": "customer" if seq % 2 == 0 else "agent",
+                "text": TEXTS[(k + seq) % len(TEXTS)]}
+
+    d = attuned(**cfg)
+    c = d.connect()
+    # Turn 0: a conversation the writer has not seen is recomputed at once ...
+    c.send(*[utt("c-thr-%d" % k, 0, **turn(k, 0)) for k in range(n_conv)])
+    c.wait_ack()
+    # ... and its next turns, acknowledged within the second, are deferred.
+    c.send(*[utt("c-thr-%d" % k, seq, **turn(k, seq))
+             for seq in range(1, n_turns) for k in range(n_conv)])
+    c.wait_ack()
+    d.kill9()
+    c.close()
+    assert stale_metrics(d.db), "the kill did not come within the throttle window"
+
+    ref = attuned(db=tmp_path / "ref.db", **cfg)
+    r = ref.connect()
+    r.send(*[{"type": "conversation", "conversation_id": "c-thr-%d" % k,
+              "turns": [turn(k, seq) for seq in range(n_turns)]} for k in range(n_conv)])
+    r.wait_ack()
+    cols = [col for col in METRIC_COLUMNS if col != "ended"]  # a whole conversation has ended
+    select = "SELECT conversation_id, %s FROM conversations ORDER BY 1" % ", ".join(cols)
+    want = ref.rows(select)
+    assert len(want) == n_conv and all(row[1] == n_turns for row in want)
+
+    d = attuned(db=d.db, **cfg)
+    wait_for("metrics recomputed at restart", lambda: not stale_metrics(d.db), 15)
+    assert d.rows(select) == want
+    assert d.rows("SELECT COUNT(*) FROM pending_metrics") == [(0,)]
+    assert_exactly_once(d.db, {("c-thr-%d" % k, seq) for k in range(n_conv)
+                               for seq in range(n_turns)})
 
 
 # ---- a full store ----------------------------------------------------------------------------
@@ -285,6 +378,9 @@ def test_max_db_mb_stops_acks_keeps_running_and_resumes_when_raised(attuned):
     assert c.errors() == []
     assert "database size cap 64 MiB" in d.log() and "has room again" in d.log()
     assert assert_exactly_once(d.db, s.keys(0, 100 + n)) == s.keys(0, 100 + n)
+    # Once idle, every conversation's metrics are those of its turns, whatever the rolled-back
+    # attempts did to the writer's list of deferred conversations.
+    wait_for("metrics caught up once idle", lambda: not stale_metrics(d.db), 15)
     m = scrape(port)
     assert m["attuned_store_full"] == 0 and m["attuned_db_max_bytes"] == 64 * 1048576
     assert m["attuned_inflight_lines"] == 0
@@ -346,6 +442,9 @@ def test_a_full_filesystem_stops_acks_and_freeing_space_resumes(attuned, small_t
     pump_until(pump, lambda: c.acked == 100 + n, 120, "everything acked once space is free")
     assert c.errors() == []
     assert assert_exactly_once(db, s.keys(0, 100 + n)) == s.keys(0, 100 + n)
+    # A commit that fails for want of disk space (writing the WAL) has recomputed deferred
+    # metrics before it was rolled back; once idle they are recomputed all the same.
+    wait_for("metrics caught up once idle", lambda: not stale_metrics(db), 15)
     # Stopped here, before the fixture's teardown, so that the tmpfs can be unmounted.
     assert d.stop() == 0, d.log()[-3000:]
     integrity_ok(db)

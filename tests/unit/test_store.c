@@ -731,6 +731,108 @@ static int put_many(store *s, const char *cid, int first, int n)
     return 0;
 }
 
+/* Deferred metrics (migration 0005): a mark is durable with the transaction that makes it,
+ * undone with its rollback, kept as first made when made again, listed, cleared by the
+ * recomputation, and removed with its conversation. */
+static int count_pending(void *ud, const char *conversation_id)
+{
+    (void)conversation_id;
+    (*(int *)ud)++;
+    return 0;
+}
+
+static void test_pending_metrics(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM pending_metrics"), 0);
+    assert_int_equal(put_many(s, "c-1", 0, 3), 0);
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_defer_metrics(s, "c-1"), 0);
+    store_rollback(s);
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM pending_metrics"), 0);
+
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_defer_metrics(s, "c-1"), 0);
+    assert_int_equal(store_commit(s), 0);
+    assert_int_equal(sqlite3_exec(s->db, "UPDATE pending_metrics SET deferred_at = 7", NULL,
+                                  NULL, NULL), SQLITE_OK);
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_defer_metrics(s, "c-1"), 0); /* again: kept as it was */
+    assert_int_equal(store_commit(s), 0);
+    assert_int_equal(q_int(s->db, "SELECT deferred_at FROM pending_metrics"), 7);
+    int n = 0;
+    assert_int_equal(store_pending_metrics(s, count_pending, &n), 0);
+    assert_int_equal(n, 1);
+    assert_true(q_is_null(s->db, "SELECT turns FROM conversations"));
+
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_update_metrics(s, "c-1", 3000), 0);
+    assert_int_equal(store_commit(s), 0);
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM pending_metrics"), 0);
+    assert_int_equal(q_int(s->db, "SELECT turns FROM conversations"), 3);
+    n = 0;
+    assert_int_equal(store_pending_metrics(s, count_pending, &n), 0);
+    assert_int_equal(n, 0);
+
+    /* A mark needs its conversation, and goes with it. */
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_defer_metrics(s, "c-none"), -1);
+    store_rollback(s);
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_defer_metrics(s, "c-1"), 0);
+    assert_int_equal(store_commit(s), 0);
+    assert_int_equal(sqlite3_exec(s->db, "DELETE FROM conversations", NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM pending_metrics"), 0);
+    assert_integrity(s);
+}
+
+/* A database of the previous release (migrations up to 0004) with data in it: opening it
+ * applies what is missing, keeps the data, and the store works on it. */
+static void test_migrates_a_database_of_the_previous_release(void **state)
+{
+    fixture *f = *state;
+    int n_old = 0;
+    while (schema_names[n_old] && strcmp(schema_names[n_old], "0004_redaction") != 0)
+        n_old++;
+    assert_non_null(schema_names[n_old]);
+    n_old++;
+    assert_true(n_migrations() > n_old);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    for (int i = 0; i < n_old; i++) {
+        assert_int_equal(sqlite3_exec(db, schema_migrations[i], NULL, NULL, NULL), SQLITE_OK);
+        char bump[64];
+        snprintf(bump, sizeof bump, "PRAGMA user_version = %d", i + 1);
+        assert_int_equal(sqlite3_exec(db, bump, NULL, NULL, NULL), SQLITE_OK);
+    }
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO conversations (conversation_id, channel)"
+                                      " VALUES ('c-old', 'chat');"
+                                      "INSERT INTO utterances (conversation_id, seq, speaker,"
+                                      " neg, neu, pos, compound, model_id)"
+                                      " VALUES ('c-old', 0, 'customer', 0, 1, 0, 0, 'm-old')",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    store *s = open_ok(f);
+    assert_int_equal(q_int(s->db, "PRAGMA user_version"), n_migrations());
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM pending_metrics"), 0);
+    assert_text(s->db, "SELECT channel FROM conversations", "chat");
+    turn t = make_turn(1, AT_SPEAKER_AGENT);
+    stored_utterance u = make_utt("c-old", &t);
+    assert_int_equal(store_begin(s), 0);
+    put_ok(s, &u, true);
+    assert_int_equal(store_defer_metrics(s, "c-old"), 0);
+    assert_int_equal(store_commit(s), 0);
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_update_metrics(s, "c-old", 3000), 0);
+    assert_int_equal(store_commit(s), 0);
+    assert_int_equal(q_int(s->db, "SELECT turns FROM conversations"), 2);
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM pending_metrics"), 0);
+    assert_integrity(s);
+}
+
 /* The idle checkpoint copies the WAL into the database and truncates it; a reader still on the
  * WAL makes it incomplete (without waiting), and the next attempt after it left completes. */
 static void test_checkpoint(void **state)
@@ -818,6 +920,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fresh_db, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_is_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_db_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrates_a_database_of_the_previous_release, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_pending_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_db_keeps_journal_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_a_database, setup, teardown),
         cmocka_unit_test(test_migration_names_checked),
