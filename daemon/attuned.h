@@ -62,6 +62,7 @@ typedef struct config {
     int max_connections;
     int idle_timeout_ms;     /* 0 = never */
     int line_timeout_ms;     /* a line must end this long after its first byte; 0 = never */
+    int drain_timeout_ms;    /* SIGTERM: give up what is not stored after this long; 0 = never */
     int queue_lines;         /* bound of each worker's input queue and of the writer queue */
     int client_queue_bytes;  /* unsent output per connection before it is paused */
     int silence_threshold_ms;

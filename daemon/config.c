@@ -77,6 +77,10 @@ static const struct key keys[] = {
      .min = 0, .max = 86400000, .def = "30000", .unit = "ms", .reloadable = true,
      .help = "a line not ended this long after its first byte: line_too_long, then close; "
              "0 = never"},
+    {.section = "server", .name = "drain_timeout_ms", .type = T_INT, FIELD(drain_timeout_ms),
+     .min = 0, .max = 3600000, .def = "30000", .unit = "ms", .reloadable = true,
+     .help = "SIGTERM: lines still not stored this long after it are given up unacknowledged, "
+             "exit 3; 0 = wait for ever"},
     {.section = "server", .name = "auth_token", .type = T_STRING, FIELD(auth_token), .min = 0,
      .max = 255, .def = "", .unit = "text", .reloadable = true, .secret = true,
      .check = check_no_quotes, .help = "token clients send in hello; empty = no authentication"},

@@ -5,10 +5,14 @@
  * lock, store, listeners (protocol, metrics), pipeline, signals, watchdog, READY. Stop
  * (SIGTERM/SIGINT): stop accepting and reading, let everything in flight commit and be
  * acknowledged (a running rescore stops after its slice), close connections and the metrics
- * endpoint, stop the watchdog and threads, exit 0. A second SIGINT exits at once.
+ * endpoint, stop the watchdog and threads, exit 0. When [server] drain_timeout_ms passes first
+ * (commits keep failing: a full store), what is not yet stored is given up unacknowledged
+ * (pipeline_abandon) and the stop goes on the same way, to exit 3. A second SIGINT exits at
+ * once.
  *
  * Exit codes: 0 clean stop (or --check-config valid), 1 runtime failure (cannot listen, open
- * the store, build the model), 2 bad flags or configuration.
+ * the store, build the model), 2 bad flags or configuration, 3 stopped with lines given up
+ * at the drain deadline.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -41,6 +45,8 @@ typedef struct daemon_state {
     metrics *metrics; /* NULL when [metrics] listen is empty */
     watchdog *wd;     /* NULL unless systemd asked for a watchdog */
     uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t drain_timer; /* drain_timeout_ms, from the stop signal; open while draining */
+    bool has_drain_timer;
     int n_sigint;
     bool draining, drained;
     int lock_fd; /* the one-writer lock of the database (common/dblock.c), held until exit */
@@ -72,13 +78,25 @@ static void usage(FILE *f)
             "signals: SIGTERM/SIGINT drain and exit 0 (a second SIGINT exits at once),\n"
             "         SIGHUP reloads the reloadable settings, reopens the log file and\n"
             "         rebuilds the lexicons.\n"
-            "exit codes: 0 clean stop, 1 runtime failure, 2 bad flags or configuration.\n");
+            "exit codes: 0 clean stop, 1 runtime failure, 2 bad flags or configuration,\n"
+            "            3 stopped with lines not stored ([server] drain_timeout_ms passed).\n");
 }
 
 static void on_drained(server *srv)
 {
     (void)srv;
-    log_msg(LOG_INFO, "main", "drained: everything received is stored and acknowledged");
+    if (D.has_drain_timer)
+        uv_close((uv_handle_t *)&D.drain_timer, NULL);
+    D.has_drain_timer = false;
+    server_stats st;
+    server_get_stats(D.srv, &st);
+    if (st.lines_abandoned)
+        log_msg(LOG_ERROR, "main", "stopping with %llu lines not stored: they could not be "
+                "committed within drain_timeout_ms (%d ms) and are not acknowledged, so their "
+                "clients must send them again; everything acknowledged is stored",
+                (unsigned long long)st.lines_abandoned, D.cfg.drain_timeout_ms);
+    else
+        log_msg(LOG_INFO, "main", "drained: everything received is stored and acknowledged");
     server_close(D.srv);
     metrics_close(D.metrics);
     watchdog_stop(D.wd);
@@ -90,6 +108,22 @@ static void on_drained(server *srv)
     uv_unref((uv_handle_t *)&D.sig_term);
     uv_unref((uv_handle_t *)&D.sig_int);
     uv_unref((uv_handle_t *)&D.sig_hup);
+}
+
+/* The drain deadline: lines still in flight now are waiting on commits that keep failing. */
+static void on_drain_timeout(uv_timer_t *t)
+{
+    (void)t;
+    server_stats st;
+    server_get_stats(D.srv, &st);
+    pipeline_stats ps;
+    pipeline_get_stats(D.pipe, &ps);
+    log_msg(LOG_WARN, "main", "drain_timeout_ms (%d ms) passed with %llu lines (%llu bytes) "
+            "not yet stored%s: giving up on those that are not stored by now",
+            D.cfg.drain_timeout_ms, (unsigned long long)st.inflight_lines,
+            (unsigned long long)st.inflight_bytes,
+            ps.store_full ? " (the store is full)" : "");
+    pipeline_abandon(D.pipe);
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -107,6 +141,11 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     log_msg(LOG_INFO, "main", "%s: draining", signum == SIGINT ? "SIGINT" : "SIGTERM");
     sd_notify(0, "STOPPING=1");
     pipeline_stop_rescore(D.pipe); /* a rescore resumes when requested again */
+    /* Before server_drain, which calls on_drained at once when nothing is in flight. */
+    if (D.cfg.drain_timeout_ms > 0 && uv_timer_init(D.loop, &D.drain_timer) == 0) {
+        D.has_drain_timer = true;
+        uv_timer_start(&D.drain_timer, on_drain_timeout, (uint64_t)D.cfg.drain_timeout_ms, 0);
+    }
     server_drain(D.srv, on_drained);
 }
 
@@ -392,6 +431,8 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&D.sig_hup, NULL);
     uv_run(D.loop, UV_RUN_NOWAIT);
 
+    server_stats last;
+    server_get_stats(D.srv, &last);
     server_free(D.srv);
     metrics_free(D.metrics);
     watchdog_free(D.wd);
@@ -399,5 +440,6 @@ int main(int argc, char **argv)
     dblock_release(D.lock_fd);
     log_msg(LOG_INFO, "main", "stopped");
     log_close();
-    return 0;
+    /* Lines were given up at the drain deadline: not a clean stop, whatever else went well. */
+    return last.lines_abandoned ? 3 : 0;
 }

@@ -25,6 +25,10 @@
  * batch, and after a rollback, which may have undone recomputations the memory believes done,
  * it reads the marks again.
  *
+ * Shutdown: pipeline_abandon (the drain deadline passed) makes the writer stop attempting
+ * commits: the batch it is retrying and every item after it are completed as abandoned, neither
+ * stored nor acknowledged, so that the daemon can exit with everything it acknowledged stored.
+ *
  * Checkpoints: SQLite's automatic checkpoint runs after commits while the writer is busy; once
  * it has been idle for CHECKPOINT_IDLE_MS, the writer copies the whole WAL into the database and
  * truncates it, without waiting for readers, and tries again every CHECKPOINT_IDLE_MS while a
@@ -114,6 +118,8 @@ struct pipeline {
     rescore_job *job;                        /* writer thread; NULL when none runs */
     _Atomic(const at_model *) writer_hazard; /* the model the writer rescores with, or NULL */
     _Atomic bool stop_rescore;
+    _Atomic bool abandon;   /* pipeline_abandon: no more commit attempts */
+    uint64_t n_abandoned;   /* writer: lines given up since then */
     _Atomic int batch_rows;
     _Atomic int batch_ms;
     _Atomic int max_db_mb;
@@ -791,7 +797,8 @@ static void deliver(pipeline *p, work *batch)
             p->done = c;
             p->cap_done = n;
         }
-        if (w->n_alerts && p->n_alerts + w->n_alerts <= p->cap_alerts + 4096) {
+        /* An abandoned line's utterances were not stored: no alert speaks for them. */
+        if (w->n_alerts && !w->abandoned && p->n_alerts + w->n_alerts <= p->cap_alerts + 4096) {
             size_t need = p->n_alerts + w->n_alerts;
             if (need > p->cap_alerts) {
                 size_t cap = p->cap_alerts ? p->cap_alerts : 64;
@@ -812,7 +819,7 @@ static void deliver(pipeline *p, work *batch)
             }
         }
         p->done[p->n_done++] = (completion){w->conn_id, w->line_no, w->bytes, w->read_ns,
-                                            w->reply, w->failed};
+                                            w->reply, w->failed, w->abandoned};
         w->reply = NULL;
     }
     pthread_mutex_unlock(&p->done_mu);
@@ -863,13 +870,32 @@ static int commit_batch(pipeline *p, work *batch)
     return 0;
 }
 
+/* Waits ms milliseconds, or less when pipeline_abandon is called meanwhile. The writer's
+ * queue lock and condition serve: spurious wakeups (a push) only make it look again. */
+static void writer_sleep(pipeline *p, int ms)
+{
+    struct timespec until;
+    deadline_after(&until, ms);
+    pthread_mutex_lock(&p->wq.mu);
+    while (!atomic_load(&p->abandon) &&
+           pthread_cond_timedwait(&p->wq.cv, &p->wq.mu, &until) == 0)
+        ;
+    pthread_mutex_unlock(&p->wq.mu);
+}
+
 /* Commits a batch, retrying with backoff while the failure may pass by itself (busy, disk
  * full, I/O): nothing is acknowledged meanwhile and the loop thread's bound turns the wait into
- * backpressure. Returns -1 at once for a failure that would recur with the same data. */
+ * backpressure. Returns 0 once committed, -1 at once for a failure that would recur with the
+ * same data, and 1 when the pipeline was abandoned before an attempt succeeded (no attempt is
+ * made after pipeline_abandon). */
 static int commit_with_retry(pipeline *p, work *batch, size_t rows)
 {
     int backoff_ms = 50;
-    while (commit_batch(p, batch)) {
+    for (;;) {
+        if (atomic_load(&p->abandon))
+            return 1;
+        if (!commit_batch(p, batch))
+            break;
         atomic_fetch_add_explicit(&p->commit_failures, 1, memory_order_relaxed);
         if (!p->last_transient)
             return -1;
@@ -878,14 +904,29 @@ static int commit_with_retry(pipeline *p, work *batch, size_t rows)
         else
             log_msg(LOG_WARN, "writer", "batch of %zu rows not committed (%s); retrying in %d ms",
                     rows, p->last_error, backoff_ms);
-        struct timespec ts = {backoff_ms / 1000, (long)(backoff_ms % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
+        writer_sleep(p, backoff_ms);
         if (backoff_ms < 2000)
             backoff_ms *= 2;
     }
     if (p->full_since_ns)
         note_room(p);
     return 0;
+}
+
+/* Completes w without storing it (pipeline_abandon): it is not acknowledged. The first one
+ * says so in the log, with the failure that kept it from being stored. */
+static void abandon_work(pipeline *p, work *w)
+{
+    if (!p->n_abandoned) {
+        if (atomic_load(&p->failing_since_ns))
+            log_msg(LOG_WARN, "writer", "shutting down: no more commit attempts; the lines not "
+                    "yet stored are given up (the last attempt failed: %s)", p->last_error);
+        else
+            log_msg(LOG_WARN, "writer", "shutting down: no more commit attempts; the lines not "
+                    "yet stored are given up");
+    }
+    w->abandoned = true;
+    p->n_abandoned++;
 }
 
 /* A batch failed for a reason that will recur: replay it one item per transaction, so that
@@ -898,7 +939,10 @@ static void isolate_failure(pipeline *p, work *batch)
     while (w) {
         work *next = w->next;
         w->next = NULL;
-        if (commit_with_retry(p, w, work_rows(w))) {
+        int rc = commit_with_retry(p, w, work_rows(w));
+        if (rc > 0) {
+            abandon_work(p, w);
+        } else if (rc < 0) {
             w->failed = true;
             log_msg(LOG_ERROR, "writer", "line %llu of a connection cannot be stored: %s",
                     (unsigned long long)w->line_no, p->last_error);
@@ -1061,10 +1105,12 @@ static work *writer_next(pipeline *p, const struct timespec *deadline)
                 bool closed = p->wq.closed && !p->wq.head;
                 pthread_mutex_unlock(&p->wq.mu);
                 /* At shutdown every dirty conversation is recomputed, due or not; closing the
-                 * store checkpoints. */
-                if (has_dirty)
+                 * store checkpoints. Once the drain was given up, no transaction is tried: the
+                 * marks of the dirty ones stay for the next start. */
+                bool is_abandoned = atomic_load(&p->abandon);
+                if (has_dirty && !is_abandoned)
                     flush_idle(p, closed);
-                else if (!closed)
+                else if (!closed && !is_abandoned)
                     idle_checkpoint(p);
                 if (closed)
                     return NULL;
@@ -1113,7 +1159,7 @@ static int collect_pending(void *ud, const char *id)
 }
 
 /* At start, before the first batch: recomputes the conversations whose marks a previous run
- * left in pending_metrics (it was killed, or could not commit at its shutdown), in slices of
+ * left in pending_metrics (it was killed, or gave up at its drain deadline), in slices of
  * batch_rows conversations, each its own transaction. What cannot be done now (the store is
  * full, say) is read again into the in-memory list with the next transaction, and left to the
  * writer's usual flushes. */
@@ -1180,10 +1226,16 @@ static void *writer_main(void *arg)
             tail = w;
             rows += work_rows(w);
         }
-        if (commit_with_retry(p, batch, rows))
+        int rc = commit_with_retry(p, batch, rows);
+        if (rc < 0)
             isolate_failure(p, batch);
-        atomic_fetch_add_explicit(&p->rows_committed, rows, memory_order_relaxed);
-        atomic_fetch_add_explicit(&p->batches_committed, 1, memory_order_relaxed);
+        if (rc > 0) {
+            for (work *w = batch; w; w = w->next)
+                abandon_work(p, w);
+        } else {
+            atomic_fetch_add_explicit(&p->rows_committed, rows, memory_order_relaxed);
+            atomic_fetch_add_explicit(&p->batches_committed, 1, memory_order_relaxed);
+        }
         deliver(p, batch);
         while (batch) {
             work *next = batch->next;
@@ -1337,6 +1389,16 @@ void pipeline_submit(pipeline *p, work *w)
 void pipeline_stop_rescore(pipeline *p)
 {
     atomic_store(&p->stop_rescore, true);
+}
+
+void pipeline_abandon(pipeline *p)
+{
+    /* Under the queue lock, so that a writer about to wait in writer_sleep sees the flag or
+     * gets the wakeup. */
+    pthread_mutex_lock(&p->wq.mu);
+    atomic_store(&p->abandon, true);
+    pthread_cond_broadcast(&p->wq.cv);
+    pthread_mutex_unlock(&p->wq.mu);
 }
 
 void pipeline_set_batch(pipeline *p, int batch_rows, int batch_ms)

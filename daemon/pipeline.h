@@ -53,6 +53,7 @@ typedef struct work {
     size_t n_alerts;
     char *reply;      /* owned; a line to send before the ack (rescore), or NULL */
     bool failed;      /* could not be stored (not a passing condition): answered `internal` */
+    bool abandoned;   /* not stored: given up at shutdown (pipeline_abandon); not acknowledged */
 } work;
 
 typedef struct completion {
@@ -63,6 +64,7 @@ typedef struct completion {
     char *reply;      /* a JSON line to send on the connection before its ack, or NULL;
                        * the pipeline frees it after the callback */
     bool failed;      /* the line was not stored: answer it with an `internal` error */
+    bool abandoned;   /* the line was not stored (pipeline_abandon): neither answer nor ack it */
 } completion;
 
 /* Called on the loop thread with alerts whose utterances were committed; the callee takes
@@ -98,6 +100,12 @@ void pipeline_submit(pipeline *p, work *w);
 /* Makes a running rescoring job stop after its current slice (shutdown; loop thread). Its line
  * is answered with a shutting_down error; a later request resumes where it stopped. */
 void pipeline_stop_rescore(pipeline *p);
+/* Gives up what cannot be committed, for a shutdown whose drain deadline passed (loop thread):
+ * the writer makes no commit attempt from now on (one in progress finishes; its backoff wait
+ * ends at once), and completes the batch it was retrying, and every item it receives after,
+ * as abandoned: not stored, not to be acknowledged. A conversation whose metrics were deferred
+ * keeps its pending_metrics mark for the next start. */
+void pipeline_abandon(pipeline *p);
 /* Applies reloadable batch settings. */
 void pipeline_set_batch(pipeline *p, int batch_rows, int batch_ms);
 /* Applies a reloaded max_db_mb: the writer sets it on its connection before its next

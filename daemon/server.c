@@ -634,10 +634,16 @@ void server_on_done(void *ud, const completion *done, size_t n_done)
         srv->inflight_lines--;
         srv->inflight_bytes -= done[i].bytes;
         c->inflight--;
+        if (done[i].abandoned)
+            srv->stats.lines_abandoned++;
         if (c->closing) {
             conn_maybe_free(c);
             continue;
         }
+        /* Given up at shutdown: never marked done, so no ack covers it or any later line of
+         * the connection; the client sends them again. */
+        if (done[i].abandoned)
+            continue;
         if (done[i].reply)
             send_line(c, done[i].reply, strlen(done[i].reply)); /* before the ack covers it */
         if (done[i].failed)

@@ -21,6 +21,8 @@ typedef struct server_stats {
     uint64_t alerts_sent, alerts_dropped;
     /* connections the server closed for a deadline (idle_timeout_ms, line_timeout_ms) */
     uint64_t closed_idle_timeout, closed_line_timeout;
+    /* lines given up unstored and unacknowledged when the drain deadline passed */
+    uint64_t lines_abandoned;
 } server_stats;
 
 /* Creates the server and binds cfg->listen. Returns 0 or -1 with a reason in err. */

@@ -29,7 +29,7 @@ ATTUNED = BUILD / "attuned"
 # The INI section of each key a test may set (config.example.ini).
 SECTIONS = {
     "max_connections": "server", "max_line_bytes": "server", "idle_timeout_ms": "server",
-    "line_timeout_ms": "server",
+    "line_timeout_ms": "server", "drain_timeout_ms": "server",
     "auth_token": "server", "client_queue_bytes": "server",
     "store_text": "store", "batch_rows": "store", "batch_ms": "store",
     "lexicons": "scoring", "workers": "scoring", "queue_lines": "scoring",

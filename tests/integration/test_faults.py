@@ -1,9 +1,9 @@
 """attuned under faults: kill -9 at random moments under load with a client that resends, a store
-that fills up (max_db_mb, and a real full filesystem when the tests run as root), an analyst's
-long read transaction, an analyst holding the write lock. Each test ends with the same check:
-every line the client saw acknowledged is stored exactly once, and PRAGMA integrity_check is ok.
-After a kill, every conversation's metrics must also catch up with its stored turns once the
-restarted daemon is idle.
+that fills up (max_db_mb, and a real full filesystem when the tests run as root), SIGTERM while
+it is full, an analyst's long read transaction, an analyst holding the write lock. Each test
+ends with the same check: every line the client saw acknowledged is stored exactly once, and
+PRAGMA integrity_check is ok. After a kill, every conversation's metrics must also catch up with
+its stored turns once the restarted daemon is idle.
 
 The kill -9 test picks its kill moments from a seeded generator and prints the seed; rerun a
 failure with ATTUNE_FAULT_SEED=<seed>."""
@@ -385,6 +385,58 @@ def test_max_db_mb_stops_acks_keeps_running_and_resumes_when_raised(attuned):
     assert m["attuned_store_full"] == 0 and m["attuned_db_max_bytes"] == 64 * 1048576
     assert m["attuned_inflight_lines"] == 0
     assert http_get(port, "/healthz") == (200, "ok\n")
+
+
+def test_sigterm_while_the_store_is_full_gives_up_after_drain_timeout_ms(attuned):
+    """SIGTERM while the store is full: the drain cannot finish, so once [server]
+    drain_timeout_ms has passed the daemon gives up the lines it could not store, without
+    acknowledging them, logs how many (an error, without transcript text), closes the
+    connections and exits 3, long before systemd's TimeoutStopSec would SIGKILL it. Everything
+    acknowledged is stored once and the database is consistent: restarted with room, the daemon
+    stores what the client sends again, and the deferred metrics catch up."""
+    drain_s = 2.0
+    d = attuned(queue_lines=256, batch_rows=64, batch_ms=5, store_text="full",
+                drain_timeout_ms=int(drain_s * 1000), **{"store.max_db_mb": 2})
+    c = d.connect()
+    s = Stream("c-term", pad="p" * 400)
+    c.send_raw(s.encoded(0, 100))
+    c.wait_ack()
+    n = 60000
+    pump = Pump(c, s.encoded(100, 100 + n), n)
+    fill_until_acks_stop(d, c, pump, "max_db_mb = 2")
+    acked = c.acked
+    assert 100 < acked < 100 + n
+
+    t0 = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    try:
+        while True:
+            pump.step(wait=0.05)
+            assert time.monotonic() - t0 < drain_s + 10, "the connection was not closed"
+    except Closed:
+        pass
+    rc = d.wait(timeout=drain_s + 10)
+    elapsed = time.monotonic() - t0
+    assert rc == 3, d.log()[-3000:]
+    assert drain_s - 0.1 <= elapsed < drain_s + 5, "exited %.1f s after SIGTERM" % elapsed
+    log = d.log()
+    assert "drain_timeout_ms (2000 ms) passed" in log and "(the store is full)" in log, log[-3000:]
+    m = re.search(r" error main: stopping with (\d+) lines not stored", log)
+    assert m and int(m.group(1)) > 0, log[-3000:]
+    assert "drained: everything received is stored" not in log
+    assert not any(t in log for t in TEXTS)  # never the transcript
+    # Nothing given up was acknowledged; what was acknowledged is stored, once.
+    assert c.acked == acked
+    assert [e for e in c.errors() if e["code"] != "shutting_down"] == []
+    assert assert_exactly_once(d.db, s.keys(0, acked)) == s.keys(0, acked)
+
+    d = attuned(db=d.db, batch_ms=5, store_text="full", **{"store.max_db_mb": 64})
+    c = d.connect()
+    pump = Pump(c, s.encoded(acked, 100 + n), 100 + n - acked)
+    pump_until(pump, lambda: c.acked == 100 + n - acked, 120, "the resend acked")
+    assert c.errors() == []
+    assert assert_exactly_once(d.db, s.keys(0, 100 + n)) == s.keys(0, 100 + n)
+    wait_for("metrics caught up once idle", lambda: not stale_metrics(d.db), 15)
 
 
 def test_a_bad_max_db_mb_is_refused_with_file_line_and_key(tmp_path):
