@@ -929,6 +929,9 @@ static void abandon_work(pipeline *p, work *w)
     p->n_abandoned++;
 }
 
+static void set_reply(work *w, json_t *obj);
+static json_t *error_reply(const work *w, const char *code, const char *why);
+
 /* A batch failed for a reason that will recur: replay it one item per transaction, so that
  * every other item is stored and only the culprit is answered with an `internal` error. */
 static void isolate_failure(pipeline *p, work *batch)
@@ -946,6 +949,10 @@ static void isolate_failure(pipeline *p, work *batch)
             w->failed = true;
             log_msg(LOG_ERROR, "writer", "line %llu of a connection cannot be stored: %s",
                     (unsigned long long)w->line_no, p->last_error);
+            /* The reply carries the line's id like every error; without memory the loop
+             * thread still answers, without it. */
+            set_reply(w, error_reply(w, "internal", "the server could not store this line; it "
+                                     "was not stored (see the server log)"));
         }
         w->next = next;
         w = next;

@@ -646,7 +646,7 @@ void server_on_done(void *ud, const completion *done, size_t n_done)
             continue;
         if (done[i].reply)
             send_line(c, done[i].reply, strlen(done[i].reply)); /* before the ack covers it */
-        if (done[i].failed)
+        if (done[i].failed && !done[i].reply) /* else the reply is the error, with the id */
             send_error(c, done[i].line_no, WIRE_INTERNAL, "the server could not store this "
                        "line; it was not stored (see the server log)", NULL);
         mark_done(c, done[i].line_no);

@@ -719,6 +719,7 @@ def test_a_line_that_cannot_be_stored_is_isolated_and_answered_internal(attuned)
     errors = c.errors()
     assert len(errors) == 1, errors
     assert errors[0]["code"] == "internal" and errors[0]["line"] == 2 + 13
+    assert errors[0].get("id") == "u13", errors[0]  # errors echo the line's id (PROTOCOL.md)
     assert "turn" not in errors[0]["message"]  # never the text
     seqs = [s for (s,) in d.rows("SELECT seq FROM utterances ORDER BY seq")]
     assert seqs == [i for i in range(30) if i != 13]
