@@ -947,6 +947,10 @@ static void isolate_failure(pipeline *p, work *batch)
             abandon_work(p, w);
         } else if (rc < 0) {
             w->failed = true;
+            /* Not stored: no alert speaks for it. */
+            for (size_t i = 0; i < w->n_alerts; i++)
+                alert_fini(&w->alerts[i]);
+            w->n_alerts = 0;
             log_msg(LOG_ERROR, "writer", "line %llu of a connection cannot be stored: %s",
                     (unsigned long long)w->line_no, p->last_error);
             /* The reply carries the line's id like every error; without memory the loop

@@ -98,3 +98,36 @@ def test_slow_subscriber_is_bounded_and_told(attuned):
     assert len(alerts) < n * per_line
     assert notices and "dropped" in notices[0]["message"]
     assert notices[0]["line"] == 0
+
+
+def test_a_line_that_could_not_be_stored_raises_no_alert(attuned):
+    # Alerts speak only for committed data: a line answered `internal` (not stored) must not
+    # reach subscribers, while the rest of its batch does.
+    import sqlite3
+    d = attuned(batch_ms=200)
+    sub = d.connect()
+    sub.send({"type": "subscribe", "events": ["alert"]})
+    prod = d.connect()
+    prod.send({"type": "ping"})
+    prod.recv_type("pong")
+    con = sqlite3.connect(str(d.db), timeout=10)
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON utterances WHEN NEW.seq = 1 "
+                "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END")
+    con.commit()
+    con.close()
+    last = prod.send(
+        utt("nz", 0, "customer", "I want to cancel my account, this is terrible"),
+        utt("nz", 1, "customer", "I will take you to court, I'm calling my lawyer"),
+        utt("nz", 2, "customer", "I'm going to switch to another provider and cancel"),
+    )
+    prod.wait_ack(last, timeout=30)
+    assert [e["code"] for e in prod.errors()] == ["internal"]
+    got = alerts_of(sub, 2)
+    # Anything for seq 1 would have come with them (one commit); wait a little for a third.
+    try:
+        got += alerts_of(sub, 1, timeout=1)
+    except TimeoutError:
+        pass
+    seqs = sorted({a["seq"] for a in got})
+    assert 0 in seqs and 2 in seqs, got  # the stored lines still alert
+    assert 1 not in seqs, got
