@@ -104,6 +104,7 @@ typedef struct ltrie {
     uint8_t *pk;            /* the packed nodes */
     size_t pk_len, pk_cap;
     uint64_t d2_bits[1024]; /* which first two bytes (b0 | b1 << 8) begin some text */
+    unsigned speakers;      /* the speakers whose literals it holds (bit 1u << at_speaker) */
     uint64_t d3_bits[1024]; /* which hashes of the first three bytes (d3_key) begin some text:
                              * most walks that would end at once are never started */
     uint16_t *d2_key;       /* open addressing, d2_mask + 1 slots: two bytes (0: empty) */
@@ -192,7 +193,10 @@ struct at__markers {
     /* Prefilter index: tries of the distinct literal texts, [1] for texts that can only occur
      * at a word start (walked from word starts only), [0] for the others (walked from every
      * position). */
-    ltrie trie[2];
+    /* [0]: every literal, for tracing (which shows other speakers' patterns too); [1 + s]:
+     * the literals of speaker s's patterns only, so that a turn walks half the nodes. Each
+     * pair: texts found anywhere, texts found at word starts. */
+    ltrie trie[1 + AT_N_SPEAKERS][2];
     uint8_t tok_class[256]; /* word-list token classes of bytes (tok_class_of) */
     uint32_t *unfiltered; /* patterns with no literal: always run */
     size_t n_unfiltered;
@@ -1405,7 +1409,12 @@ static int64_t pack_node(ltrie *t, const at__markers *m, uint32_t n)
 {
     const tnode *node = &t->nodes[n];
     bool has_text = node->utext != NO_UTEXT;
-    size_t n_lits = has_text ? m->utexts[node->utext].n : 0;
+    size_t n_lits = 0;
+    if (has_text) {
+        const utext *u = &m->utexts[node->utext];
+        for (uint32_t e = u->first; e < u->first + u->n; e++)
+            n_lits += (le_speakers(m->lentries[e]) & t->speakers) != 0;
+    }
     size_t size = PK_HEAD + (has_text ? PK_COUNT + n_lits * sizeof(lentry) : 0) +
                   node->skip_len + node->n_edges * 5u;
     if (t->pk_len + size > UINT32_MAX)
@@ -1424,13 +1433,16 @@ static int64_t pack_node(ltrie *t, const at__markers *m, uint32_t n)
     uint8_t *p = t->pk + at;
     p[0] = node->skip_len;
     p[1] = (uint8_t)node->n_edges;
-    p[2] = has_text ? node->speakers : 0;
+    p[2] = has_text ? (uint8_t)(node->speakers & t->speakers) : 0;
     p += PK_HEAD;
     if (has_text) {
         const utext *u = &m->utexts[node->utext];
-        p[0] = (uint8_t)u->n;
-        p[1] = (uint8_t)(u->n >> 8);
-        memcpy(p + PK_COUNT, m->lentries + u->first, n_lits * sizeof(lentry));
+        p[0] = (uint8_t)n_lits;
+        p[1] = (uint8_t)(n_lits >> 8);
+        size_t k = 0;
+        for (uint32_t e = u->first; e < u->first + u->n; e++)
+            if (le_speakers(m->lentries[e]) & t->speakers)
+                memcpy(p + PK_COUNT + k++ * sizeof(lentry), &m->lentries[e], sizeof(lentry));
         p += PK_COUNT + n_lits * sizeof(lentry);
     }
     memcpy(p, node->skip, node->skip_len);
@@ -1449,14 +1461,15 @@ static int64_t pack_node(ltrie *t, const at__markers *m, uint32_t n)
 }
 
 /* Builds trie t over the utexts whose is_ws equals is_ws (they are sorted by text). */
-static int build_trie(at__markers *m, ltrie *t, bool is_ws)
+static int build_trie(at__markers *m, ltrie *t, bool is_ws, unsigned speakers)
 {
     size_t max_nodes = 1, n_ids = 0;
     uint32_t *ids = malloc((m->n_utexts + 1) * sizeof *ids);
     if (!ids)
         return AT_ENOMEM;
+    t->speakers = speakers;
     for (size_t i = 0; i < m->n_utexts; i++)
-        if (m->utexts[i].is_ws == is_ws) {
+        if (m->utexts[i].is_ws == is_ws && (m->utexts[i].speakers & speakers)) {
             ids[n_ids++] = (uint32_t)i;
             max_nodes += m->utexts[i].len; /* every byte is at most one node and one edge */
         }
@@ -1480,7 +1493,7 @@ static int build_trie(at__markers *m, ltrie *t, bool is_ws)
     memset(t->d2_bits, 0, sizeof t->d2_bits);
     memset(t->d3_bits, 0, sizeof t->d3_bits);
     for (size_t i = 0; i < m->n_utexts; i++)
-        if (m->utexts[i].is_ws == is_ws) {
+        if (m->utexts[i].is_ws == is_ws && (m->utexts[i].speakers & speakers)) {
             uint32_t k = d3_key((const unsigned char *)m->utexts[i].text);
             t->d3_bits[k >> 6] |= (uint64_t)1 << (k & 63);
         }
@@ -1655,8 +1668,15 @@ static int build_prefilter(at__markers *m)
         u->is_ws = l->is_ws;
         m->n_utexts++;
     }
-    int rc = build_trie(m, &m->trie[0], false);
-    return rc ? rc : build_trie(m, &m->trie[1], true);
+    for (int t = 0; t <= AT_N_SPEAKERS; t++) {
+        unsigned speakers = t ? 1u << (t - 1) : (1u << AT_N_SPEAKERS) - 1;
+        int rc = build_trie(m, &m->trie[t][0], false, speakers);
+        if (!rc)
+            rc = build_trie(m, &m->trie[t][1], true, speakers);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 static int parse_speakers(const char *s, at_category cat, unsigned *out)
@@ -2146,8 +2166,10 @@ void at__markers_free(at__markers *m)
     free(m->utexts);
     free(m->lentries);
     free(m->groups_mask);
-    free_trie(&m->trie[0]);
-    free_trie(&m->trie[1]);
+    for (int t = 0; t <= AT_N_SPEAKERS; t++) {
+        free_trie(&m->trie[t][0]);
+        free_trie(&m->trie[t][1]);
+    }
     free(m->unfiltered);
     at__strmap_fini(&m->scope);
     at__strmap_fini(&m->scope_first);
@@ -2868,7 +2890,8 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
     /* Texts that begin words are looked for at word starts only; the few that may occur
      * anywhere (their pattern does not say what precedes them), at every position whose two
      * bytes begin one of them. */
-    const ltrie *starts = &m->trie[1], *anywhere = &m->trie[0];
+    const ltrie *tries = m->trie[trace ? 0 : 1 + speaker];
+    const ltrie *starts = &tries[1], *anywhere = &tries[0];
     {
         /* Word starts, found eight bytes a step (word_starts8), then up to WALK_BATCH at a
          * time: their first nodes are fetched together, so that the cache misses of the walks
