@@ -68,6 +68,16 @@ def query_dicts(path, sql, params=()):
         con.close()
 
 
+def refuse_seq(path, seq):
+    """Adds a trigger (as an analyst might) that makes SQLite refuse the utterance with seq."""
+    con = db_connect(path)
+    try:
+        con.execute("CREATE TRIGGER refuse BEFORE INSERT ON utterances WHEN NEW.seq = %d "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END" % seq)
+    finally:
+        con.close()
+
+
 def integrity_ok(path):
     con = sqlite3.connect(str(path), timeout=10)
     try:

@@ -1,7 +1,7 @@
 """Live alerts to subscribers (PROTOCOL.md `subscribe`, issue 4)."""
 import time
 
-from conftest import Client
+from conftest import Client, refuse_seq
 
 
 def utt(cid, seq, speaker, text, **kw):
@@ -103,18 +103,13 @@ def test_slow_subscriber_is_bounded_and_told(attuned):
 def test_a_line_that_could_not_be_stored_raises_no_alert(attuned):
     # Alerts speak only for committed data: a line answered `internal` (not stored) must not
     # reach subscribers, while the rest of its batch does.
-    import sqlite3
     d = attuned(batch_ms=200)
     sub = d.connect()
     sub.send({"type": "subscribe", "events": ["alert"]})
     prod = d.connect()
     prod.send({"type": "ping"})
     prod.recv_type("pong")
-    con = sqlite3.connect(str(d.db), timeout=10)
-    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON utterances WHEN NEW.seq = 1 "
-                "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END")
-    con.commit()
-    con.close()
+    refuse_seq(d.db, 1)
     last = prod.send(
         utt("nz", 0, "customer", "I want to cancel my account, this is terrible"),
         utt("nz", 1, "customer", "I will take you to court, I'm calling my lawyer"),

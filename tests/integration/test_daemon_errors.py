@@ -2,13 +2,12 @@
 and the connection staying usable after each error that is not fatal."""
 import json
 import socket
-import sqlite3
 import subprocess
 import time
 
 import pytest
 
-from conftest import Closed, db_connect, utt
+from conftest import Closed, db_connect, refuse_seq, utt
 
 U = {"type": "utterance", "conversation_id": "c", "speaker": "customer", "text": "hi"}
 
@@ -707,11 +706,7 @@ def test_a_line_that_cannot_be_stored_is_isolated_and_answered_internal(attuned)
     c = d.connect()
     c.send({"type": "ping"})
     c.recv_type("pong")
-    con = sqlite3.connect(str(d.db), timeout=10)
-    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON utterances WHEN NEW.seq = 13 "
-                "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END")
-    con.commit()
-    con.close()
+    refuse_seq(d.db, 13)
     lines = [{"type": "utterance", "conversation_id": "iso", "seq": i, "speaker": "customer",
               "text": "turn %d" % i, "id": "u%d" % i} for i in range(30)]
     last = c.send(*lines)
