@@ -392,12 +392,13 @@ typedef struct rparser {
     bool failed;
 } rparser;
 
-/* The shortest string of the set, not counting spaces at either end. */
-static size_t req_quality(const req *r)
+/* The shortest string of the set with every string cut to cut bytes, not counting spaces at
+ * either end. */
+static size_t cut_quality(const req *r, size_t cut)
 {
     size_t m = SIZE_MAX;
     for (size_t i = 0; i < r->n; i++) {
-        const char *a = r->s[i], *b = r->s[i] + r->len[i];
+        const char *a = r->s[i], *b = r->s[i] + (r->len[i] < cut ? r->len[i] : cut);
         while (a < b && *a == ' ')
             a++;
         while (b > a && b[-1] == ' ')
@@ -406,6 +407,12 @@ static size_t req_quality(const req *r)
             m = (size_t)(b - a);
     }
     return r->n ? m : 0;
+}
+
+/* The shortest string of the set, not counting spaces at either end. */
+static size_t req_quality(const req *r)
+{
+    return cut_quality(r, SIZE_MAX);
 }
 
 static bool req_has(const req *r, const char *s, size_t len)
@@ -561,7 +568,7 @@ static bool req_same(const req *a, const req *b)
 
 /* Adds a group to rs in order (highest quality first, then fewest strings), keeping the best
  * MAX_GROUPS; groups below REQ_MIN_QUALITY are useless and dropped. */
-static void req_shrink(req *r, size_t max_n, req *tmp);
+static void req_shrink(req *r, size_t max_n);
 
 /* Whether every match of b contains one of a: each string of b holds a string of a. A group
  * implied by another adds nothing to the prefilter. */
@@ -585,7 +592,7 @@ static void reqs_add(reqs *rs, const req *r)
     req *cut = NULL;
     if (r->n > PREFILTER_MAX_STRINGS && (cut = malloc(sizeof *cut))) {
         req_copy(cut, r);
-        req_shrink(cut, PREFILTER_MAX_STRINGS, NULL);
+        req_shrink(cut, PREFILTER_MAX_STRINGS);
         r = cut;
     }
     size_t q = req_quality(r);
@@ -1204,25 +1211,8 @@ done:
  * largest that leaves at most max_n distinct strings of quality >= REQ_MIN_QUALITY. A prefix of
  * a required string is required too, so the set stays a valid requirement (and a valid lead):
  * "that's just not ", "that's really not ", ... become "that's". */
-/* The quality the set would have with every string cut to cut bytes. */
-static size_t cut_quality(const req *r, size_t cut)
+static void req_shrink(req *r, size_t max_n)
 {
-    size_t m = SIZE_MAX;
-    for (size_t i = 0; i < r->n; i++) {
-        const char *a = r->s[i], *b = r->s[i] + (r->len[i] < cut ? r->len[i] : cut);
-        while (a < b && *a == ' ')
-            a++;
-        while (b > a && b[-1] == ' ')
-            b--;
-        if ((size_t)(b - a) < m)
-            m = (size_t)(b - a);
-    }
-    return r->n ? m : 0;
-}
-
-static void req_shrink(req *r, size_t max_n, req *tmp)
-{
-    (void)tmp;
     if (r->n <= max_n)
         return;
     req_dedupe(r); /* sorted: neighbours share the longest prefixes */
@@ -1586,15 +1576,9 @@ static int build_prefilter(at__markers *m)
         /* A pattern whose every match starts with a string of a set (its lead) is tried,
          * anchored, only where one occurs; the lead is one of its groups or one more. */
         pattern *p = &m->patterns[i];
-        req *tmp = malloc(sizeof *tmp);
-        if (!tmp) {
-            free(node);
-            return AT_ENOMEM;
-        }
         for (size_t g = 0; g < node->groups.n; g++)
-            req_shrink(&node->groups.g[g], PREFILTER_MAX_STRINGS, tmp);
-        req_shrink(&node->lead, PREFILTER_MAX_STRINGS, tmp);
-        free(tmp);
+            req_shrink(&node->groups.g[g], PREFILTER_MAX_STRINGS);
+        req_shrink(&node->lead, PREFILTER_MAX_STRINGS);
         size_t n_groups = r->n, anchor = SIZE_MAX;
         if (req_quality(&node->lead) >= REQ_MIN_QUALITY) {
             for (size_t g = 0; g < r->n && anchor == SIZE_MAX; g++)
