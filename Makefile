@@ -185,7 +185,7 @@ $(FUZZ_OBJ): $(BUILD)/tests/fuzz/%.o: tests/fuzz/%.c $(BUILD)/config.mk
 	$(CC) $(ALL_CFLAGS) -Idaemon $(PCRE2_8_CFLAGS) $(JANSSON_CFLAGS) -c $< -o $@
 
 $(BUILD)/fuzz_framer: $(BUILD)/daemon/framer.o
-$(BUILD)/fuzz_wire: $(BUILD)/daemon/wire.o
+$(BUILD)/fuzz_wire: $(BUILD)/daemon/wire.o $(BUILD)/common/timeparse.o
 $(FUZZ_BIN): $(BUILD)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/libattune.a
 	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o,$^) $(BUILD)/libattune.a $(JANSSON_LIBS) $(LIB_LIBS) $(ALL_LDFLAGS)
 

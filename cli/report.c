@@ -16,11 +16,13 @@
 #include <math.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "common.h"
 
 #define DEFAULT_DB "./attune.db"
 #define DEFAULT_DAYS 7
@@ -665,87 +667,16 @@ static void list_reports(FILE *f)
     putc('\n', f);
 }
 
-static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
-{
-    /* Howard Hinnant's days_from_civil: days since 1970-01-01 in the proleptic Gregorian
-     * calendar. */
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-/* n decimal digits at s into *out. */
-static bool digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-/* DATE: YYYY-MM-DD (midnight UTC; *is_day set) or an RFC 3339 date-time
- * (YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM), 't' or a space for 'T' and 'z' for 'Z' as
- * RFC 3339 allows). Fractions of a millisecond are dropped. Returns 0 or -1. */
+/* DATE: YYYY-MM-DD (midnight UTC; *is_day set) or an RFC 3339 date-time (rfc3339_ms).
+ * Returns 0 or -1. */
 static int parse_date(const char *s, int64_t *ms, bool *is_day)
 {
-    int y, mo, d, h = 0, mi = 0, sec = 0;
-    if (!digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
-        !digits(s + 8, 2, &d))
-        return -1;
-    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap))
-        return -1;
-    int64_t t = days_from_civil(y, mo, d) * MS_PER_DAY;
-    *is_day = s[10] == '\0';
-    if (*is_day) {
-        *ms = t;
-        return 0;
-    }
-    const char *p = s + 10;
-    if ((*p != 'T' && *p != 't' && *p != ' ') || !digits(p + 1, 2, &h) || p[3] != ':' ||
-        !digits(p + 4, 2, &mi) || p[6] != ':' || !digits(p + 7, 2, &sec))
-        return -1;
-    /* 60 is a leap second; the epoch count has none, so it lands on the next second. */
-    if (h > 23 || mi > 59 || sec > 60)
-        return -1;
-    p += 9;
-    int frac_ms = 0;
-    if (*p == '.') {
-        int n = 0;
-        for (p++; *p >= '0' && *p <= '9'; p++, n++)
-            if (n < 3) /* digits below a millisecond are dropped */
-                frac_ms = frac_ms * 10 + (*p - '0');
-        if (n == 0)
-            return -1;
-        for (; n < 3; n++)
-            frac_ms *= 10;
-    }
-    int offset_min = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int oh, om;
-        if (!digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) || oh > 23 ||
-            om > 59)
-            return -1;
-        offset_min = (*p == '-' ? -1 : 1) * (oh * 60 + om);
-        p += 6;
-    } else {
-        return -1;
-    }
-    if (*p)
-        return -1;
-    *ms = t + ((int64_t)h * 3600 + mi * 60 + sec) * 1000 + frac_ms -
-          (int64_t)offset_min * 60000;
-    return 0;
+    *is_day = strlen(s) == 10;
+    if (!*is_day)
+        return rfc3339_ms(s, ms);
+    char full[32];
+    snprintf(full, sizeof full, "%sT00:00:00Z", s);
+    return rfc3339_ms(full, ms);
 }
 
 static bool parse_count(const char *s, long lo, long hi, long *out)

@@ -4,6 +4,7 @@
  *
  *   dblock.c   the advisory lock that makes one process the writer of a database file
  *   scoredb.c  what is done to scored data in SQLite: markers, metrics, rescoring
+ *   timeparse.c  RFC 3339 times
  */
 #ifndef ATTUNE_COMMON_H
 #define ATTUNE_COMMON_H
@@ -38,6 +39,14 @@ void dblock_describe(int fd, const char *listen);
 int dblock_read(const char *db_path, char *listen, size_t len, long *pid);
 /* Releases the lock and closes fd; a negative fd is a no-op. */
 void dblock_release(int fd);
+
+/* ---- timeparse.c ------------------------------------------------------------------------ */
+
+/* An RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM); 't' or a space for 'T'
+ * and 'z' for 'Z' as RFC 3339 allows) as milliseconds since the epoch in *ms. Digits below a
+ * millisecond are dropped; a leap second (:60) counts as :59. Returns 0, or -1 when s is not
+ * one. */
+int rfc3339_ms(const char *s, int64_t *ms);
 
 /* ---- scoredb.c -------------------------------------------------------------------------- */
 

@@ -159,8 +159,6 @@ const char *wire_error_code(enum wire_error e);
 enum wire_error wire_parse(const char *line, size_t len, message *msg, char *why, size_t why_len,
                            char **id_out);
 void message_fini(message *msg);
-/* Parses an RFC 3339 time or accepts integer ms; exposed for tests and the CLI. */
-int wire_parse_time(const char *s, int64_t *ms);
 
 /* ---- store.c ---------------------------------------------------------------------------- */
 

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "attuned.h"
+#include "common.h"
 
 #define CHECK(cond)                                                                            \
     do {                                                                                       \
@@ -163,7 +164,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(s, data, size);
     s[size] = '\0';
     int64_t ms;
-    if (wire_parse_time(s, &ms) == 0)
+    if (rfc3339_ms(s, &ms) == 0)
         CHECK(ms > -62167219200000LL - 86400000LL * 2 && ms < 253402300800000LL + 86400000LL);
     free(s);
     return 0;
