@@ -17,6 +17,7 @@ import time
 import pytest
 
 from conftest import BUILD, REPO, Daemon, query, query_dicts
+from test_metrics import METRIC_COLUMNS
 
 ATTUNE = BUILD / "attune"
 
@@ -24,17 +25,7 @@ ATTUNE = BUILD / "attune"
 NEW_RULE = "fru-test-glorbish\tmatch\tescalation_request\t*\t\\bglorbish\\b\n"
 
 # Every column of conversations that the metrics computation writes (ANALYTICS.md section 2).
-METRICS = [
-    "turns", "agent_turns", "customer_turns", "duration_ms", "first_response_ms",
-    "avg_response_ms", "max_response_ms", "customer_sentiment_q1", "customer_sentiment_q2",
-    "customer_sentiment_q3", "customer_sentiment_q4", "customer_sentiment_start",
-    "customer_sentiment_end", "customer_sentiment_min", "customer_sentiment_mean",
-    "sentiment_trend", "empathy_opportunities", "empathy_responses", "empathy_response_rate",
-    "solution_before_acknowledgement", "empathy_score", "frustration_peak", "frustration_end",
-    "recovery", "escalation_requested", "churn_threat", "legal_threat", "abuse",
-    "interruptions_agent", "interruptions_customer", "talk_ratio_agent", "silence_ms",
-    "resolved", "resolution_ms", "csat", "nps", "escalated", "transferred",
-]
+METRICS = [c for c in METRIC_COLUMNS if c != "ended"]
 
 UTTERANCE_SCORES = ["conversation_id", "seq", "speaker", "neg", "neu", "pos", "compound",
                     "frustration_score", "category_mask", "solution_first", "model_id"]
