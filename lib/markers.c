@@ -90,11 +90,13 @@ typedef struct tnode {
  * depth-first order, so that a walk reads a few neighbouring cache lines instead of chasing
  * pointers through separate node, edge, text and literal arrays. A packed node is
  *     skip_len, n_edges, speakers             3 bytes
- *     number of literals, their lentries      2 + 8 each, only when speakers != 0
+ *     number of literals, their lentries      2 + 4 each
  *     skip bytes                              skip_len bytes
  *     edge bytes, sorted                      n_edges bytes
  *     child offsets into the array            4 bytes each
- * (multi-byte fields little-endian, read with memcpy). The nodes at depth 2 are found through
+ * (multi-byte fields little-endian, read with memcpy). The array has PK_PAD zero bytes after
+ * its end, so that skip and edge bytes can be compared eight at a time (walk_trie) without
+ * branching on their count. The nodes at depth 2 are found through
  * a 65536-bit set over the first two bytes and the rank of the bit. */
 typedef struct ltrie {
     tnode *nodes;           /* build time only */
@@ -112,7 +114,7 @@ typedef struct ltrie {
     uint32_t d2_mask;
 } ltrie;
 
-enum { PK_HEAD = 3, PK_COUNT = 2 };
+enum { PK_HEAD = 3, PK_COUNT = 2, PK_PAD = 8 };
 
 #define WALK_BATCH 32 /* word starts whose walks are prepared together */
 
@@ -1405,13 +1407,13 @@ static int64_t pack_node(ltrie *t, const at__markers *m, uint32_t n)
         for (uint32_t e = u->first; e < u->first + u->n; e++)
             n_lits += (le_speakers(m->lentries[e]) & t->speakers) != 0;
     }
-    size_t size = PK_HEAD + (has_text ? PK_COUNT + n_lits * sizeof(lentry) : 0) +
-                  node->skip_len + node->n_edges * 5u;
+    size_t size = PK_HEAD + PK_COUNT + n_lits * sizeof(lentry) + node->skip_len +
+                  node->n_edges * 5u;
     if (t->pk_len + size > UINT32_MAX)
         return -1;
-    if (t->pk_len + size > t->pk_cap) {
+    if (t->pk_len + size + PK_PAD > t->pk_cap) {
         size_t cap = t->pk_cap ? t->pk_cap * 2 : 4096;
-        while (cap < t->pk_len + size)
+        while (cap < t->pk_len + size + PK_PAD)
             cap *= 2;
         uint8_t *pk = realloc(t->pk, cap);
         if (!pk)
@@ -1425,22 +1427,23 @@ static int64_t pack_node(ltrie *t, const at__markers *m, uint32_t n)
     p[1] = (uint8_t)node->n_edges;
     p[2] = has_text ? (uint8_t)(node->speakers & t->speakers) : 0;
     p += PK_HEAD;
+    p[0] = (uint8_t)n_lits;
+    p[1] = (uint8_t)(n_lits >> 8);
     if (has_text) {
         const utext *u = &m->utexts[node->utext];
-        p[0] = (uint8_t)n_lits;
-        p[1] = (uint8_t)(n_lits >> 8);
         size_t k = 0;
         for (uint32_t e = u->first; e < u->first + u->n; e++)
             if (le_speakers(m->lentries[e]) & t->speakers)
                 memcpy(p + PK_COUNT + k++ * sizeof(lentry), &m->lentries[e], sizeof(lentry));
-        p += PK_COUNT + n_lits * sizeof(lentry);
     }
+    p += PK_COUNT + n_lits * sizeof(lentry);
     memcpy(p, node->skip, node->skip_len);
     p += node->skip_len;
     for (uint32_t e = 0; e < node->n_edges; e++)
         p[e] = t->edge_byte[node->first + e];
     size_t children = (size_t)(p - t->pk) + node->n_edges;
     t->pk_len = at + size;
+    memset(t->pk + t->pk_len, 0, PK_PAD);
     for (uint32_t e = 0; e < node->n_edges; e++) {
         int64_t off = pack_node(t, m, t->edge_child[node->first + e]);
         if (off < 0)
@@ -2522,40 +2525,54 @@ static int walk_trie(const at__markers *m, const ltrie *t, uint32_t off, at__msc
                      const unsigned char *low, size_t len, size_t i, unsigned speaker_bit,
                      at__buf *trace)
 {
+    /* Few branches: which way they go depends on the text, so they are mispredicted often and
+     * cost more than the bytes compared. Bytes past len are the lower buffer's NULs, which no
+     * skip or edge byte equals, so the end of the text needs no test of its own: j <= len. */
+    static const uint64_t first[9] = {/* the first n bytes of a word */
+        0, 0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffff, 0xffffffffffff, 0xffffffffffffff,
+        UINT64_MAX};
+    const uint64_t ones = UINT64_C(0x0101010101010101), lows = UINT64_C(0x7f7f7f7f7f7f7f7f);
+    unsigned want = trace ? ~0u : speaker_bit;
     for (size_t j = i + 2;;) {
         const uint8_t *p = t->pk + off;
         unsigned skip_len = p[0], n_edges = p[1], speakers = p[2];
-        p += PK_HEAD;
-        const uint8_t *lits = p + PK_COUNT;
-        uint32_t n_lits = 0;
-        if (speakers) {
-            n_lits = p[0] | (uint32_t)p[1] << 8;
-            p += PK_COUNT + n_lits * sizeof(lentry);
-        }
-        if (skip_len) {
-            /* Usually a few bytes: a loop beats a call to memcmp. */
-            if (skip_len > len - j)
+        uint32_t n_lits = p[PK_HEAD] | (uint32_t)p[PK_HEAD + 1] << 8;
+        const uint8_t *lits = p + PK_HEAD + PK_COUNT;
+        p = lits + n_lits * sizeof(lentry);
+        /* The skip bytes, eight at a time. */
+        for (unsigned k = 0;; k += 8) {
+            uint64_t a, b;
+            memcpy(&a, low + j + k, 8);
+            memcpy(&b, p + k, 8);
+            unsigned left = skip_len - k;
+            if ((a ^ b) & first[left < 8 ? left : 8])
                 return 0;
-            unsigned k = 0;
-            while (k < skip_len && low[j + k] == p[k])
-                k++;
-            if (k < skip_len)
+            if (left <= 8)
+                break;
+            if (j + k + 8 >= len) /* the rest of the skip is past the text */
                 return 0;
-            j += skip_len;
-            p += skip_len;
         }
-        if (speakers && (trace || (speakers & speaker_bit)) &&
-            prefilter_hit(m, s, lits, n_lits, i, speaker_bit, trace != NULL))
+        j += skip_len;
+        p += skip_len;
+        if ((speakers & want) && prefilter_hit(m, s, lits, n_lits, i, speaker_bit, trace != NULL))
             return AT_ENOMEM;
-        if (j >= len || !n_edges)
-            return 0;
-        /* Edge bytes are sorted. */
-        unsigned c = low[j], e = 0;
-        while (e < n_edges && p[e] < c)
-            e++;
-        if (e == n_edges || p[e] != c)
-            return 0;
-        off = get_u32(p + n_edges + 4 * e);
+        /* The edge byte equal to low[j], eight edges at a time (exact zero-byte test). */
+        uint64_t c = low[j] * ones;
+        for (unsigned e = 0;; e += 8) {
+            uint64_t x;
+            memcpy(&x, p + e, 8);
+            x ^= c;
+            uint64_t zero = ~(((x & lows) + lows) | x | lows);
+            unsigned left = n_edges - e;
+            zero &= first[left < 8 ? left : 8];
+            if (zero) {
+                e += (unsigned)__builtin_ctzll(zero) >> 3;
+                off = get_u32(p + n_edges + 4 * e);
+                break;
+            }
+            if (left <= 8)
+                return 0;
+        }
         j++;
     }
 }
