@@ -50,6 +50,9 @@ void at__strmap_fini(at__strmap *m);
 int at__strmap_put(at__strmap *m, const char *key, size_t len, double value, int tag);
 /* Returns the entry for key, or NULL. */
 const at__strmap_entry *at__strmap_get(const at__strmap *m, const char *key, size_t len);
+/* The same, with h = at__hash(key, len) computed by the caller (who needed it anyway). */
+const at__strmap_entry *at__strmap_get_h(const at__strmap *m, const char *key, size_t len,
+                                         uint64_t h);
 
 uint64_t at__hash(const char *s, size_t len);
 

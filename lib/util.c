@@ -132,16 +132,22 @@ void at__strmap_fini(at__strmap *m)
     at__strmap_init(m);
 }
 
-static at__strmap_entry *find_slot(at__strmap_entry *slots, size_t n_slots, const char *key,
-                                   size_t len)
+static at__strmap_entry *find_slot_h(at__strmap_entry *slots, size_t n_slots, const char *key,
+                                     size_t len, uint64_t h)
 {
-    size_t i = (size_t)at__hash(key, len) & (n_slots - 1);
+    size_t i = (size_t)h & (n_slots - 1);
     for (;;) {
         at__strmap_entry *e = &slots[i];
         if (!e->key || (e->key_len == len && memcmp(e->key, key, len) == 0))
             return e;
         i = (i + 1) & (n_slots - 1);
     }
+}
+
+static at__strmap_entry *find_slot(at__strmap_entry *slots, size_t n_slots, const char *key,
+                                   size_t len)
+{
+    return find_slot_h(slots, n_slots, key, len, at__hash(key, len));
 }
 
 static int grow(at__strmap *m)
@@ -182,9 +188,15 @@ int at__strmap_put(at__strmap *m, const char *key, size_t len, double value, int
 
 const at__strmap_entry *at__strmap_get(const at__strmap *m, const char *key, size_t len)
 {
+    return at__strmap_get_h(m, key, len, at__hash(key, len));
+}
+
+const at__strmap_entry *at__strmap_get_h(const at__strmap *m, const char *key, size_t len,
+                                         uint64_t h)
+{
     if (!m->n_slots)
         return NULL;
-    const at__strmap_entry *e = find_slot(m->slots, m->n_slots, key, len);
+    const at__strmap_entry *e = find_slot_h(m->slots, m->n_slots, key, len, h);
     return e->key ? e : NULL;
 }
 

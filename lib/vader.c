@@ -242,63 +242,32 @@ static bool re_find(const pcre2_code *re, const char *s, size_t n, pcre2_match_d
     return pcre2_match(re, (PCRE2_SPTR)s, n, 0, PCRE2_NO_UTF_CHECK, md, NULL) >= 0;
 }
 
-/* Returns the k (at most 8) bytes at p as a number, reading 8 bytes: the caller guarantees that
- * they are readable. */
-static inline uint64_t load_bytes(const unsigned char *p, size_t k)
+/* The Bloom filter's two bits of a word: both in one 64-bit word of it (one cache miss at
+ * most), all taken from at__hash, which the lookup of a word that passes the filter
+ * (at__strmap_get_h) then reuses: one hash per token. */
+static inline uint64_t bloom_bits(uint64_t h)
 {
-    uint64_t x;
-    memcpy(&x, p, 8);
-    if (k >= 8)
-        return x;
-    if (k == 0)
-        return 0;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    return x >> (8 * (8 - k));
-#else
-    return x & ((UINT64_C(1) << (8 * k)) - 1);
-#endif
-}
-
-/* The hash of the Bloom filter. It takes 8 bytes a step, as words are short and a chain of
- * multiplications per byte would cost more than the lookup it saves. Reads up to 7 bytes past
- * the word: callers keep BLOOM_SLACK readable bytes after it. */
-#define BLOOM_SLACK 8
-static inline uint64_t word_hash(const char *w, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)w;
-    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
-    for (;;) {
-        h = (h ^ load_bytes(p, n)) * 0xbf58476d1ce4e5b9ULL;
-        h ^= h >> 31;
-        if (n <= 8)
-            break;
-        p += 8;
-        n -= 8;
-    }
-    h *= 0x94d049bb133111ebULL;
-    return h ^ (h >> 29);
+    return UINT64_C(1) << ((h >> 40) & 63) | UINT64_C(1) << ((h >> 52) & 63);
 }
 
 static int bloom_add(at__vader *v, const char *w, size_t n)
 {
-    char *padded = calloc(1, n + BLOOM_SLACK);
-    if (!padded)
-        return AT_ENOMEM;
-    memcpy(padded, w, n);
-    uint64_t h = word_hash(padded, n);
-    free(padded);
-    uint32_t a = (uint32_t)h % BLOOM_BITS, b = (uint32_t)(h >> 32) % BLOOM_BITS;
-    v->bloom[a / 64] |= UINT64_C(1) << (a % 64);
-    v->bloom[b / 64] |= UINT64_C(1) << (b % 64);
+    uint64_t h = at__hash(w, n);
+    v->bloom[(h >> 20) % (BLOOM_BITS / 64)] |= bloom_bits(h);
     return 0;
 }
 
-/* Returns false when w is certainly not a key of v->words. */
-static bool bloom_has(const at__vader *v, const char *w, size_t n)
+/* The entry of lower-cased word w in v->words, or NULL; most words are rejected by the Bloom
+ * filter without a probe of the table. */
+static const at__strmap_entry *word_get(const at__vader *v, const char *w, size_t n)
 {
-    uint64_t h = word_hash(w, n);
-    uint32_t a = (uint32_t)h % BLOOM_BITS, b = (uint32_t)(h >> 32) % BLOOM_BITS;
-    return (v->bloom[a / 64] >> (a % 64)) & (v->bloom[b / 64] >> (b % 64)) & 1;
+    if (n > v->max_word_len)
+        return NULL;
+    uint64_t h = at__hash(w, n);
+    uint64_t bits = bloom_bits(h);
+    if ((v->bloom[(h >> 20) % (BLOOM_BITS / 64)] & bits) != bits)
+        return NULL;
+    return at__strmap_get_h(&v->words, w, n, h);
 }
 
 /* ---- loading ---------------------------------------------------------------------------- */
@@ -661,13 +630,12 @@ bool at__vader_valence(const at__vader *v, const char *word, size_t len, double 
 {
     /* Lower-casing never lengthens a word, so a longer word can only match after shrinking
      * KELVIN SIGNs; only then is the heap needed. */
-    char stack[256 + BLOOM_SLACK];
-    char *buf = len <= 256 ? stack : malloc(len + BLOOM_SLACK);
+    char stack[256];
+    char *buf = len <= 256 ? stack : malloc(len);
     if (!buf)
         return false;
     size_t n = lower_utf8(word, len, buf);
-    const at__strmap_entry *e =
-        n <= v->max_word_len && bloom_has(v, buf, n) ? at__strmap_get(&v->words, buf, n) : NULL;
+    const at__strmap_entry *e = word_get(v, buf, n);
     if (buf != stack)
         free(buf);
     if (!e || !(e->tag & W_LEX))
@@ -799,7 +767,7 @@ static int tokenize(const at__vader *v, at__vscratch *s, const char *t, size_t l
     size_t n = 0, ne = 0, nq = 0;
     unsigned all = 0;
     s->lower.len = 0;
-    if (at__buf_reserve(&s->lower, len + BLOOM_SLACK))
+    if (at__buf_reserve(&s->lower, len))
         return AT_ENOMEM;
     unsigned char *lo = (unsigned char *)s->lower.data;
     for (size_t i = 0; i < len;) {
@@ -901,9 +869,7 @@ static int classify(const at__vader *v, at__vscratch *s, const char *t, struct t
             tk->has_nt = true;
             break;
         }
-    const at__strmap_entry *e = tk->lo_len <= v->max_word_len && bloom_has(v, lo, tk->lo_len)
-                                    ? at__strmap_get(&v->words, lo, tk->lo_len)
-                                    : NULL;
+    const at__strmap_entry *e = word_get(v, lo, tk->lo_len);
     tk->flags = e ? e->tag : 0;
     tk->lex = e && (e->tag & W_LEX) ? e->value : 0.0;
     tk->boost = e && (e->tag & W_BOOST) ? v->boosts[e->tag >> W_BOOST_SHIFT] : 0.0;
