@@ -1209,21 +1209,51 @@ done:
     free(small);
 }
 
-/* Shrinks a set for the prefilter: each string is cut to its first L bytes, with L the
- * largest that leaves at most max_n distinct strings of quality >= REQ_MIN_QUALITY. A prefix of
- * a required string is required too, so the set stays a valid requirement (and a valid lead):
- * "that's just not ", "that's really not ", ... become "that's". */
+/* The length of s[0 .. len) without spaces at either end. */
+static size_t trimmed_len(const char *s, size_t len)
+{
+    const char *a = s, *b = s + len;
+    while (a < b && *a == ' ')
+        a++;
+    while (b > a && b[-1] == ' ')
+        b--;
+    return (size_t)(b - a);
+}
+
+/* Shrinks a set for the prefilter to about max_n strings. A prefix of a required string is
+ * required too, so the set stays a valid requirement (and a valid lead) when
+ *  - a string that begins with another string of the set is dropped (it adds nothing);
+ *  - strings sharing their first L bytes are cut to them and merge: "that's just not ",
+ *    "that's really not ", ... become "that's ".
+ * L is the largest that leaves at most max_n strings with no string below REQ_MIN_QUALITY;
+ * only strings that share L bytes with another are cut, the others stay whole. A merged string
+ * is a word start only if all were (req_dedupe). */
 static void req_shrink(req *r, size_t max_n)
 {
     if (r->n <= max_n)
         return;
-    req_dedupe(r); /* sorted: neighbours share the longest prefixes */
+    req_dedupe(r); /* sorted: a string's extensions follow it, neighbours share the most */
+    size_t n = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        if (n && r->len[n - 1] <= r->len[i] &&
+            memcmp(r->s[n - 1], r->s[i], r->len[n - 1]) == 0) {
+            r->ws[n - 1] = r->ws[n - 1] && r->ws[i];
+            continue;
+        }
+        if (n != i) {
+            memcpy(r->s[n], r->s[i], r->len[i] + 1);
+            r->len[n] = r->len[i];
+            r->ws[n] = r->ws[i];
+        }
+        n++;
+    }
+    r->n = n;
     if (r->n <= max_n)
         return;
-    /* At cut c, sorted neighbours i-1, i collapse when their common prefix is >= c, so the set
+    /* At cut c, sorted neighbours i-1, i merge when their common prefix is >= c, so the set
      * has 1 + #{i : lcp[i] < c} strings. */
     size_t max_len = 0;
-    size_t lcp[REQ_MAX];
+    size_t lcp[REQ_MAX + 1];
     for (size_t i = 0; i < r->n; i++) {
         if (r->len[i] > max_len)
             max_len = r->len[i];
@@ -1233,21 +1263,27 @@ static void req_shrink(req *r, size_t max_n)
                 k++;
         lcp[i] = k;
     }
+    lcp[0] = lcp[r->n] = 0;
     size_t cut = 0;
     for (size_t c = max_len; c >= REQ_MIN_QUALITY; c--) {
-        if (cut_quality(r, c) < REQ_MIN_QUALITY)
+        size_t count = 1, quality = SIZE_MAX;
+        for (size_t i = 0; i < r->n; i++) {
+            count += i && lcp[i] < c;
+            bool is_cut = lcp[i] >= c || lcp[i + 1] >= c;
+            size_t q = trimmed_len(r->s[i], is_cut ? c : r->len[i]);
+            if (q < quality)
+                quality = q;
+        }
+        if (quality < REQ_MIN_QUALITY)
             break;
         cut = c;
-        size_t n = 1;
-        for (size_t i = 1; i < r->n; i++)
-            n += lcp[i] < c;
-        if (n <= max_n)
+        if (count <= max_n)
             break;
     }
     if (!cut)
         return;
     for (size_t i = 0; i < r->n; i++)
-        if (r->len[i] > cut) {
+        if (lcp[i] >= cut || lcp[i + 1] >= cut) {
             r->len[i] = cut;
             r->s[i][cut] = '\0';
         }
