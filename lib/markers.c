@@ -2415,11 +2415,32 @@ static bool is_alnum_at(const char *text, size_t len, size_t i)
     return i < len && (isalnum((unsigned char)text[i]) || (unsigned char)text[i] >= 0x80);
 }
 
+/* The first position >= i of low (the lower-cased text, with eight NULs after len) holding
+ * '"', '\'' or 0xE2 (the first byte of the curly quotes), or len: eight bytes a step. */
+static size_t next_quote_byte(const unsigned char *low, size_t len, size_t i)
+{
+    const uint64_t ones = UINT64_C(0x0101010101010101), lows = UINT64_C(0x7f7f7f7f7f7f7f7f);
+    for (; i < len; i += 8) {
+        uint64_t x, hit = 0;
+        memcpy(&x, low + i, 8);
+        static const unsigned char wanted[3] = {'"', '\'', 0xE2};
+        for (int k = 0; k < 3; k++) {
+            uint64_t y = x ^ (wanted[k] * ones);
+            hit |= ~(((y & lows) + lows) | y | lows);
+        }
+        if (hit)
+            return i + (size_t)(__builtin_ctzll(hit) >> 3); /* < len: the NULs never match */
+    }
+    return len;
+}
+
 static void find_quotes(at__mscratch *s, const char *text, size_t len)
 {
     s->n_quotes = 0;
     size_t open_double = SIZE_MAX, open_single = SIZE_MAX;
-    for (size_t i = 0; i < len && s->n_quotes < MAX_QUOTES; i++) {
+    const unsigned char *low = (const unsigned char *)s->lower; /* same bytes where it matters */
+    for (size_t i = next_quote_byte(low, len, 0); i < len && s->n_quotes < MAX_QUOTES;
+         i = next_quote_byte(low, len, i + 1)) {
         unsigned char c = (unsigned char)text[i];
         int kind = 0; /* 1 double opens or closes, 2 double opens, 3 double closes, 4 single */
         size_t width = 1;
@@ -2511,24 +2532,26 @@ static int add_hit(at__mscratch *s, uint32_t pi, size_t pos)
 /* A literal text occurs at pos: note the groups (and anchor positions) of the patterns that
  * want it, and queue a pattern once all its groups are present. */
 static int prefilter_hit(const at__markers *m, at__mscratch *s, const uint8_t *lits, uint32_t n,
-                         size_t pos, unsigned speaker_bit, bool is_tracing)
+                         size_t pos)
 {
+    /* The trie holds only the literals of the speaker's patterns (all of them when tracing).
+     * A pattern's state is reset when first touched in this utterance, without a branch: which
+     * way it would go depends on the text. */
     for (uint32_t e = 0; e < n; e++) {
         lentry l;
         memcpy(&l, lits + e * sizeof l, sizeof l);
-        if (!is_tracing && !(le_speakers(l) & speaker_bit))
-            continue;
         uint32_t pi = le_pattern(l);
-        if (s->stamp[pi] != s->generation) {
-            s->stamp[pi] = s->generation;
-            s->groups[pi] = 0;
-            s->hit_first[pi] = s->hit_last[pi] = NO_HIT;
-        }
+        uint32_t keep = (uint32_t)(s->stamp[pi] == s->generation) - 1u; /* 0: fresh */
+        keep = ~keep;                                                    /* ~0: keep state */
+        s->stamp[pi] = s->generation;
+        s->hit_first[pi] |= ~keep; /* NO_HIT is all ones */
+        s->hit_last[pi] |= ~keep;
+        unsigned g = (s->groups[pi] & keep) | le_group_bit(l);
+        s->groups[pi] = (uint8_t)g;
         if ((l & LE_ANCHOR) && pos >= le_offset(l) && add_hit(s, pi, pos - le_offset(l)))
             return AT_ENOMEM;
-        s->groups[pi] |= (uint8_t)le_group_bit(l);
-        if ((s->groups[pi] & ~QUEUED) == m->groups_mask[pi] && !(s->groups[pi] & QUEUED)) {
-            s->groups[pi] |= QUEUED;
+        if (g == m->groups_mask[pi]) { /* complete, and not queued (QUEUED not set) */
+            s->groups[pi] = (uint8_t)(g | QUEUED);
             s->todo[s->n_todo++] = pi;
         }
     }
@@ -2590,7 +2613,7 @@ static int walk_trie(const at__markers *m, const ltrie *t, uint32_t off, at__msc
         }
         j += skip_len;
         p += skip_len;
-        if ((speakers & want) && prefilter_hit(m, s, lits, n_lits, i, speaker_bit, trace != NULL))
+        if ((speakers & want) && prefilter_hit(m, s, lits, n_lits, i))
             return AT_ENOMEM;
         /* The edge byte equal to low[j], eight edges at a time (exact zero-byte test). */
         uint64_t c = low[j] * ones;
