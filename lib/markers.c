@@ -70,6 +70,7 @@ typedef struct literal {
     uint8_t group_bit; /* which of the pattern's required groups this literal belongs to */
     bool is_anchor;    /* a match may start where it occurs: remember the position */
     bool is_ws;        /* it can only occur at a word start */
+    bool is_we;        /* it counts only at a word end (no word character follows) */
     uint8_t offset;    /* anchors: bytes of the lead before this text (the match starts there) */
 } literal;
 
@@ -120,7 +121,8 @@ enum { PK_HEAD = 3, PK_COUNT = 2, PK_PAD = 8 };
 
 /* What the scan needs of a literal, in 32 bits (literals[i] and lentries[i] describe the same
  * one): its pattern (bits 0-15), its group bit (16-19), for anchors literal.offset (20-25), the
- * anchor flag (26) and its speakers (27-30). Patterns past the first 65,536 go unfiltered. */
+ * anchor flag (26), its speakers (27-30) and whether it counts only at a word end (31).
+ * Patterns past the first 65,536 go unfiltered. */
 typedef uint32_t lentry;
 
 enum {
@@ -130,6 +132,7 @@ enum {
     LE_ANCHOR = 1u << 26,
     LE_SPEAKER_SHIFT = 27,
 };
+#define LE_WORD_END (UINT32_C(1) << 31)
 #define LE_MAX_PATTERNS 65536
 
 static inline uint32_t le_pattern(lentry e)
@@ -364,12 +367,16 @@ static int load_file(const char *dir, const char *name, uint64_t *hash, char **d
 
 /* A set of strings. ws[i]: string i starts at a word start in the text (a word character with
  * no word character before it); for the empty string, that the position is just after a \b
- * assertion, so that a word character appended there starts a word. */
+ * assertion, so that a word character appended there starts a word. we[i]: string i ends at a
+ * word end (it ends with a word character and no word character follows it); for the empty
+ * string, that a \b (or the end of the text) is there, so that a string ending with a word
+ * character put before it ends a word. */
 typedef struct req {
     size_t n;
     char s[REQ_MAX][LIT_MAX];
     size_t len[REQ_MAX];
     bool ws[REQ_MAX];
+    bool we[REQ_MAX];
 } req;
 
 typedef struct reqs {
@@ -432,6 +439,7 @@ static bool req_put_ws(req *r, const char *s, size_t len, bool ws)
     for (size_t i = 0; i < r->n; i++)
         if (r->len[i] == len && memcmp(r->s[i], s, len) == 0) {
             r->ws[i] = r->ws[i] && ws;
+            r->we[i] = false;
             return true;
         }
     if (r->n == REQ_MAX || len >= LIT_MAX)
@@ -439,6 +447,7 @@ static bool req_put_ws(req *r, const char *s, size_t len, bool ws)
     memcpy(r->s[r->n], s, len);
     r->s[r->n][len] = '\0';
     r->len[r->n] = len;
+    r->we[r->n] = false;
     r->ws[r->n++] = ws;
     return true;
 }
@@ -458,6 +467,7 @@ static void req_copy(req *dst, const req *src)
         memcpy(dst->s[i], src->s[i], src->len[i] + 1);
         dst->len[i] = src->len[i];
         dst->ws[i] = src->ws[i];
+        dst->we[i] = src->we[i];
     }
 }
 
@@ -480,16 +490,18 @@ static void req_dedupe(req *r)
     /* Compact in index order: string idx[k] moves to slot k' <= its rank, so copy through a
      * buffer of the kept indexes first. */
     uint16_t keep[REQ_MAX];
-    bool ws[REQ_MAX];
+    bool ws[REQ_MAX], we[REQ_MAX];
     size_t n = 0;
     for (size_t k = 0; k < r->n; k++) {
         size_t i = idx[k];
         if (n && r->len[keep[n - 1]] == r->len[i] &&
             memcmp(r->s[keep[n - 1]], r->s[i], r->len[i]) == 0) {
             ws[n - 1] = ws[n - 1] && r->ws[i];
+            we[n - 1] = we[n - 1] && r->we[i];
             continue;
         }
         ws[n] = r->ws[i];
+        we[n] = r->we[i];
         keep[n++] = (uint16_t)i;
     }
     /* Slots are permuted: move each kept string to its final slot through a scratch copy. */
@@ -503,6 +515,7 @@ static void req_dedupe(req *r)
         memcpy(r->s[k], buf[k], lens[k] + 1);
         r->len[k] = lens[k];
         r->ws[k] = ws[k];
+        r->we[k] = we[k];
     }
     r->n = n;
 }
@@ -521,6 +534,7 @@ static bool req_union(req *r, const req *b)
             return false;
         memcpy(r->s[r->n], b->s[i], b->len[i] + 1);
         r->len[r->n] = b->len[i];
+        r->we[r->n] = b->we[i];
         r->ws[r->n++] = b->ws[i];
     }
     return true;
@@ -586,6 +600,21 @@ static bool req_implies(const req *b, const req *a)
     return true;
 }
 
+/* Whether each string of b is a string of a whose word-start and word-end flags include
+ * b's. */
+static bool req_flags_cover(const req *a, const req *b)
+{
+    for (size_t j = 0; j < b->n; j++) {
+        bool found = false;
+        for (size_t i = 0; i < a->n && !found; i++)
+            if (a->len[i] == b->len[j] && memcmp(a->s[i], b->s[j], a->len[i]) == 0)
+                found = (a->ws[i] || !b->ws[j]) && (a->we[i] || !b->we[j]);
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
 static void reqs_add(reqs *rs, const req *r)
 {
     /* A set too big for the prefilter is judged as the prefilter will use it, cut to shorter
@@ -600,9 +629,18 @@ static void reqs_add(reqs *rs, const req *r)
     size_t q = req_quality(r);
     if (q < REQ_MIN_QUALITY)
         goto out;
-    for (size_t i = 0; i < rs->n; i++)
-        if (req_same(&rs->g[i], r) || req_implies(&rs->g[i], r))
+    for (size_t i = 0; i < rs->n; i++) {
+        if (req_same(&rs->g[i], r)) {
+            /* The same strings, found the same way or with more word starts and ends known
+             * (the element "(?:joke|con)" and the product "(?:joke|con)\b"): keep the
+             * stronger. */
+            if (req_flags_cover(r, &rs->g[i]))
+                req_copy(&rs->g[i], r);
             goto out;
+        }
+        if (req_implies(&rs->g[i], r))
+            goto out;
+    }
     /* Groups that r implies make room for it. */
     for (size_t i = 0; i < rs->n;) {
         if (req_implies(r, &rs->g[i])) {
@@ -650,6 +688,13 @@ static bool req_product(req *a, const req *b, req *tmp)
             tmp->len[tmp->n] = len;
             /* The product starts where a's string does; an empty one after \b followed by a
              * word character starts a word. */
+            /* It ends where b's string does; an empty one at \b after a word character ends
+             * a word. */
+            tmp->we[tmp->n] = b->len[j] ? b->we[j]
+                              : a->len[i] ? a->we[i] ||
+                                                (b->we[j] &&
+                                                 is_word_char((unsigned char)a->s[i][a->len[i] - 1]))
+                                          : a->we[i] || b->we[j];
             tmp->ws[tmp->n++] = a->len[i] ? a->ws[i]
                                 : b->len[j] ? b->ws[j] || (a->ws[i] &&
                                                            is_word_char((unsigned char)b->s[j][0]))
@@ -667,10 +712,12 @@ static bool req_product(req *a, const req *b, req *tmp)
         if (a->n && a->len[a->n - 1] == tmp->len[i] &&
             memcmp(a->s[a->n - 1], tmp->s[i], tmp->len[i]) == 0) {
             a->ws[a->n - 1] = a->ws[a->n - 1] && tmp->ws[i];
+            a->we[a->n - 1] = a->we[a->n - 1] && tmp->we[i];
             continue;
         }
         memcpy(a->s[a->n], tmp->s[i], tmp->len[i] + 1);
         a->len[a->n] = tmp->len[i];
+        a->we[a->n] = tmp->we[i];
         a->ws[a->n++] = tmp->ws[i];
     }
     return true;
@@ -682,15 +729,17 @@ static void req_empty(req *r)
     r->s[0][0] = '\0';
     r->len[0] = 0;
     r->ws[0] = false;
+    r->we[0] = false;
 }
 
-static void req_single(req *r, const char *s, size_t len, bool ws)
+static void req_single(req *r, const char *s, size_t len, bool ws, bool we)
 {
     r->n = 1;
     memcpy(r->s[0], s, len);
     r->s[0][len] = '\0';
     r->len[0] = len;
     r->ws[0] = ws;
+    r->we[0] = we;
 }
 
 static void node_empty(rnode *n)
@@ -925,6 +974,7 @@ static void parse_atom(rparser *rp, rnode *out, bool after_nonword)
         if (e == 'b' || e == 'B' || e == 'A' || e == 'z' || e == 'Z' || e == 'G') {
             node_empty(out); /* an assertion: consumes nothing */
             out->exact.ws[0] = out->lead.ws[0] = e == 'b' || e == 'A';
+            out->exact.we[0] = out->lead.we[0] = e == 'b' || e == 'z' || e == 'Z';
             return;
         }
         if (e == 'p' || e == 'P' || e == 'x' || e == 'o' || e == 'g' || e == 'k' || e == 'N') {
@@ -970,6 +1020,7 @@ static void parse_atom(rparser *rp, rnode *out, bool after_nonword)
     if (c == '^' || c == '$') {
         node_empty(out);
         out->exact.ws[0] = out->lead.ws[0] = c == '^';
+        out->exact.we[0] = out->lead.we[0] = c == '$';
         return;
     }
     if (c == '.')
@@ -1039,6 +1090,7 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
     char run[LIT_MAX]; /* consecutive single-string elements: a plain literal */
     size_t run_len = 0;
     bool run_ws = false, at_boundary = false; /* the run starts a word; the last was \b */
+    bool run_we = false;                      /* the run ends a word */
     bool seq_ends_nonword = true, seq_may_be_empty = true;
     /* sub: the product of the mandatory exact elements since the last optional or inexact
      * one. Optional elements multiply the running product until it is cut to short prefixes
@@ -1082,12 +1134,18 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
             if (!run_len && cur->exact.len[0])
                 run_ws = cur->exact.ws[0] ||
                          (at_boundary && is_word_char((unsigned char)cur->exact.s[0][0]));
+            if (cur->exact.len[0])
+                run_we = cur->exact.we[0];
+            else
+                run_we = run_we || (cur->exact.we[0] && run_len &&
+                                    is_word_char((unsigned char)run[run_len - 1]));
             memcpy(run + run_len, cur->exact.s[0], cur->exact.len[0]);
             run_len += cur->exact.len[0];
         } else {
-            req_single(tmp, run, run_len, run_ws);
+            req_single(tmp, run, run_len, run_ws, run_we);
             offer_small(out, tmp);
             run_len = 0;
+            run_we = false;
         }
         at_boundary = cur->is_exact && cur->exact.n == 1 && !cur->exact.len[0] &&
                       cur->exact.ws[0];
@@ -1131,7 +1189,7 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
             }
         }
     }
-    req_single(tmp, run, run_len, run_ws);
+    req_single(tmp, run, run_len, run_ws, run_we);
     offer_small(out, tmp);
     reqs_add(&out->groups, &out->exact);
     offer_small(out, &out->exact);
@@ -1237,13 +1295,16 @@ static void req_shrink(req *r, size_t max_n)
     for (size_t i = 0; i < r->n; i++) {
         if (n && r->len[n - 1] <= r->len[i] &&
             memcmp(r->s[n - 1], r->s[i], r->len[n - 1]) == 0) {
+            /* Where the longer one occurs the shorter does, but not at a word end. */
             r->ws[n - 1] = r->ws[n - 1] && r->ws[i];
+            r->we[n - 1] = false;
             continue;
         }
         if (n != i) {
             memcpy(r->s[n], r->s[i], r->len[i] + 1);
             r->len[n] = r->len[i];
             r->ws[n] = r->ws[i];
+            r->we[n] = r->we[i];
         }
         n++;
     }
@@ -1286,6 +1347,7 @@ static void req_shrink(req *r, size_t max_n)
         if (lcp[i] >= cut || lcp[i + 1] >= cut) {
             r->len[i] = cut;
             r->s[i][cut] = '\0';
+            r->we[i] = false;
         }
     req_dedupe(r);
 }
@@ -1317,7 +1379,7 @@ static int compile_regex(const char *src, const char *path, int line_no, const c
 }
 
 static int add_literal(at__markers *m, size_t *cap, const char *s, size_t len, uint32_t pat,
-                       unsigned group, bool is_anchor, bool is_ws)
+                       unsigned group, bool is_anchor, bool is_ws, bool is_we)
 {
     /* Only the trie of word starts is cheap to search: a literal not known to start a word
      * is replaced by its tail from the first word start inside it (" sorry" -> "sorry", "'m
@@ -1346,8 +1408,10 @@ static int add_literal(at__markers *m, size_t *cap, const char *s, size_t len, u
     }
     /* A prefix of a required string is required too; short literals keep the trie small and
      * the walks short, and the regex checks the rest anyway. */
-    if (len > PREFILTER_MAX_LEN)
+    if (len > PREFILTER_MAX_LEN) {
         len = PREFILTER_MAX_LEN;
+        is_we = false;
+    }
     literal *l = &m->literals[m->n_literals];
     l->text = dupn(s, len);
     if (!l->text)
@@ -1358,6 +1422,7 @@ static int add_literal(at__markers *m, size_t *cap, const char *s, size_t len, u
     l->group_bit = (uint8_t)(1u << group);
     l->is_anchor = is_anchor;
     l->is_ws = is_ws && is_word_char((unsigned char)s[0]);
+    l->is_we = is_we && is_word_char((unsigned char)s[len - 1]);
     l->offset = (uint8_t)offset;
     m->n_literals++;
     return 0;
@@ -1598,7 +1663,15 @@ static int build_prefilter(at__markers *m)
         return AT_ENOMEM;
     for (size_t i = 0; i < m->n_patterns; i++)
         m->patterns[i].is_jit = has_jit(m->patterns[i].code);
+    /* ATTUNE_PREFILTER=off runs every pattern on every utterance of its speakers: slow, and
+     * the same results, which is what the tests check (the prefilter only saves time). */
+    const char *env = getenv("ATTUNE_PREFILTER");
+    bool is_off = env && strcmp(env, "off") == 0;
     for (size_t i = 0; i < m->n_patterns; i++) {
+        if (is_off) {
+            m->unfiltered[m->n_unfiltered++] = (uint32_t)i;
+            continue;
+        }
         const char *src = strchr(m->patterns[i].where, '\n') + 1; /* see load_patterns */
         size_t len = strlen(src);
         rparser rp = {src, src + len, false};
@@ -1650,7 +1723,7 @@ static int build_prefilter(at__markers *m)
             const req *set = g < r->n ? &r->g[g] : &node->lead;
             for (size_t j = 0; j < set->n; j++)
                 if (add_literal(m, &cap, set->s[j], set->len[j], (uint32_t)i, (unsigned)g,
-                                g == anchor, set->ws[j])) {
+                                g == anchor, set->ws[j], set->we[j])) {
                     free(node);
                     return AT_ENOMEM;
                 }
@@ -1667,12 +1740,14 @@ static int build_prefilter(at__markers *m)
         return AT_ENOMEM;
     for (size_t i = 0; i < m->n_patterns; i++)
         m->groups_mask[i] = m->patterns[i].groups_mask;
-    _Static_assert(LIT_MAX <= 64 && MAX_GROUPS + 1 <= 4, "literal offsets and group bits fit");
+    _Static_assert(LIT_MAX <= 64 && MAX_GROUPS + 1 <= 4 && AT_N_SPEAKERS <= 4,
+                   "literal offsets, group and speaker bits fit");
     for (size_t i = 0; i < m->n_literals; i++) {
         const literal *l = &m->literals[i];
         m->lentries[i] = l->pattern | (uint32_t)l->group_bit << LE_GROUP_SHIFT |
                          (uint32_t)l->offset << LE_OFFSET_SHIFT |
-                         (l->is_anchor ? LE_ANCHOR : 0) | (uint32_t)l->speakers << LE_SPEAKER_SHIFT;
+                         (l->is_anchor ? LE_ANCHOR : 0) | (uint32_t)l->speakers << LE_SPEAKER_SHIFT |
+                         (l->is_we ? LE_WORD_END : 0);
     }
     for (size_t i = 0; i < m->n_literals; i++) {
         const literal *l = &m->literals[i];
@@ -2532,7 +2607,7 @@ static int add_hit(at__mscratch *s, uint32_t pi, size_t pos)
 /* A literal text occurs at pos: note the groups (and anchor positions) of the patterns that
  * want it, and queue a pattern once all its groups are present. */
 static int prefilter_hit(const at__markers *m, at__mscratch *s, const uint8_t *lits, uint32_t n,
-                         size_t pos)
+                         size_t pos, bool at_word_end)
 {
     /* The trie holds only the literals of the speaker's patterns (all of them when tracing).
      * A pattern's state is reset when first touched in this utterance, without a branch: which
@@ -2540,6 +2615,8 @@ static int prefilter_hit(const at__markers *m, at__mscratch *s, const uint8_t *l
     for (uint32_t e = 0; e < n; e++) {
         lentry l;
         memcpy(&l, lits + e * sizeof l, sizeof l);
+        if ((l & LE_WORD_END) && !at_word_end)
+            continue;
         uint32_t pi = le_pattern(l);
         uint32_t keep = (uint32_t)(s->stamp[pi] == s->generation) - 1u; /* 0: fresh */
         keep = ~keep;                                                    /* ~0: keep state */
@@ -2578,6 +2655,13 @@ static inline uint32_t d2_find(const ltrie *t, const unsigned char *low)
             return t->d2_off[h];
 }
 
+/* Whether c is a word character for \b whatever the pattern's options (bytes of other UTF-8
+ * characters may or may not be: they never make a literal miss). */
+static inline bool is_ascii_word_byte(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
 /* Walks trie t from its depth-2 node off, for position i of the lower-cased text, noting
  * every text that occurs there. */
 static int walk_trie(const at__markers *m, const ltrie *t, uint32_t off, at__mscratch *s,
@@ -2613,7 +2697,8 @@ static int walk_trie(const at__markers *m, const ltrie *t, uint32_t off, at__msc
         }
         j += skip_len;
         p += skip_len;
-        if ((speakers & want) && prefilter_hit(m, s, lits, n_lits, i))
+        if ((speakers & want) &&
+            prefilter_hit(m, s, lits, n_lits, i, !is_ascii_word_byte(low[j])))
             return AT_ENOMEM;
         /* The edge byte equal to low[j], eight edges at a time (exact zero-byte test). */
         uint64_t c = low[j] * ones;

@@ -185,3 +185,45 @@ def test_eval_reports_every_category_and_family():
         r_ = tp / (tp + fn) if tp + fn else 0
         f1 = 2 * p_ * r_ / (p_ + r_) if p_ + r_ else 0
         assert abs(f["micro_f1"] - f1) < 1e-3
+
+
+# Texts at the edges of what the prefilter reasons about: literals at word starts and ends,
+# inside longer words, before punctuation, at the end of the text, next to letters and symbols
+# outside ASCII, in upper case, and across the speakers.
+PREFILTER_EDGES = [
+    "what a joke", "what a joke.", "what a joke!!", "this is a con", "contact us", "a con, honestly",
+    "total shambles—again", "a complete farce…", "that's a joke😡", "a jokeé", "JOKE. A JOKE",
+    "I get it", "I getting it", "just so I get that", "to make sure I understood", "I understood_",
+    "so sorry", "soooo sorry", "I apologise", "apologize", "my apologies!", "I'm furious",
+    "I'm furiousé", "im furious", "I am livid!!!", "thanks for nothing", "thx for nada",
+    "great, another 2 hour wait", "a 45 minute wait", "45minutes wait", "hour-long queue",
+    "I'll sort this out", "let me look into it", "I'll fix that", "I'll fixate", "we'll see",
+    "your money is safe", "you'remoney", "manager now", "supervisor please", "cancel my contract",
+    "I'm leaving", "I want to cancel", "'quoted joke'", "“what a joke”", "he's furious",
+]
+
+
+def test_prefilter_changes_no_result():
+    # The literal prefilter only decides which patterns are worth running; with it turned off
+    # (ATTUNE_PREFILTER=off: every pattern runs on every utterance) every result must be the
+    # same, on the dev set, the held-out cases, a generated corpus and the edge texts above.
+    lines = (FIXTURES / "markers" / "dev.jsonl").read_text().splitlines()
+    lines += (REPO / "tests" / "cases" / "markers.jsonl").read_text().splitlines()
+    gen = subprocess.run(["/usr/bin/python3", str(REPO / "bench" / "gen_corpus.py"), "-n", "400",
+                          "--seed", "7"], capture_output=True, text=True, check=True)
+    lines += gen.stdout.splitlines()
+    for text in PREFILTER_EDGES:
+        for speaker in ("customer", "agent"):
+            lines.append(json.dumps({"speaker": speaker, "text": text}))
+    stdin = "".join(l + "\n" for l in lines)
+    on = subprocess.run([str(ATTUNE), "score"], input=stdin, capture_output=True, text=True,
+                        cwd=REPO, timeout=300)
+    off = subprocess.run([str(ATTUNE), "score"], input=stdin, capture_output=True, text=True,
+                         cwd=REPO, timeout=300, env={**os.environ, "ATTUNE_PREFILTER": "off"})
+    assert on.returncode == 0 and off.returncode == 0, (on.stderr, off.stderr)
+    a, b = on.stdout.splitlines(), off.stdout.splitlines()
+    assert len(a) == len(b) == len(lines)
+    differ = [(x, y) for x, y in zip(a, b) if x != y]
+    assert not differ, differ[:3]
+    # The edge texts do exercise the markers (the test would be empty otherwise).
+    assert sum('"markers":[]' not in x for x in a[-2 * len(PREFILTER_EDGES):]) > 20
