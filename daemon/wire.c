@@ -572,6 +572,19 @@ static void arena_end(bool was_mine)
 
 /* ---- parsing --------------------------------------------------------------------------- */
 
+/* Whether the line holds the text \u0000 (or a backslash too near its end to tell), the only
+ * way a NUL can enter a string: memchr for backslashes is far cheaper than walking the value. */
+static bool may_hold_nul(const char *line, size_t len)
+{
+    const char *p = line, *end = line + len;
+    while ((p = memchr(p, '\\', (size_t)(end - p)))) {
+        if (end - p < 6 || memcmp(p + 1, "u0000", 5) == 0)
+            return true;
+        p += 2; /* the escaped character is never a backslash that starts an escape */
+    }
+    return false;
+}
+
 /* Where a marker stands in the line parsed again, and the length of the number it replaced. */
 typedef struct overflow {
     size_t at, len;
@@ -709,7 +722,12 @@ static enum wire_error parse_line(const char *line, size_t len, message *msg, ch
         }
     }
     path[0] = '\0';
-    switch (find_unfit(&c, obj, path, sizeof path)) {
+    /* A string can hold a NUL only through the escape \u0000 (a raw NUL byte is invalid JSON),
+     * so a line without that text needs no walk unless a number was out of range. */
+    enum unfit unfit = FIT;
+    if (c.n_overflows || may_hold_nul(line, len))
+        unfit = find_unfit(&c, obj, path, sizeof path);
+    switch (unfit) {
     case UNFIT_NUL:
         e = fail(&c, WIRE_BAD_FIELD, "field \"%s\" contains a NUL character (\\u0000)", path);
         goto done;
