@@ -204,6 +204,10 @@ int store_put_conversation(store *s, const char *conversation_id, const conv_fac
 /* Inserts an utterance unless (conversation_id, seq) exists; *inserted tells which. Creates
  * the conversation when unknown. Markers are stored only when the utterance is new. */
 int store_put_utterance(store *s, const stored_utterance *u, bool *inserted);
+/* store_put_utterance for n utterances that all have their seq, several to a statement (the
+ * same rows, markers and errors, for less work); *n_duplicates counts those already stored. A
+ * failure fails the caller's transaction, as one of store_put_utterance does. */
+int store_put_utterances(store *s, const stored_utterance *us, size_t n, size_t *n_duplicates);
 /* Recomputes the section-2 metrics of a conversation from its stored turns and facts and
  * writes them into its row, and clears its pending_metrics mark (inside the caller's
  * transaction). */

@@ -105,6 +105,8 @@ struct pipeline {
     bool is_checkpoint_due;  /* writer: commits since the last complete idle checkpoint */
     bool is_checkpoint_failing; /* writer: the last idle checkpoint failed (logged once) */
     char last_error[512]; /* writer: its message */
+    stored_utterance *pending; /* writer: utterances of the batch not yet stored */
+    size_t n_pending, cap_pending;
     struct touched_conv *touched; /* writer: conversations of the current batch */
     size_t cap_touched;
     struct recent *recent[4096];  /* writer: metrics throttling, see update_metrics */
@@ -431,6 +433,21 @@ static size_t work_rows(const work *w)
     return w->msg.n_turns + (w->msg.type != MSG_UTTERANCE);
 }
 
+/* Stores the utterances gathered by apply_work, several to a statement. */
+static int flush_utterances(pipeline *p)
+{
+    size_t n_dup = 0;
+    int rc = store_put_utterances(p->st, p->pending, p->n_pending, &n_dup);
+    p->n_pending = 0;
+    if (n_dup)
+        atomic_fetch_add_explicit(&p->duplicates, n_dup, memory_order_relaxed);
+    return rc;
+}
+
+/* Applies one item. Utterances that carry their seq are gathered and stored by the batch's
+ * flush_utterances (they commute with everything else in the batch: their conversation row is
+ * made sure of when they are stored, and metrics are recomputed after every item is applied);
+ * one without seq is numbered from the stored rows, so those gathered go first. */
 static int apply_work(pipeline *p, work *w)
 {
     const message *m = &w->msg;
@@ -456,6 +473,25 @@ static int apply_work(pipeline *p, work *w)
             .solution_first = s->solution_first,
             .model_id = w->model_id,
         };
+        if (t->seq != WIRE_ABSENT) {
+            if (p->n_pending == p->cap_pending) {
+                size_t cap = p->cap_pending ? p->cap_pending * 2 : 256;
+                stored_utterance *v = realloc(p->pending, cap * sizeof *v);
+                if (v) {
+                    p->pending = v;
+                    p->cap_pending = cap;
+                } else if (p->n_pending && flush_utterances(p)) {
+                    return -1; /* without memory, what was gathered is stored now */
+                }
+            }
+            if (p->n_pending < p->cap_pending) {
+                p->pending[p->n_pending++] = u;
+                continue;
+            }
+            /* No memory at all: this one is stored alone, below. */
+        } else if (p->n_pending && flush_utterances(p)) {
+            return -1;
+        }
         bool inserted;
         if (store_put_utterance(p->st, &u, &inserted))
             return -1;
@@ -754,10 +790,13 @@ static int apply_batch(pipeline *p, work *batch)
 {
     if (store_begin(p->st))
         goto fail;
+    p->n_pending = 0;
     for (work *w = batch; w; w = w->next) {
         if (apply_work(p, w))
             goto fail;
     }
+    if (p->n_pending && flush_utterances(p))
+        goto fail;
     if (update_metrics(p, batch))
         goto fail;
     /* Subscribers filter alerts by queue and agent, which the conversation row knows. */
@@ -1471,6 +1510,7 @@ void pipeline_free(pipeline *p)
     pthread_join(p->writer, NULL);
     queue_fini(&p->wq);
     free(p->touched);
+    free(p->pending);
     recent_free_all(p);
     for (size_t i = 0; i < p->n_alerts; i++)
         alert_fini(&p->alerts[i]);
