@@ -145,6 +145,8 @@ struct store {
      * consecutive above the previous largest as long as that stays below SQLite's limit. Past
      * half of it (never, in practice) utterances go one to a statement. */
     bool is_multi_off;
+    scoredb_marker_row *mrows; /* store_put_utterances: markers of the rows stored, not yet */
+    size_t n_mrows, cap_mrows;
     ensured *ensured;
     scoredb *sdb; /* markers, metrics and rescoring on the same connection */
     int64_t page_size;       /* bytes */
@@ -462,6 +464,7 @@ void store_close(store *s)
         ensured_clear(s->ensured);
         free(s->ensured);
     }
+    free(s->mrows);
     free(s);
 }
 
@@ -778,8 +781,41 @@ static int tell_new_rows(store *s, const stored_utterance *us, size_t k, int64_t
     return 0;
 }
 
-/* Up to MULTI_ROWS utterances, each with its seq, in one statement; then the markers of those
- * it stored. */
+/* Stores the marker rows gathered by gather_markers, several to a statement. */
+static int flush_markers(store *s)
+{
+    int rc = scoredb_put_marker_rows(s->sdb, s->mrows, s->n_mrows);
+    s->n_mrows = 0;
+    return rc ? fail_with(s, scoredb_errmsg(s->sdb)) : 0;
+}
+
+/* Gathers the markers of a stored utterance for flush_markers (or, without memory to gather
+ * them, stores them at once). */
+static int gather_markers(store *s, const stored_utterance *u)
+{
+    if (s->n_mrows + u->n_markers > s->cap_mrows) {
+        size_t cap = s->cap_mrows ? s->cap_mrows : 64;
+        while (cap < s->n_mrows + u->n_markers)
+            cap *= 2;
+        scoredb_marker_row *v = realloc(s->mrows, cap * sizeof *v);
+        if (!v) {
+            if (flush_markers(s) ||
+                scoredb_put_markers(s->sdb, u->conversation_id, u->turn->seq, u->markers,
+                                    u->n_markers))
+                return fail_with(s, scoredb_errmsg(s->sdb));
+            return 0;
+        }
+        s->mrows = v;
+        s->cap_mrows = cap;
+    }
+    for (size_t i = 0; i < u->n_markers; i++)
+        s->mrows[s->n_mrows++] = (scoredb_marker_row){u->conversation_id, u->turn->seq, i,
+                                                      &u->markers[i]};
+    return 0;
+}
+
+/* Up to MULTI_ROWS utterances, each with its seq, in one statement; the markers of those it
+ * stored are gathered for flush_markers. */
 static int put_chunk(store *s, const stored_utterance *us, size_t k, size_t *n_duplicates)
 {
     for (size_t j = 0; j < k; j++)
@@ -810,9 +846,8 @@ static int put_chunk(store *s, const stored_utterance *us, size_t k, size_t *n_d
             (*n_duplicates)++; /* a resend: the stored row and its markers stay as they are */
             continue;
         }
-        if (scoredb_put_markers(s->sdb, us[j].conversation_id, us[j].turn->seq, us[j].markers,
-                                us[j].n_markers))
-            return fail_with(s, scoredb_errmsg(s->sdb));
+        if (gather_markers(s, &us[j]))
+            return -1;
     }
     return 0;
 }
@@ -826,6 +861,7 @@ int store_put_utterances(store *s, const stored_utterance *us, size_t n, size_t 
         if (us[i].turn->seq == WIRE_ABSENT)
             return fail_with(s, "store_put_utterances: an utterance without seq");
     }
+    s->n_mrows = 0;
     for (size_t i = 0; i < n;) {
         size_t k = n - i < MULTI_ROWS ? n - i : MULTI_ROWS;
         if (s->is_multi_off || k == 1) {
@@ -840,7 +876,8 @@ int store_put_utterances(store *s, const stored_utterance *us, size_t n, size_t 
             return -1;
         i += k;
     }
-    return 0;
+    /* After every utterance: a marker's row refers to its utterance's (foreign keys are on). */
+    return s->n_mrows ? flush_markers(s) : 0;
 }
 
 /* ---- metrics and rescoring -------------------------------------------------------------- */
