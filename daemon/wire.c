@@ -307,7 +307,7 @@ static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
                                         "outcome", "subscribe", "ping", "rescore"};
     const char *tname = json_string_value(type);
     int t = -1;
-    for (int i = 0; i < (int)(sizeof types / sizeof *types); i++)
+    for (int i = 0; i < (int)(sizeof types / sizeof *types) && t < 0; i++)
         if (strcmp(tname, types[i]) == 0)
             t = i;
     if (t < 0)
