@@ -134,6 +134,10 @@ typedef struct message {
     char *filter_queue, *filter_agent_id;
     /* rescore: conversations started at or after this time (ms), or WIRE_ABSENT for all */
     int64_t since;
+    /* One block holding the turns and strings above (owned), so that a line costs one
+     * allocation rather than one per field; what did not fit in it has its own. */
+    char *mem;
+    size_t mem_used, mem_cap;
 } message;
 
 /* Error codes of PROTOCOL.md. */

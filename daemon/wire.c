@@ -41,7 +41,40 @@ typedef struct ctx {
     const char *where;      /* "" or "turns[3]." */
     int n_overflows;        /* numbers jansson could not hold, replaced by OVERFLOW_JSON */
     bool is_real_overflow;  /* the first of them was a real (else an integer) */
+    size_t line_len;        /* bytes */
+    message *msg;           /* what the line becomes (its block: msg_alloc) */
 } ctx;
+
+/* n bytes from the message's block (aligned for a turn when is_aligned), or from malloc when
+ * it has no block or no room left in it. */
+static void *msg_alloc(message *msg, size_t n, bool is_aligned)
+{
+    size_t at = msg->mem_used;
+    if (is_aligned)
+        at = (at + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
+    if (msg->mem && at <= msg->mem_cap && msg->mem_cap - at >= n) {
+        msg->mem_used = at + n;
+        return msg->mem + at;
+    }
+    return malloc(n);
+}
+
+static void msg_free(const message *msg, void *p)
+{
+    if (!(msg->mem && (char *)p >= msg->mem && (char *)p < msg->mem + msg->mem_cap))
+        free(p);
+}
+
+/* A copy of the string s of len bytes, from the message's block. */
+static char *msg_strdup(message *msg, const char *s, size_t len)
+{
+    char *d = msg_alloc(msg, len + 1, false);
+    if (d) {
+        memcpy(d, s, len);
+        d[len] = '\0';
+    }
+    return d;
+}
 
 /* How every line is parsed. NUL characters are let through so that find_unfit can name the
  * field that holds one. Integers stay apart from reals (no JSON_DECODE_INT_AS_REAL): seq 1.0 is
@@ -188,7 +221,7 @@ static enum wire_error get_str(ctx *c, json_t *obj, const char *key, bool requir
         strlen(json_string_value(v)) != json_string_length(v))
         return fail(c, WIRE_BAD_FIELD, "field \"%s%s\" must be a non-empty string of at most %d "
                     "bytes", c->where, key, MAX_ID_BYTES);
-    *out = strdup(json_string_value(v));
+    *out = msg_strdup(c->msg, json_string_value(v), json_string_length(v));
     return *out ? WIRE_OK : WIRE_INTERNAL;
 }
 
@@ -250,10 +283,9 @@ static enum wire_error get_turn(ctx *c, json_t *obj, turn *t)
     if (!json_is_string(tx))
         return fail(c, WIRE_BAD_FIELD, "field \"%stext\" must be a string", c->where);
     t->text_len = json_string_length(tx);
-    t->text = malloc(t->text_len + 1);
+    t->text = msg_strdup(c->msg, json_string_value(tx), t->text_len);
     if (!t->text)
         return WIRE_INTERNAL;
-    memcpy(t->text, json_string_value(tx), t->text_len + 1);
     if ((e = get_int(c, obj, "seq", 0, 9007199254740991LL, &t->seq)) ||
         (e = get_time(c, obj, "ts", &t->ts)) ||
         (e = get_int(c, obj, "start_ms", 0, 9007199254740991LL, &t->start_ms)) ||
@@ -278,20 +310,45 @@ static void facts_init(conv_facts *f)
 void message_fini(message *msg)
 {
     free(msg->id);
-    free(msg->conversation_id);
-    free(msg->facts.channel);
-    free(msg->facts.queue);
-    free(msg->facts.agent_id);
-    free(msg->facts.customer_id);
+    msg_free(msg, msg->conversation_id);
+    msg_free(msg, msg->facts.channel);
+    msg_free(msg, msg->facts.queue);
+    msg_free(msg, msg->facts.agent_id);
+    msg_free(msg, msg->facts.customer_id);
     for (size_t i = 0; i < msg->n_turns; i++) {
-        free(msg->turns[i].text);
-        free(msg->turns[i].participant_id);
+        msg_free(msg, msg->turns[i].text);
+        msg_free(msg, msg->turns[i].participant_id);
     }
-    free(msg->turns);
-    free(msg->token);
-    free(msg->filter_queue);
-    free(msg->filter_agent_id);
+    msg_free(msg, msg->turns);
+    msg_free(msg, msg->token);
+    msg_free(msg, msg->filter_queue);
+    msg_free(msg, msg->filter_agent_id);
+    free(msg->mem);
     memset(msg, 0, sizeof *msg);
+}
+
+/* Gives a message about a conversation its block: room for its n_turns turns and for every
+ * string of the line, whose copies (each with its NUL) together take no more bytes than the
+ * line itself (len). Without memory the fields are allocated one by one. */
+static void msg_reserve(message *msg, size_t len, size_t n_turns)
+{
+    size_t turns_bytes = n_turns * sizeof(turn);
+    if (n_turns > SIZE_MAX / 2 / sizeof(turn) || len > SIZE_MAX / 2 - turns_bytes)
+        return;
+    msg->mem_cap = turns_bytes + len + 1;
+    msg->mem = malloc(msg->mem_cap);
+    msg->mem_used = 0;
+    if (!msg->mem)
+        msg->mem_cap = 0;
+}
+
+/* n zeroed turns, from the message's block. */
+static turn *msg_turns(message *msg, size_t n)
+{
+    turn *t = msg_alloc(msg, n * sizeof *t, true);
+    if (t)
+        memset(t, 0, n * sizeof *t);
+    return t;
 }
 
 static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
@@ -369,11 +426,14 @@ static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
     default:
         break;
     }
+    /* Only these, whose fields nobody takes out of the message. */
+    json_t *turns = msg->type == MSG_CONVERSATION ? json_object_get(obj, "turns") : NULL;
+    msg_reserve(msg, c->line_len, msg->type == MSG_UTTERANCE ? 1 : json_array_size(turns));
     if ((e = get_str(c, obj, "conversation_id", true, &msg->conversation_id)))
         return e;
     switch (msg->type) {
     case MSG_UTTERANCE:
-        msg->turns = calloc(1, sizeof *msg->turns);
+        msg->turns = msg_turns(msg, 1);
         if (!msg->turns)
             return WIRE_INTERNAL;
         msg->n_turns = 1;
@@ -401,13 +461,12 @@ static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
                 return e;
             c->where = "";
         }
-        json_t *turns = json_object_get(obj, "turns");
         if (!turns)
             return fail(c, WIRE_MISSING_FIELD, "missing field \"turns\"");
         if (!json_is_array(turns))
             return fail(c, WIRE_BAD_FIELD, "field \"turns\" must be an array of utterances");
         size_t n = json_array_size(turns);
-        msg->turns = calloc(n ? n : 1, sizeof *msg->turns);
+        msg->turns = msg_turns(msg, n ? n : 1);
         if (!msg->turns)
             return WIRE_INTERNAL;
         for (size_t i = 0; i < n; i++) {
@@ -688,7 +747,7 @@ done:
 static enum wire_error parse_line(const char *line, size_t len, message *msg, char *why,
                                   size_t why_len, char **id_out)
 {
-    ctx c = {why, why_len, "", 0, false};
+    ctx c = {why, why_len, "", 0, false, len, msg};
     memset(msg, 0, sizeof *msg);
     *id_out = NULL;
     json_error_t jerr;
