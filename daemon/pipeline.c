@@ -217,11 +217,10 @@ void work_free(work *w)
     if (!w)
         return;
     if (w->scored) {
-        for (size_t i = 0; i < w->msg.n_turns; i++) {
-            free(w->scored[i].markers);
-            free(w->scored[i].redacted);
-        }
-        free(w->scored);
+        for (size_t i = 0; i < w->msg.n_turns; i++)
+            free(w->scored[i].mem);
+        if (w->scored != &w->one)
+            free(w->scored);
     }
     for (size_t i = 0; i < w->n_alerts; i++)
         alert_fini(&w->alerts[i]);
@@ -360,10 +359,15 @@ static void score_work(worker *wk, work *w)
     w->model_id[id_len] = '\0';
     if (!w->msg.n_turns)
         return;
-    w->scored = calloc(w->msg.n_turns, sizeof *w->scored);
-    for (size_t i = 0; w->scored && i < w->msg.n_turns; i++) {
+    /* An utterance's scores are in the item itself; a conversation message's in an array. */
+    if (w->msg.n_turns == 1) {
+        memset(&w->one, 0, sizeof w->one);
+        w->scored = &w->one;
+    } else if (!(w->scored = calloc(w->msg.n_turns, sizeof *w->scored))) {
+        return;
+    }
+    for (size_t i = 0; i < w->msg.n_turns; i++) {
         const turn *t = &w->msg.turns[i];
-        scored_turn *s = &w->scored[i];
         at_result r;
         int rc = at_score(model, wk->scratch, t->text, t->text_len, t->speaker, 0, &r);
         if (rc) {
@@ -391,30 +395,37 @@ static void score_work(worker *wk, work *w)
         }
         if (p->alert_cb)
             detect_alerts(wk, w, t, &r);
-        if (p->store_text == STORE_TEXT_REDACTED) {
-            /* After scoring, so that redaction never changes a score. */
-            const char *red;
-            size_t red_len;
-            unsigned n_red = 0;
-            if (at_redact(model, wk->scratch, t->text, t->text_len, &red, &red_len, &n_red) == 0 &&
-                (s->redacted = malloc(red_len + 1))) {
-                memcpy(s->redacted, red, red_len + 1);
-                s->redacted_len = red_len;
-                s->was_redacted = n_red > 0;
-            }
-        }
+        const char *red = NULL;
+        size_t red_len = 0;
+        unsigned n_red = 0;
+        /* After scoring, so that redaction never changes a score. */
+        if (p->store_text == STORE_TEXT_REDACTED &&
+            at_redact(model, wk->scratch, t->text, t->text_len, &red, &red_len, &n_red))
+            red = NULL;
+        scored_turn *s = &w->scored[i];
         s->sentiment = r.sentiment;
         s->category_mask = r.category_mask;
         s->solution_first = scoredb_solution_first(&r);
         s->frustration_score = t->speaker == AT_SPEAKER_CUSTOMER ? r.frustration_score : NAN;
-        if (r.n_markers) {
-            s->markers = malloc(r.n_markers * sizeof *s->markers);
-            if (s->markers) {
-                memcpy(s->markers, r.markers, r.n_markers * sizeof *s->markers);
-                s->n_markers = r.n_markers;
-            }
-        }
         atomic_fetch_add_explicit(&p->utterances_scored, 1, memory_order_relaxed);
+        /* The markers and the redacted text share one block. Without memory the turn is
+         * stored without them, as it was when each had its own. */
+        size_t red_at = r.n_markers * sizeof(at_marker);
+        char *mem = red_at || red ? malloc(red_at + (red ? red_len + 1 : 0)) : NULL;
+        if (!mem)
+            continue;
+        s->mem = mem;
+        if (red) {
+            s->redacted = mem + red_at;
+            memcpy(s->redacted, red, red_len + 1);
+            s->redacted_len = red_len;
+            s->was_redacted = n_red > 0;
+        }
+        if (r.n_markers) {
+            s->markers = (at_marker *)mem;
+            memcpy(s->markers, r.markers, r.n_markers * sizeof *s->markers);
+            s->n_markers = r.n_markers;
+        }
     }
 }
 
