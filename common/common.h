@@ -91,6 +91,14 @@ int scoredb_put_marker_rows(scoredb *sdb, const scoredb_marker_row *rows, size_t
  * Returns 0 or -1. */
 int scoredb_update_metrics(scoredb *sdb, const char *conversation_id,
                            int64_t silence_threshold_ms);
+/* The stored turns of a conversation, as scoredb_update_metrics reads them, into *turns (n of
+ * them; the array grows with realloc, *cap entries; free it with free()). Returns 0 or -1. */
+int scoredb_read_turns(scoredb *sdb, const char *conversation_id, at_turn **turns, size_t *n,
+                       size_t *cap);
+/* scoredb_update_metrics from the conversation's turns as given (every stored turn, exactly as
+ * scoredb_read_turns would read them) instead of reading them. Returns 0 or -1. */
+int scoredb_update_metrics_with(scoredb *sdb, const char *conversation_id,
+                                const at_turn *turns, size_t n, int64_t silence_threshold_ms);
 
 /* Where a rescoring run is: utterances are visited in (conversation_id, seq) order, after the
  * last one visited. Zero-initialise, then set since_ms; free with rescore_cursor_fini. */

@@ -288,8 +288,60 @@ static void bind_real_or_null(sqlite3_stmt *st, int i, double v)
         sqlite3_bind_double(st, i, v);
 }
 
+int scoredb_read_turns(scoredb *sdb, const char *conversation_id, at_turn **turns, size_t *n,
+                       size_t *cap)
+{
+    *n = 0;
+    sqlite3_stmt *st = sdb->stmt[ST_TURNS_SELECT];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == *cap) {
+            size_t new_cap = *cap ? *cap * 2 : 64;
+            at_turn *nt = realloc(*turns, new_cap * sizeof *nt);
+            if (!nt) {
+                done(st);
+                return fail_with(sdb, "out of memory computing metrics");
+            }
+            *turns = nt;
+            *cap = new_cap;
+        }
+        at_turn *t = &(*turns)[(*n)++];
+        t->seq = sqlite3_column_int64(st, 0);
+        const char *sp = (const char *)sqlite3_column_text(st, 1);
+        if (!sp || at_speaker_parse(sp, strlen(sp), &t->speaker))
+            t->speaker = AT_SPEAKER_SYSTEM;
+        t->ts_ms = col_int(st, 2);
+        t->start_ms = col_int(st, 3);
+        t->end_ms = col_int(st, 4);
+        t->compound = sqlite3_column_double(st, 5);
+        t->frustration_score = col_real(st, 6);
+        t->category_mask = (uint32_t)sqlite3_column_int64(st, 7);
+        t->solution_first = col_flag(st, 8);
+    }
+    if (rc != SQLITE_DONE) {
+        fail_sql(sdb, "cannot read turns for metrics");
+        done(st);
+        return -1;
+    }
+    done(st);
+    return 0;
+}
+
 int scoredb_update_metrics(scoredb *sdb, const char *conversation_id,
                            int64_t silence_threshold_ms)
+{
+    at_turn *turns = NULL;
+    size_t n = 0, cap = 0;
+    int rc = scoredb_read_turns(sdb, conversation_id, &turns, &n, &cap);
+    if (rc == 0)
+        rc = scoredb_update_metrics_with(sdb, conversation_id, turns, n, silence_threshold_ms);
+    free(turns);
+    return rc;
+}
+
+int scoredb_update_metrics_with(scoredb *sdb, const char *conversation_id,
+                                const at_turn *turns, size_t n, int64_t silence_threshold_ms)
 {
     at_conv_facts f = {AT_NULL_INT, AT_NULL_INT, AT_NULL_INT, -1, -1, -1, NAN, AT_NULL_INT};
     sqlite3_stmt *st = sdb->stmt[ST_FACTS_SELECT];
@@ -311,45 +363,8 @@ int scoredb_update_metrics(scoredb *sdb, const char *conversation_id,
     }
     done(st);
 
-    at_turn *turns = NULL;
-    size_t n = 0, cap = 0;
-    st = sdb->stmt[ST_TURNS_SELECT];
-    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            at_turn *nt = realloc(turns, cap * sizeof *nt);
-            if (!nt) {
-                done(st);
-                free(turns);
-                return fail_with(sdb, "out of memory computing metrics");
-            }
-            turns = nt;
-        }
-        at_turn *t = &turns[n++];
-        t->seq = sqlite3_column_int64(st, 0);
-        const char *sp = (const char *)sqlite3_column_text(st, 1);
-        if (!sp || at_speaker_parse(sp, strlen(sp), &t->speaker))
-            t->speaker = AT_SPEAKER_SYSTEM;
-        t->ts_ms = col_int(st, 2);
-        t->start_ms = col_int(st, 3);
-        t->end_ms = col_int(st, 4);
-        t->compound = sqlite3_column_double(st, 5);
-        t->frustration_score = col_real(st, 6);
-        t->category_mask = (uint32_t)sqlite3_column_int64(st, 7);
-        t->solution_first = col_flag(st, 8);
-    }
-    if (rc != SQLITE_DONE) {
-        fail_sql(sdb, "cannot read turns for metrics");
-        done(st);
-        free(turns);
-        return -1;
-    }
-    done(st);
     at_conv_metrics m;
-    rc = at_conversation_metrics(turns, n, &f, silence_threshold_ms, &m);
-    free(turns);
-    if (rc)
+    if (at_conversation_metrics(turns, n, &f, silence_threshold_ms, &m))
         return fail_with(sdb, "out of memory computing metrics");
 
     st = sdb->stmt[ST_METRICS_UPDATE];

@@ -134,6 +134,7 @@ static const char *const stmt_sql[N_STMTS] = {
 typedef struct ensured {
     uint64_t hash[ENSURED_SLOTS];
     char *id[ENSURED_SLOTS];
+    bool is_created[ENSURED_SLOTS]; /* this transaction inserted the row */
     size_t n;
 } ensured;
 
@@ -145,6 +146,7 @@ struct store {
      * consecutive above the previous largest as long as that stays below SQLite's limit. Past
      * half of it (never, in practice) utterances go one to a statement. */
     bool is_multi_off;
+    int64_t last_seq; /* the seq of the latest utterance store_put_utterance stored or found */
     scoredb_marker_row *mrows; /* store_put_utterances: markers of the rows stored, not yet */
     size_t n_mrows, cap_mrows;
     ensured *ensured;
@@ -173,8 +175,29 @@ static void ensured_clear(ensured *e)
         free(e->id[i]);
         e->id[i] = NULL;
         e->hash[i] = 0;
+        e->is_created[i] = false;
     }
     e->n = 0;
+}
+
+/* The slot holding id, or -1. */
+static long ensured_find(const ensured *e, const char *id)
+{
+    uint64_t h = str_hash(id);
+    for (size_t i = h % ENSURED_SLOTS;; i = (i + 1) % ENSURED_SLOTS) {
+        if (!e->hash[i])
+            return -1;
+        if (e->hash[i] == h && strcmp(e->id[i], id) == 0)
+            return (long)i;
+    }
+}
+
+/* Notes that the transaction inserted the row of id (recorded by ensured_check). */
+static void ensured_set_created(ensured *e, const char *id)
+{
+    long i = ensured_find(e, id);
+    if (i >= 0)
+        e->is_created[i] = true;
 }
 
 /* Returns true when id was already recorded; records it otherwise (while there is room). */
@@ -568,6 +591,8 @@ int store_size(store *s, int64_t *bytes, int64_t *max_bytes)
 
 /* ---- writes ----------------------------------------------------------------------------- */
 
+static int ensure_conversation(store *s, const char *conversation_id, const char *what);
+
 int store_put_conversation(store *s, const char *conversation_id, const conv_facts *f)
 {
     if (!conversation_id || !f)
@@ -575,13 +600,8 @@ int store_put_conversation(store *s, const char *conversation_id, const conv_fac
     bool has_meta = f->channel || f->queue || f->agent_id || f->customer_id ||
                     f->started_at != WIRE_ABSENT;
     if (!has_meta) {
-        if (!ensured_check(s->ensured, conversation_id)) {
-            sqlite3_stmt *en = s->stmt[ST_CONV_ENSURE];
-            sqlite3_bind_text(en, 1, conversation_id, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(en, 2, now_ms());
-            if (run(s, ST_CONV_ENSURE, "cannot create conversation"))
-                return -1;
-        }
+        if (ensure_conversation(s, conversation_id, "cannot create conversation"))
+            return -1;
         sqlite3_stmt *up = s->stmt[ST_CONV_OUTCOME];
         sqlite3_bind_text(up, 1, conversation_id, -1, SQLITE_STATIC);
         bind_int_or_null(up, 2, f->ended_at);
@@ -618,7 +638,14 @@ int store_put_conversation(store *s, const char *conversation_id, const conv_fac
     bind_flag_or_null(st, 13, f->transferred);
     sqlite3_bind_int64(st, 14, now_ms());
     sqlite3_bind_int(st, 15, f->ended ? 1 : 0);
-    return run(s, ST_CONV_MERGE, "cannot store conversation");
+    /* Only an insert sets the last rowid (an upsert that updates leaves it), and a new row's is
+     * never 0: so it tells whether the row was created. */
+    sqlite3_set_last_insert_rowid(s->db, 0);
+    if (run(s, ST_CONV_MERGE, "cannot store conversation"))
+        return -1;
+    if (sqlite3_last_insert_rowid(s->db) != 0)
+        ensured_set_created(s->ensured, conversation_id);
+    return 0;
 }
 
 /* Binds u, numbered seq, to parameters base + 1 ... base + UTT_PARAMS of st. */
@@ -651,14 +678,24 @@ static void bind_utterance(sqlite3_stmt *st, int base, const stored_utterance *u
 }
 
 /* Makes sure the conversation row of an utterance exists (foreign keys are on). */
-static int ensure_conversation(store *s, const char *conversation_id)
+static int ensure_conversation(store *s, const char *conversation_id, const char *what)
 {
     if (ensured_check(s->ensured, conversation_id))
         return 0;
     sqlite3_stmt *st = s->stmt[ST_CONV_ENSURE];
     sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now_ms());
-    return run(s, ST_CONV_ENSURE, "cannot create conversation for utterance");
+    if (run(s, ST_CONV_ENSURE, what))
+        return -1;
+    if (sqlite3_changes(s->db) == 1)
+        ensured_set_created(s->ensured, conversation_id);
+    return 0;
+}
+
+bool store_is_new_conversation(store *s, const char *conversation_id)
+{
+    long i = ensured_find(s->ensured, conversation_id);
+    return i >= 0 && s->ensured->is_created[i];
 }
 
 static int check_utterance(store *s, const stored_utterance *u)
@@ -676,7 +713,7 @@ static int put_utterance(store *s, const stored_utterance *u, bool *inserted)
 {
     const turn *t = u->turn;
     sqlite3_stmt *st;
-    if (ensure_conversation(s, u->conversation_id))
+    if (ensure_conversation(s, u->conversation_id, "cannot create conversation for utterance"))
         return -1;
 
     int64_t seq = t->seq;
@@ -697,6 +734,7 @@ static int put_utterance(store *s, const stored_utterance *u, bool *inserted)
     bind_utterance(s->stmt[ST_UTT_INSERT], 0, u, seq);
     if (run(s, ST_UTT_INSERT, "cannot store utterance"))
         return -1;
+    s->last_seq = seq;
     if (sqlite3_changes(s->db) != 1) {
         *inserted = false; /* a resend: the stored row and its markers stay as they are */
         return 0;
@@ -816,10 +854,12 @@ static int gather_markers(store *s, const stored_utterance *u)
 
 /* Up to MULTI_ROWS utterances, each with its seq, in one statement; the markers of those it
  * stored are gathered for flush_markers. */
-static int put_chunk(store *s, const stored_utterance *us, size_t k, size_t *n_duplicates)
+static int put_chunk(store *s, const stored_utterance *us, size_t k, size_t *n_duplicates,
+                     bool *is_new_out)
 {
     for (size_t j = 0; j < k; j++)
-        if (ensure_conversation(s, us[j].conversation_id))
+        if (ensure_conversation(s, us[j].conversation_id,
+                                "cannot create conversation for utterance"))
             return -1;
     sqlite3_stmt *st = utt_multi_stmt(s, k);
     if (!st)
@@ -842,6 +882,8 @@ static int put_chunk(store *s, const stored_utterance *us, size_t k, size_t *n_d
     if (n_changed > 0 && sqlite3_last_insert_rowid(s->db) > INT64_MAX / 2)
         s->is_multi_off = true;
     for (size_t j = 0; j < k; j++) {
+        if (is_new_out)
+            is_new_out[j] = is_new[j];
         if (!is_new[j]) {
             (*n_duplicates)++; /* a resend: the stored row and its markers stay as they are */
             continue;
@@ -852,7 +894,8 @@ static int put_chunk(store *s, const stored_utterance *us, size_t k, size_t *n_d
     return 0;
 }
 
-int store_put_utterances(store *s, const stored_utterance *us, size_t n, size_t *n_duplicates)
+int store_put_utterances(store *s, const stored_utterance *us, size_t n, size_t *n_duplicates,
+                         bool *is_new)
 {
     *n_duplicates = 0;
     for (size_t i = 0; i < n; i++) {
@@ -869,10 +912,12 @@ int store_put_utterances(store *s, const stored_utterance *us, size_t n, size_t 
             if (put_utterance(s, &us[i], &inserted))
                 return -1;
             *n_duplicates += !inserted;
+            if (is_new)
+                is_new[i] = inserted;
             i++;
             continue;
         }
-        if (put_chunk(s, &us[i], k, n_duplicates))
+        if (put_chunk(s, &us[i], k, n_duplicates, is_new ? is_new + i : NULL))
             return -1;
         i += k;
     }
@@ -889,6 +934,25 @@ int store_update_metrics(store *s, const char *conversation_id, int64_t silence_
     sqlite3_stmt *st = s->stmt[ST_PENDING_DELETE];
     sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
     return run(s, ST_PENDING_DELETE, "cannot clear deferred metrics");
+}
+
+int store_update_metrics_with(store *s, const char *conversation_id, const at_turn *turns,
+                              size_t n_turns, int64_t silence_threshold_ms)
+{
+    if (scoredb_update_metrics_with(s->sdb, conversation_id, turns, n_turns,
+                                    silence_threshold_ms))
+        return fail_with(s, scoredb_errmsg(s->sdb));
+    sqlite3_stmt *st = s->stmt[ST_PENDING_DELETE];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    return run(s, ST_PENDING_DELETE, "cannot clear deferred metrics");
+}
+
+int store_read_turns(store *s, const char *conversation_id, at_turn **turns, size_t *n,
+                     size_t *cap)
+{
+    if (scoredb_read_turns(s->sdb, conversation_id, turns, n, cap))
+        return fail_with(s, scoredb_errmsg(s->sdb));
+    return 0;
 }
 
 int store_defer_metrics(store *s, const char *conversation_id)
@@ -944,4 +1008,9 @@ int store_conversation_routing(store *s, const char *conversation_id, char **que
     }
     done(st);
     return 0;
+}
+
+int64_t store_last_seq(const store *s)
+{
+    return s->last_seq;
 }

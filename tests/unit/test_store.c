@@ -433,7 +433,7 @@ static void test_utterances_several_to_a_statement(void **state)
     size_t n_dup = 99;
     assert_int_equal(store_begin(s), 0);
     /* Seqs 0 and 1 of both conversations first, alone. */
-    assert_int_equal(store_put_utterances(s, u, 4, &n_dup), 0);
+    assert_int_equal(store_put_utterances(s, u, 4, &n_dup, NULL), 0);
     assert_int_equal(n_dup, 0);
     assert_int_equal(store_commit(s), 0);
 
@@ -444,7 +444,7 @@ static void test_utterances_several_to_a_statement(void **state)
     all[8] = u[7];
     memcpy(all + 9, u + 8, (N - 8) * sizeof *u);
     assert_int_equal(store_begin(s), 0);
-    if (store_put_utterances(s, all, N + 1, &n_dup))
+    if (store_put_utterances(s, all, N + 1, &n_dup, NULL))
         fail_msg("store_put_utterances: %s", store_errmsg(s));
     assert_int_equal(n_dup, 5);
     assert_int_equal(store_commit(s), 0);
@@ -462,7 +462,7 @@ static void test_utterances_several_to_a_statement(void **state)
 
     /* A resend of all of it, in a later batch, stores nothing. */
     assert_int_equal(store_begin(s), 0);
-    assert_int_equal(store_put_utterances(s, u, N, &n_dup), 0);
+    assert_int_equal(store_put_utterances(s, u, N, &n_dup, NULL), 0);
     assert_int_equal(n_dup, N);
     assert_int_equal(store_commit(s), 0);
     assert_int_equal(q_int(db, "SELECT count(*) FROM utterances"), N);
@@ -472,7 +472,7 @@ static void test_utterances_several_to_a_statement(void **state)
     turn no_seq = make_turn(WIRE_ABSENT, AT_SPEAKER_AGENT);
     stored_utterance v = make_utt("c-0", &no_seq);
     assert_int_equal(store_begin(s), 0);
-    assert_int_equal(store_put_utterances(s, &v, 1, &n_dup), -1);
+    assert_int_equal(store_put_utterances(s, &v, 1, &n_dup, NULL), -1);
     store_rollback(s);
     assert_integrity(s);
 }
