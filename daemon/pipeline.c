@@ -113,6 +113,7 @@ struct pipeline {
     bool *pending_new;         /* writer: which of them store_put_utterances stored */
     size_t n_pending, cap_pending;
     uint64_t turns_gen;        /* writer: see recent.turns */
+    uint64_t batch_no;         /* writer: batches seen by update_metrics */
     size_t n_cached_turns;     /* writer: room taken by every recent.turns, in turns */
     struct touched_conv *touched; /* writer: conversations of the current batch */
     size_t cap_touched;
@@ -556,15 +557,20 @@ typedef struct recent {
     at_turn *turns;
     size_t n_turns, cap_turns;
     uint64_t turns_gen;
+    uint64_t batch_no; /* the latest batch that listed it (update_metrics) */
+    bool is_final;     /* that batch holds a message other than utterance for it */
+    bool is_ended;     /* ... an end or a whole conversation */
     char id[];
 } recent;
 
 /* The turn cache (recent.turns) is filled when a recomputation reads a conversation's turns,
  * or starts empty when the transaction created the conversation (it can have no other turns),
  * and every turn the writer stores joins it. A rollback, or a rescoring slice (it rewrites
- * stored turns), makes every cache stale at once by bumping the pipeline's turns_gen. Bounded:
- * TURN_CACHE_MAX turns in all (1 MiB), TURN_CACHE_CONV_MAX for one conversation; beyond,
- * metrics are recomputed from the database as before. */
+ * stored turns), makes every cache stale at once by bumping the pipeline's turns_gen. A
+ * conversation that ended (end, or sent whole) gives its copy up once its metrics are final: a
+ * late outcome reads the turns again. Bounded: TURN_CACHE_MAX turns in all (1 MiB),
+ * TURN_CACHE_CONV_MAX for one conversation; beyond, metrics are recomputed from the database as
+ * before. */
 #define TURN_CACHE_MAX 16384
 #define TURN_CACHE_CONV_MAX 4096
 /* turns_gen of a cache that missed a turn of the current transaction: only reading the turns
@@ -594,6 +600,8 @@ static recent *recent_get(pipeline *p, const char *id)
     r->turns = NULL;
     r->n_turns = r->cap_turns = 0;
     r->turns_gen = 0;
+    r->batch_no = 0;
+    r->is_final = r->is_ended = false;
     r->next = p->recent[h];
     p->recent[h] = r;
     p->n_recent++;
@@ -678,11 +686,10 @@ static void cache_add(pipeline *p, const stored_utterance *u, int64_t seq)
     };
 }
 
-/* Recomputes a conversation's metrics from its cached turns, reading them (into the cache,
- * when it has room) when the cache is stale. */
-static int recompute(pipeline *p, const char *id)
+/* Recomputes a conversation's metrics from its cached turns (r: its entry, or NULL when the
+ * table is full), reading them (into the cache, when it has room) when the cache is stale. */
+static int recompute(pipeline *p, const char *id, recent *r)
 {
-    recent *r = recent_get(p, id);
     if (!r)
         return store_update_metrics(p->st, id, p->silence_threshold_ms);
     if (r->turns_gen != p->turns_gen) {
@@ -718,7 +725,7 @@ static int flush_due(pipeline *p, uint64_t now)
         while (*link) {
             recent *r = *link;
             if (r->dirty && now - r->last_ms >= METRICS_INTERVAL_MS) {
-                if (recompute(p, r->id))
+                if (recompute(p, r->id, r))
                     return -1;
                 r->dirty = false;
                 r->last_ms = now;
@@ -739,12 +746,9 @@ static int flush_due(pipeline *p, uint64_t now)
 typedef struct touched_conv {
     const char *id;
     bool final; /* the batch holds a message other than utterance for it */
+    recent *r;  /* its entry, or NULL when the table is full */
 } touched_conv;
 
-static int cmp_touched(const void *a, const void *b)
-{
-    return strcmp(((const touched_conv *)a)->id, ((const touched_conv *)b)->id);
-}
 
 /* store_pending_metrics callback: a conversation marked in the database is dirty here too. A
  * full table leaves it to the next start. */
@@ -776,10 +780,26 @@ static int update_metrics(pipeline *p, work *batch)
 {
     if (reload_pending(p))
         return -1;
+    /* Each conversation once: its entry remembers the batch that last listed it (a conversation
+     * without an entry, the table being full, may be listed, and recomputed, more than once). */
     size_t n = 0;
+    p->batch_no++;
     for (work *w = batch; w; w = w->next) {
         if (!w->msg.conversation_id)
             continue;
+        bool final = w->msg.type != MSG_UTTERANCE;
+        bool ended = w->msg.type == MSG_END || w->msg.type == MSG_CONVERSATION;
+        recent *r = recent_get(p, w->msg.conversation_id);
+        if (r && r->batch_no == p->batch_no) {
+            r->is_final |= final;
+            r->is_ended |= ended;
+            continue;
+        }
+        if (r) {
+            r->batch_no = p->batch_no;
+            r->is_final = final;
+            r->is_ended = ended;
+        }
         if (n == p->cap_touched) {
             size_t cap = p->cap_touched ? p->cap_touched * 2 : 256;
             touched_conv *t = realloc(p->touched, cap * sizeof *t);
@@ -788,18 +808,13 @@ static int update_metrics(pipeline *p, work *batch)
             p->touched = t;
             p->cap_touched = cap;
         }
-        p->touched[n++] = (touched_conv){w->msg.conversation_id,
-                                         w->msg.type != MSG_UTTERANCE};
+        p->touched[n++] = (touched_conv){w->msg.conversation_id, final, r};
     }
-    if (n > 1)
-        qsort(p->touched, n, sizeof *p->touched, cmp_touched);
     uint64_t now = mono_ms();
-    for (size_t i = 0; i < n;) {
+    for (size_t i = 0; i < n; i++) {
         const char *id = p->touched[i].id;
-        bool final = false;
-        for (; i < n && strcmp(p->touched[i].id, id) == 0; i++)
-            final |= p->touched[i].final;
-        recent *r = recent_get(p, id);
+        recent *r = p->touched[i].r;
+        bool final = r ? r->is_final : p->touched[i].final;
         if (!final && r && now - r->last_ms < METRICS_INTERVAL_MS) {
             /* Marked in every batch that defers it, not only the first: the mark must be
              * committed with these utterances, whatever became of earlier transactions. */
@@ -811,8 +826,12 @@ static int update_metrics(pipeline *p, work *batch)
             }
             continue;
         }
-        if (recompute(p, id))
+        if (recompute(p, id, r))
             return -1;
+        if (r && r->is_ended) {
+            cache_drop(p, r);
+            r->turns_gen = 0;
+        }
         if (r) {
             r->last_ms = now;
             if (r->dirty) {
