@@ -73,11 +73,32 @@ int scoredb_solution_first(const at_result *r);
 int scoredb_put_markers(scoredb *sdb, const char *conversation_id, int64_t seq,
                         const at_marker *markers, size_t n_markers);
 
+/* One marker row: the marker at index ordinal of utterance (conversation_id, seq); borrowed. */
+typedef struct scoredb_marker_row {
+    const char *conversation_id;
+    int64_t seq;
+    size_t ordinal;
+    const at_marker *marker;
+} scoredb_marker_row;
+
+/* Inserts n marker rows (of any utterances), several to a statement: what scoredb_put_markers
+ * does for each of their utterances, for less work. Inside the caller's transaction. Returns 0
+ * or -1. */
+int scoredb_put_marker_rows(scoredb *sdb, const scoredb_marker_row *rows, size_t n);
+
 /* Recomputes the section-2 metrics of a conversation from its stored turns and facts
  * (at_conversation_metrics) and writes them into its row, inside the caller's transaction.
  * Returns 0 or -1. */
 int scoredb_update_metrics(scoredb *sdb, const char *conversation_id,
                            int64_t silence_threshold_ms);
+/* The stored turns of a conversation, as scoredb_update_metrics reads them, into *turns (n of
+ * them; the array grows with realloc, *cap entries; free it with free()). Returns 0 or -1. */
+int scoredb_read_turns(scoredb *sdb, const char *conversation_id, at_turn **turns, size_t *n,
+                       size_t *cap);
+/* scoredb_update_metrics from the conversation's turns as given (every stored turn, exactly as
+ * scoredb_read_turns would read them) instead of reading them. Returns 0 or -1. */
+int scoredb_update_metrics_with(scoredb *sdb, const char *conversation_id,
+                                const at_turn *turns, size_t n, int64_t silence_threshold_ms);
 
 /* Where a rescoring run is: utterances are visited in (conversation_id, seq) order, after the
  * last one visited. Zero-initialise, then set since_ms; free with rescore_cursor_fini. */

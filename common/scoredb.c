@@ -6,8 +6,9 @@
  * daemon would have stored had the new model scored it in the first place.
  *
  * Invariants:
- *   - A scoredb borrows its connection. Statements are prepared once in scoredb_new, reset (and
- *     their bindings cleared) after each use, and finalized in scoredb_free.
+ *   - A scoredb borrows its connection. Statements are prepared once (in scoredb_new; a
+ *     multi-row insert when first used), reset (and their bindings cleared) after each use, and
+ *     finalized in scoredb_free.
  *   - Nothing here begins or ends a transaction: each call runs inside the caller's, so an
  *     utterance, its markers and its conversation's metrics always change together.
  *   - Nothing here logs, and no error message carries transcript text.
@@ -71,9 +72,15 @@ static const char *const stmt_sql[N_STMTS] = {
         " WHERE conversation_id = ?1 AND seq = ?2",
 };
 
+/* Marker rows go up to MARKER_ROWS to a statement (scoredb_put_marker_rows): SQLite's work per
+ * statement is paid once for them all. */
+#define MARKER_ROWS 16
+#define MARKER_PARAMS 8
+
 struct scoredb {
     sqlite3 *db;
     sqlite3_stmt *stmt[N_STMTS];
+    sqlite3_stmt *marker_multi[MARKER_ROWS + 1]; /* [k]: a k-row insert, prepared when first used */
     char errmsg[512];
 };
 
@@ -133,6 +140,8 @@ void scoredb_free(scoredb *sdb)
         return;
     for (int i = 0; i < N_STMTS; i++)
         sqlite3_finalize(sdb->stmt[i]);
+    for (int k = 0; k <= MARKER_ROWS; k++)
+        sqlite3_finalize(sdb->marker_multi[k]);
     free(sdb);
 }
 
@@ -159,26 +168,89 @@ int scoredb_solution_first(const at_result *r)
 
 /* ---- markers ---------------------------------------------------------------------------- */
 
+/* Binds one marker row to parameters base + 1 ... base + MARKER_PARAMS of st. */
+static void bind_marker(sqlite3_stmt *st, int base, const char *conversation_id, int64_t seq,
+                        size_t ordinal, const at_marker *m)
+{
+    sqlite3_bind_text(st, base + 1, conversation_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, base + 2, seq);
+    sqlite3_bind_int64(st, base + 3, (int64_t)ordinal);
+    sqlite3_bind_text(st, base + 4, at_family_name(at_category_family(m->category)), -1,
+                      SQLITE_STATIC);
+    sqlite3_bind_text(st, base + 5, at_category_name(m->category), -1, SQLITE_STATIC);
+    if (m->pattern_id)
+        sqlite3_bind_text(st, base + 6, m->pattern_id, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, base + 6);
+    sqlite3_bind_int64(st, base + 7, (int64_t)m->start);
+    sqlite3_bind_int64(st, base + 8, (int64_t)m->end);
+}
+
 int scoredb_put_markers(scoredb *sdb, const char *conversation_id, int64_t seq,
                         const at_marker *markers, size_t n_markers)
 {
     sqlite3_stmt *st = sdb->stmt[ST_MARKER_INSERT];
     for (size_t i = 0; i < n_markers; i++) {
-        const at_marker *m = &markers[i];
-        sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, seq);
-        sqlite3_bind_int64(st, 3, (int64_t)i);
-        sqlite3_bind_text(st, 4, at_family_name(at_category_family(m->category)), -1,
-                          SQLITE_STATIC);
-        sqlite3_bind_text(st, 5, at_category_name(m->category), -1, SQLITE_STATIC);
-        if (m->pattern_id)
-            sqlite3_bind_text(st, 6, m->pattern_id, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(st, 6);
-        sqlite3_bind_int64(st, 7, (int64_t)m->start);
-        sqlite3_bind_int64(st, 8, (int64_t)m->end);
+        bind_marker(st, 0, conversation_id, seq, i, &markers[i]);
         if (run(sdb, ST_MARKER_INSERT, "cannot store marker"))
             return -1;
+    }
+    return 0;
+}
+
+/* The k-row insert, prepared the first time it is needed; NULL on failure (errmsg set). */
+static sqlite3_stmt *marker_multi_stmt(scoredb *sdb, size_t k)
+{
+    if (sdb->marker_multi[k])
+        return sdb->marker_multi[k];
+    static const char head[] = "INSERT INTO markers (conversation_id, seq, ordinal, family,"
+                               " category, pattern, start_byte, end_byte) VALUES ";
+    static const char row[] = "(?,?,?,?,?,?,?,?)";
+    char sql[sizeof head + MARKER_ROWS * sizeof row];
+    size_t n = sizeof head - 1;
+    memcpy(sql, head, n);
+    for (size_t j = 0; j < k; j++) {
+        if (j)
+            sql[n++] = ',';
+        memcpy(sql + n, row, sizeof row - 1);
+        n += sizeof row - 1;
+    }
+    sql[n] = '\0';
+    if (sqlite3_prepare_v3(sdb->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &sdb->marker_multi[k],
+                           NULL)) {
+        fail_sql(sdb, "cannot prepare the insert of several markers");
+        return NULL;
+    }
+    return sdb->marker_multi[k];
+}
+
+int scoredb_put_marker_rows(scoredb *sdb, const scoredb_marker_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i < MARKER_ROWS ? n - i : MARKER_ROWS;
+        if (k == 1) {
+            const scoredb_marker_row *r = &rows[i];
+            sqlite3_stmt *st = sdb->stmt[ST_MARKER_INSERT];
+            bind_marker(st, 0, r->conversation_id, r->seq, r->ordinal, r->marker);
+            if (run(sdb, ST_MARKER_INSERT, "cannot store marker"))
+                return -1;
+            i++;
+            continue;
+        }
+        sqlite3_stmt *st = marker_multi_stmt(sdb, k);
+        if (!st)
+            return -1;
+        for (size_t j = 0; j < k; j++) {
+            const scoredb_marker_row *r = &rows[i + j];
+            bind_marker(st, (int)j * MARKER_PARAMS, r->conversation_id, r->seq, r->ordinal,
+                        r->marker);
+        }
+        int rc = sqlite3_step(st);
+        int ret = rc == SQLITE_DONE ? 0 : fail_sql(sdb, "cannot store marker");
+        done(st);
+        if (ret)
+            return -1;
+        i += k;
     }
     return 0;
 }
@@ -216,8 +288,60 @@ static void bind_real_or_null(sqlite3_stmt *st, int i, double v)
         sqlite3_bind_double(st, i, v);
 }
 
+int scoredb_read_turns(scoredb *sdb, const char *conversation_id, at_turn **turns, size_t *n,
+                       size_t *cap)
+{
+    *n = 0;
+    sqlite3_stmt *st = sdb->stmt[ST_TURNS_SELECT];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == *cap) {
+            size_t new_cap = *cap ? *cap * 2 : 64;
+            at_turn *nt = realloc(*turns, new_cap * sizeof *nt);
+            if (!nt) {
+                done(st);
+                return fail_with(sdb, "out of memory computing metrics");
+            }
+            *turns = nt;
+            *cap = new_cap;
+        }
+        at_turn *t = &(*turns)[(*n)++];
+        t->seq = sqlite3_column_int64(st, 0);
+        const char *sp = (const char *)sqlite3_column_text(st, 1);
+        if (!sp || at_speaker_parse(sp, strlen(sp), &t->speaker))
+            t->speaker = AT_SPEAKER_SYSTEM;
+        t->ts_ms = col_int(st, 2);
+        t->start_ms = col_int(st, 3);
+        t->end_ms = col_int(st, 4);
+        t->compound = sqlite3_column_double(st, 5);
+        t->frustration_score = col_real(st, 6);
+        t->category_mask = (uint32_t)sqlite3_column_int64(st, 7);
+        t->solution_first = col_flag(st, 8);
+    }
+    if (rc != SQLITE_DONE) {
+        fail_sql(sdb, "cannot read turns for metrics");
+        done(st);
+        return -1;
+    }
+    done(st);
+    return 0;
+}
+
 int scoredb_update_metrics(scoredb *sdb, const char *conversation_id,
                            int64_t silence_threshold_ms)
+{
+    at_turn *turns = NULL;
+    size_t n = 0, cap = 0;
+    int rc = scoredb_read_turns(sdb, conversation_id, &turns, &n, &cap);
+    if (rc == 0)
+        rc = scoredb_update_metrics_with(sdb, conversation_id, turns, n, silence_threshold_ms);
+    free(turns);
+    return rc;
+}
+
+int scoredb_update_metrics_with(scoredb *sdb, const char *conversation_id,
+                                const at_turn *turns, size_t n, int64_t silence_threshold_ms)
 {
     at_conv_facts f = {AT_NULL_INT, AT_NULL_INT, AT_NULL_INT, -1, -1, -1, NAN, AT_NULL_INT};
     sqlite3_stmt *st = sdb->stmt[ST_FACTS_SELECT];
@@ -239,45 +363,8 @@ int scoredb_update_metrics(scoredb *sdb, const char *conversation_id,
     }
     done(st);
 
-    at_turn *turns = NULL;
-    size_t n = 0, cap = 0;
-    st = sdb->stmt[ST_TURNS_SELECT];
-    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            at_turn *nt = realloc(turns, cap * sizeof *nt);
-            if (!nt) {
-                done(st);
-                free(turns);
-                return fail_with(sdb, "out of memory computing metrics");
-            }
-            turns = nt;
-        }
-        at_turn *t = &turns[n++];
-        t->seq = sqlite3_column_int64(st, 0);
-        const char *sp = (const char *)sqlite3_column_text(st, 1);
-        if (!sp || at_speaker_parse(sp, strlen(sp), &t->speaker))
-            t->speaker = AT_SPEAKER_SYSTEM;
-        t->ts_ms = col_int(st, 2);
-        t->start_ms = col_int(st, 3);
-        t->end_ms = col_int(st, 4);
-        t->compound = sqlite3_column_double(st, 5);
-        t->frustration_score = col_real(st, 6);
-        t->category_mask = (uint32_t)sqlite3_column_int64(st, 7);
-        t->solution_first = col_flag(st, 8);
-    }
-    if (rc != SQLITE_DONE) {
-        fail_sql(sdb, "cannot read turns for metrics");
-        done(st);
-        free(turns);
-        return -1;
-    }
-    done(st);
     at_conv_metrics m;
-    rc = at_conversation_metrics(turns, n, &f, silence_threshold_ms, &m);
-    free(turns);
-    if (rc)
+    if (at_conversation_metrics(turns, n, &f, silence_threshold_ms, &m))
         return fail_with(sdb, "out of memory computing metrics");
 
     st = sdb->stmt[ST_METRICS_UPDATE];

@@ -134,6 +134,10 @@ typedef struct message {
     char *filter_queue, *filter_agent_id;
     /* rescore: conversations started at or after this time (ms), or WIRE_ABSENT for all */
     int64_t since;
+    /* One block holding the turns and strings above (owned), so that a line costs one
+     * allocation rather than one per field; what did not fit in it has its own. */
+    char *mem;
+    size_t mem_used, mem_cap;
 } message;
 
 /* Error codes of PROTOCOL.md. */
@@ -204,6 +208,23 @@ int store_put_conversation(store *s, const char *conversation_id, const conv_fac
 /* Inserts an utterance unless (conversation_id, seq) exists; *inserted tells which. Creates
  * the conversation when unknown. Markers are stored only when the utterance is new. */
 int store_put_utterance(store *s, const stored_utterance *u, bool *inserted);
+/* store_put_utterance for n utterances that all have their seq, several to a statement (the
+ * same rows, markers and errors, for less work); *n_duplicates counts those already stored, and
+ * is_new (NULL, or n entries) tells which were stored. A failure fails the caller's
+ * transaction, as one of store_put_utterance does. */
+int store_put_utterances(store *s, const stored_utterance *us, size_t n, size_t *n_duplicates,
+                         bool *is_new);
+/* The seq store_put_utterance last gave an utterance (or found it had). */
+int64_t store_last_seq(const store *s);
+/* Whether the current transaction created the conversation's row (a store_put_* call inserted
+ * it), so that every turn it has was stored by this transaction. False when unsure. */
+bool store_is_new_conversation(store *s, const char *conversation_id);
+/* The conversation's stored turns (scoredb_read_turns). Returns 0 or -1. */
+int store_read_turns(store *s, const char *conversation_id, at_turn **turns, size_t *n,
+                     size_t *cap);
+/* store_update_metrics from the conversation's stored turns as given, without reading them. */
+int store_update_metrics_with(store *s, const char *conversation_id, const at_turn *turns,
+                              size_t n_turns, int64_t silence_threshold_ms);
 /* Recomputes the section-2 metrics of a conversation from its stored turns and facts and
  * writes them into its row, and clears its pending_metrics mark (inside the caller's
  * transaction). */

@@ -29,6 +29,10 @@
  * commits: the batch it is retrying and every item after it are completed as abandoned, neither
  * stored nor acknowledged, so that the daemon can exit with everything it acknowledged stored.
  *
+ * Turns in memory: recomputing a conversation's metrics needs all its stored turns; the writer
+ * keeps them (recent.turns, bounded) as it stores them, so that a recomputation reads them from
+ * the database only when it has no complete copy (see TURN_CACHE_MAX).
+ *
  * Checkpoints: SQLite's automatic checkpoint runs after commits while the writer is busy; once
  * it has been idle for CHECKPOINT_IDLE_MS, the writer copies the whole WAL into the database and
  * truncates it, without waiting for readers, and tries again every CHECKPOINT_IDLE_MS while a
@@ -105,6 +109,12 @@ struct pipeline {
     bool is_checkpoint_due;  /* writer: commits since the last complete idle checkpoint */
     bool is_checkpoint_failing; /* writer: the last idle checkpoint failed (logged once) */
     char last_error[512]; /* writer: its message */
+    stored_utterance *pending; /* writer: utterances of the batch not yet stored */
+    bool *pending_new;         /* writer: which of them store_put_utterances stored */
+    size_t n_pending, cap_pending;
+    uint64_t turns_gen;        /* writer: see recent.turns */
+    uint64_t batch_no;         /* writer: batches seen by update_metrics */
+    size_t n_cached_turns;     /* writer: room taken by every recent.turns, in turns */
     struct touched_conv *touched; /* writer: conversations of the current batch */
     size_t cap_touched;
     struct recent *recent[4096];  /* writer: metrics throttling, see update_metrics */
@@ -215,11 +225,10 @@ void work_free(work *w)
     if (!w)
         return;
     if (w->scored) {
-        for (size_t i = 0; i < w->msg.n_turns; i++) {
-            free(w->scored[i].markers);
-            free(w->scored[i].redacted);
-        }
-        free(w->scored);
+        for (size_t i = 0; i < w->msg.n_turns; i++)
+            free(w->scored[i].mem);
+        if (w->scored != &w->one)
+            free(w->scored);
     }
     for (size_t i = 0; i < w->n_alerts; i++)
         alert_fini(&w->alerts[i]);
@@ -351,13 +360,22 @@ static void score_work(worker *wk, work *w)
 {
     pipeline *p = wk->p;
     const at_model *model = acquire_model(wk);
-    snprintf(w->model_id, sizeof w->model_id, "%s", at_model_id(model));
+    /* Not snprintf: its format machinery was a third of this thread's own work per line. */
+    const char *model_id = at_model_id(model);
+    size_t id_len = strnlen(model_id, sizeof w->model_id - 1);
+    memcpy(w->model_id, model_id, id_len);
+    w->model_id[id_len] = '\0';
     if (!w->msg.n_turns)
         return;
-    w->scored = calloc(w->msg.n_turns, sizeof *w->scored);
-    for (size_t i = 0; w->scored && i < w->msg.n_turns; i++) {
+    /* An utterance's scores are in the item itself; a conversation message's in an array. */
+    if (w->msg.n_turns == 1) {
+        memset(&w->one, 0, sizeof w->one);
+        w->scored = &w->one;
+    } else if (!(w->scored = calloc(w->msg.n_turns, sizeof *w->scored))) {
+        return;
+    }
+    for (size_t i = 0; i < w->msg.n_turns; i++) {
         const turn *t = &w->msg.turns[i];
-        scored_turn *s = &w->scored[i];
         at_result r;
         int rc = at_score(model, wk->scratch, t->text, t->text_len, t->speaker, 0, &r);
         if (rc) {
@@ -385,30 +403,37 @@ static void score_work(worker *wk, work *w)
         }
         if (p->alert_cb)
             detect_alerts(wk, w, t, &r);
-        if (p->store_text == STORE_TEXT_REDACTED) {
-            /* After scoring, so that redaction never changes a score. */
-            const char *red;
-            size_t red_len;
-            unsigned n_red = 0;
-            if (at_redact(model, wk->scratch, t->text, t->text_len, &red, &red_len, &n_red) == 0 &&
-                (s->redacted = malloc(red_len + 1))) {
-                memcpy(s->redacted, red, red_len + 1);
-                s->redacted_len = red_len;
-                s->was_redacted = n_red > 0;
-            }
-        }
+        const char *red = NULL;
+        size_t red_len = 0;
+        unsigned n_red = 0;
+        /* After scoring, so that redaction never changes a score. */
+        if (p->store_text == STORE_TEXT_REDACTED &&
+            at_redact(model, wk->scratch, t->text, t->text_len, &red, &red_len, &n_red))
+            red = NULL;
+        scored_turn *s = &w->scored[i];
         s->sentiment = r.sentiment;
         s->category_mask = r.category_mask;
         s->solution_first = scoredb_solution_first(&r);
         s->frustration_score = t->speaker == AT_SPEAKER_CUSTOMER ? r.frustration_score : NAN;
-        if (r.n_markers) {
-            s->markers = malloc(r.n_markers * sizeof *s->markers);
-            if (s->markers) {
-                memcpy(s->markers, r.markers, r.n_markers * sizeof *s->markers);
-                s->n_markers = r.n_markers;
-            }
-        }
         atomic_fetch_add_explicit(&p->utterances_scored, 1, memory_order_relaxed);
+        /* The markers and the redacted text share one block. Without memory the turn is
+         * stored without them, as it was when each had its own. */
+        size_t red_at = r.n_markers * sizeof(at_marker);
+        char *mem = red_at || red ? malloc(red_at + (red ? red_len + 1 : 0)) : NULL;
+        if (!mem)
+            continue;
+        s->mem = mem;
+        if (red) {
+            s->redacted = mem + red_at;
+            memcpy(s->redacted, red, red_len + 1);
+            s->redacted_len = red_len;
+            s->was_redacted = n_red > 0;
+        }
+        if (r.n_markers) {
+            s->markers = (at_marker *)mem;
+            memcpy(s->markers, r.markers, r.n_markers * sizeof *s->markers);
+            s->n_markers = r.n_markers;
+        }
     }
 }
 
@@ -431,6 +456,28 @@ static size_t work_rows(const work *w)
     return w->msg.n_turns + (w->msg.type != MSG_UTTERANCE);
 }
 
+static void cache_add(pipeline *p, const stored_utterance *u, int64_t seq);
+
+/* Stores the utterances gathered by apply_work, several to a statement. */
+static int flush_utterances(pipeline *p)
+{
+    size_t n_dup = 0;
+    int rc = store_put_utterances(p->st, p->pending, p->n_pending, &n_dup, p->pending_new);
+    if (rc == 0) {
+        for (size_t i = 0; i < p->n_pending; i++)
+            if (p->pending_new[i])
+                cache_add(p, &p->pending[i], p->pending[i].turn->seq);
+    }
+    p->n_pending = 0;
+    if (n_dup)
+        atomic_fetch_add_explicit(&p->duplicates, n_dup, memory_order_relaxed);
+    return rc;
+}
+
+/* Applies one item. Utterances that carry their seq are gathered and stored by the batch's
+ * flush_utterances (they commute with everything else in the batch: their conversation row is
+ * made sure of when they are stored, and metrics are recomputed after every item is applied);
+ * one without seq is numbered from the stored rows, so those gathered go first. */
 static int apply_work(pipeline *p, work *w)
 {
     const message *m = &w->msg;
@@ -456,10 +503,35 @@ static int apply_work(pipeline *p, work *w)
             .solution_first = s->solution_first,
             .model_id = w->model_id,
         };
+        if (t->seq != WIRE_ABSENT) {
+            if (p->n_pending == p->cap_pending) {
+                size_t cap = p->cap_pending ? p->cap_pending * 2 : 256;
+                stored_utterance *v = realloc(p->pending, cap * sizeof *v);
+                if (v)
+                    p->pending = v;
+                bool *is_new = v ? realloc(p->pending_new, cap * sizeof *is_new) : NULL;
+                if (is_new)
+                    p->pending_new = is_new;
+                if (v && is_new) {
+                    p->cap_pending = cap;
+                } else if (p->n_pending && flush_utterances(p)) {
+                    return -1; /* without memory, what was gathered is stored now */
+                }
+            }
+            if (p->n_pending < p->cap_pending) {
+                p->pending[p->n_pending++] = u;
+                continue;
+            }
+            /* No memory at all: this one is stored alone, below. */
+        } else if (p->n_pending && flush_utterances(p)) {
+            return -1;
+        }
         bool inserted;
         if (store_put_utterance(p->st, &u, &inserted))
             return -1;
-        if (!inserted)
+        if (inserted)
+            cache_add(p, &u, store_last_seq(p->st));
+        else
             atomic_fetch_add_explicit(&p->duplicates, 1, memory_order_relaxed);
     }
     return 0;
@@ -480,8 +552,30 @@ typedef struct recent {
     struct recent *next;
     uint64_t last_ms; /* when its metrics were last recomputed */
     bool dirty;       /* turns arrived since */
+    /* Its stored turns, as scoredb_read_turns would read them, so that recomputing its metrics
+     * need not read them again: complete while turns_gen is the pipeline's turns_gen. */
+    at_turn *turns;
+    size_t n_turns, cap_turns;
+    uint64_t turns_gen;
+    uint64_t batch_no; /* the latest batch that listed it (update_metrics) */
+    bool is_final;     /* that batch holds a message other than utterance for it */
+    bool is_ended;     /* ... an end or a whole conversation */
     char id[];
 } recent;
+
+/* The turn cache (recent.turns) is filled when a recomputation reads a conversation's turns,
+ * or starts empty when the transaction created the conversation (it can have no other turns),
+ * and every turn the writer stores joins it. A rollback, or a rescoring slice (it rewrites
+ * stored turns), makes every cache stale at once by bumping the pipeline's turns_gen. A
+ * conversation that ended (end, or sent whole) gives its copy up once its metrics are final: a
+ * late outcome reads the turns again. Bounded: TURN_CACHE_MAX turns in all (1 MiB),
+ * TURN_CACHE_CONV_MAX for one conversation; beyond, metrics are recomputed from the database as
+ * before. */
+#define TURN_CACHE_MAX 16384
+#define TURN_CACHE_CONV_MAX 4096
+/* turns_gen of a cache that missed a turn of the current transaction: only reading the turns
+ * again makes it complete. */
+#define TURNS_MISSED UINT64_MAX
 
 static uint64_t mono_ms(void)
 {
@@ -503,10 +597,22 @@ static recent *recent_get(pipeline *p, const char *id)
     memcpy(r->id, id, len + 1);
     r->last_ms = 0;
     r->dirty = false;
+    r->turns = NULL;
+    r->n_turns = r->cap_turns = 0;
+    r->turns_gen = 0;
+    r->batch_no = 0;
+    r->is_final = r->is_ended = false;
     r->next = p->recent[h];
     p->recent[h] = r;
     p->n_recent++;
     return r;
+}
+
+static void recent_free(pipeline *p, recent *r)
+{
+    p->n_cached_turns -= r->cap_turns;
+    free(r->turns);
+    free(r);
 }
 
 static void recent_free_all(pipeline *p)
@@ -514,11 +620,101 @@ static void recent_free_all(pipeline *p)
     for (size_t b = 0; b < RECENT_BUCKETS; b++) {
         for (recent *r = p->recent[b], *next; r; r = next) {
             next = r->next;
-            free(r);
+            recent_free(p, r);
         }
         p->recent[b] = NULL;
     }
     p->n_recent = p->n_dirty = 0;
+}
+
+static void cache_drop(pipeline *p, recent *r)
+{
+    p->n_cached_turns -= r->cap_turns;
+    free(r->turns);
+    r->turns = NULL;
+    r->n_turns = r->cap_turns = 0;
+}
+
+/* Room for need turns in r's cache, within the bounds. */
+static bool cache_room(pipeline *p, recent *r, size_t need)
+{
+    if (need <= r->cap_turns)
+        return true;
+    size_t cap = r->cap_turns ? r->cap_turns : 16;
+    while (cap < need)
+        cap *= 2;
+    if (cap > TURN_CACHE_CONV_MAX || p->n_cached_turns - r->cap_turns + cap > TURN_CACHE_MAX)
+        return false;
+    at_turn *t = realloc(r->turns, cap * sizeof *t);
+    if (!t)
+        return false;
+    p->n_cached_turns += cap - r->cap_turns;
+    r->turns = t;
+    r->cap_turns = cap;
+    return true;
+}
+
+/* A turn the writer stored (u, numbered seq) joins its conversation's cache: as
+ * scoredb_read_turns reads it back from the row store.c writes. */
+static void cache_add(pipeline *p, const stored_utterance *u, int64_t seq)
+{
+    recent *r = recent_get(p, u->conversation_id);
+    if (!r || r->turns_gen == TURNS_MISSED)
+        return;
+    if (r->turns_gen != p->turns_gen) {
+        if (!store_is_new_conversation(p->st, u->conversation_id))
+            return; /* stale: the next recomputation reads the turns */
+        r->n_turns = 0; /* a new conversation has no other turns */
+        r->turns_gen = p->turns_gen;
+    }
+    if (!cache_room(p, r, r->n_turns + 1)) {
+        r->turns_gen = TURNS_MISSED;
+        cache_drop(p, r);
+        return;
+    }
+    const turn *t = u->turn;
+    r->turns[r->n_turns++] = (at_turn){
+        .seq = seq,
+        .speaker = t->speaker,
+        .ts_ms = t->ts,
+        .start_ms = t->start_ms,
+        .end_ms = t->end_ms,
+        .compound = u->sentiment.compound,
+        .frustration_score = u->frustration_score,
+        .category_mask = u->category_mask,
+        .solution_first = u->solution_first < 0 ? -1 : u->solution_first != 0,
+    };
+}
+
+/* Recomputes a conversation's metrics from its cached turns (r: its entry, or NULL when the
+ * table is full), reading them (into the cache, when it has room) when the cache is stale. */
+static int recompute(pipeline *p, const char *id, recent *r)
+{
+    if (!r)
+        return store_update_metrics(p->st, id, p->silence_threshold_ms);
+    if (r->turns_gen != p->turns_gen) {
+        size_t old_cap = r->cap_turns;
+        r->turns_gen = 0;
+        if (store_read_turns(p->st, id, &r->turns, &r->n_turns, &r->cap_turns))
+            return -1;
+        p->n_cached_turns += r->cap_turns - old_cap;
+        bool is_kept = r->cap_turns <= TURN_CACHE_CONV_MAX &&
+                       p->n_cached_turns <= TURN_CACHE_MAX;
+        int rc = store_update_metrics_with(p->st, id, r->turns, r->n_turns,
+                                           p->silence_threshold_ms);
+        if (is_kept)
+            r->turns_gen = p->turns_gen;
+        else
+            cache_drop(p, r);
+        return rc;
+    }
+    return store_update_metrics_with(p->st, id, r->turns, r->n_turns, p->silence_threshold_ms);
+}
+
+/* Makes every turn cache stale (a rollback, a rescoring slice). */
+static void cache_invalidate(pipeline *p)
+{
+    p->turns_gen++;
 }
 
 /* Recomputes dirty conversations that are due, and forgets clean ones not seen for a while. */
@@ -529,7 +725,7 @@ static int flush_due(pipeline *p, uint64_t now)
         while (*link) {
             recent *r = *link;
             if (r->dirty && now - r->last_ms >= METRICS_INTERVAL_MS) {
-                if (store_update_metrics(p->st, r->id, p->silence_threshold_ms))
+                if (recompute(p, r->id, r))
                     return -1;
                 r->dirty = false;
                 r->last_ms = now;
@@ -537,7 +733,7 @@ static int flush_due(pipeline *p, uint64_t now)
             }
             if (!r->dirty && now - r->last_ms >= 10 * METRICS_INTERVAL_MS) {
                 *link = r->next;
-                free(r);
+                recent_free(p, r);
                 p->n_recent--;
                 continue;
             }
@@ -550,12 +746,9 @@ static int flush_due(pipeline *p, uint64_t now)
 typedef struct touched_conv {
     const char *id;
     bool final; /* the batch holds a message other than utterance for it */
+    recent *r;  /* its entry, or NULL when the table is full */
 } touched_conv;
 
-static int cmp_touched(const void *a, const void *b)
-{
-    return strcmp(((const touched_conv *)a)->id, ((const touched_conv *)b)->id);
-}
 
 /* store_pending_metrics callback: a conversation marked in the database is dirty here too. A
  * full table leaves it to the next start. */
@@ -587,10 +780,26 @@ static int update_metrics(pipeline *p, work *batch)
 {
     if (reload_pending(p))
         return -1;
+    /* Each conversation once: its entry remembers the batch that last listed it (a conversation
+     * without an entry, the table being full, may be listed, and recomputed, more than once). */
     size_t n = 0;
+    p->batch_no++;
     for (work *w = batch; w; w = w->next) {
         if (!w->msg.conversation_id)
             continue;
+        bool final = w->msg.type != MSG_UTTERANCE;
+        bool ended = w->msg.type == MSG_END || w->msg.type == MSG_CONVERSATION;
+        recent *r = recent_get(p, w->msg.conversation_id);
+        if (r && r->batch_no == p->batch_no) {
+            r->is_final |= final;
+            r->is_ended |= ended;
+            continue;
+        }
+        if (r) {
+            r->batch_no = p->batch_no;
+            r->is_final = final;
+            r->is_ended = ended;
+        }
         if (n == p->cap_touched) {
             size_t cap = p->cap_touched ? p->cap_touched * 2 : 256;
             touched_conv *t = realloc(p->touched, cap * sizeof *t);
@@ -599,18 +808,13 @@ static int update_metrics(pipeline *p, work *batch)
             p->touched = t;
             p->cap_touched = cap;
         }
-        p->touched[n++] = (touched_conv){w->msg.conversation_id,
-                                         w->msg.type != MSG_UTTERANCE};
+        p->touched[n++] = (touched_conv){w->msg.conversation_id, final, r};
     }
-    if (n > 1)
-        qsort(p->touched, n, sizeof *p->touched, cmp_touched);
     uint64_t now = mono_ms();
-    for (size_t i = 0; i < n;) {
+    for (size_t i = 0; i < n; i++) {
         const char *id = p->touched[i].id;
-        bool final = false;
-        for (; i < n && strcmp(p->touched[i].id, id) == 0; i++)
-            final |= p->touched[i].final;
-        recent *r = recent_get(p, id);
+        recent *r = p->touched[i].r;
+        bool final = r ? r->is_final : p->touched[i].final;
         if (!final && r && now - r->last_ms < METRICS_INTERVAL_MS) {
             /* Marked in every batch that defers it, not only the first: the mark must be
              * committed with these utterances, whatever became of earlier transactions. */
@@ -622,8 +826,12 @@ static int update_metrics(pipeline *p, work *batch)
             }
             continue;
         }
-        if (store_update_metrics(p->st, id, p->silence_threshold_ms))
+        if (recompute(p, id, r))
             return -1;
+        if (r && r->is_ended) {
+            cache_drop(p, r);
+            r->turns_gen = 0;
+        }
         if (r) {
             r->last_ms = now;
             if (r->dirty) {
@@ -745,6 +953,7 @@ static void flush_idle(pipeline *p, bool all)
     if (reload_pending(p) || flush_due(p, now) || store_commit(p->st)) {
         store_rollback(p->st);
         p->is_pending_reload = true;
+        cache_invalidate(p);
     } else {
         p->is_checkpoint_due = true;
     }
@@ -754,10 +963,13 @@ static int apply_batch(pipeline *p, work *batch)
 {
     if (store_begin(p->st))
         goto fail;
+    p->n_pending = 0;
     for (work *w = batch; w; w = w->next) {
         if (apply_work(p, w))
             goto fail;
     }
+    if (p->n_pending && flush_utterances(p))
+        goto fail;
     if (update_metrics(p, batch))
         goto fail;
     /* Subscribers filter alerts by queue and agent, which the conversation row knows. */
@@ -780,6 +992,7 @@ fail:
     snprintf(p->last_error, sizeof p->last_error, "%s", store_errmsg(p->st));
     store_rollback(p->st);
     p->is_pending_reload = true;
+    cache_invalidate(p); /* turns it stored are gone again */
     return -1;
 }
 
@@ -1087,6 +1300,7 @@ static void rescore_step(pipeline *p)
             p->is_checkpoint_due = true;
     }
     atomic_store(&p->writer_hazard, NULL);
+    cache_invalidate(p); /* the slice rewrote stored turns' scores */
     if (rc < 0) {
         char why[640];
         snprintf(why, sizeof why, "the rescore failed: %s; what it committed stays, and sending "
@@ -1349,6 +1563,7 @@ int pipeline_new(const config *cfg, at_model *model, store *st, uv_loop_t *loop,
     atomic_store(&p->batch_ms, cfg->batch_ms);
     atomic_store(&p->max_db_mb, cfg->max_db_mb);
     p->applied_max_db_mb = -1;
+    p->turns_gen = 1;
     atomic_store(&p->alert_floor, cfg->alert_compound_floor);
     atomic_store(&p->alert_turns, cfg->alert_consecutive_turns);
     atomic_store(&p->writer_beat_ns, uv_hrtime());
@@ -1471,6 +1686,8 @@ void pipeline_free(pipeline *p)
     pthread_join(p->writer, NULL);
     queue_fini(&p->wq);
     free(p->touched);
+    free(p->pending);
+    free(p->pending_new);
     recent_free_all(p);
     for (size_t i = 0; i < p->n_alerts; i++)
         alert_fini(&p->alerts[i]);

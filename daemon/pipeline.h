@@ -20,13 +20,14 @@
 typedef struct scored_turn {
     at_sentiment sentiment;
     double frustration_score; /* NAN for turns other than customer */
-    at_marker *markers;       /* owned copy */
+    at_marker *markers;       /* a copy, in mem */
     size_t n_markers;
     uint32_t category_mask;
     int solution_first;       /* see at_turn */
-    char *redacted;           /* store_text = redacted: the text to store (owned) */
+    char *redacted;           /* store_text = redacted: the text to store */
     size_t redacted_len;
     bool was_redacted;        /* redaction replaced something */
+    void *mem;                /* owned: the block holding markers and redacted, or NULL */
 } scored_turn;
 
 /* A live signal raised by a worker, delivered to subscribers after its commit. */
@@ -47,7 +48,8 @@ typedef struct work {
     size_t bytes;     /* the line's length, for in-flight accounting */
     uint64_t read_ns; /* uv_hrtime() when the loop thread read the line (ack latency) */
     message msg;      /* owned */
-    scored_turn *scored; /* msg.n_turns entries, owned */
+    scored_turn *scored; /* msg.n_turns entries: &one, or owned */
+    scored_turn one;     /* the scores of a one-turn message */
     char model_id[32];
     alert *alerts;    /* owned; handed to the loop thread after the commit */
     size_t n_alerts;

@@ -9,8 +9,8 @@
  *
  * Invariants:
  *   - Only the writer thread touches a store (the connection is opened NOMUTEX).
- *   - Every statement is prepared once in store_open, reset (and its bindings cleared) after
- *     each use, and finalized in store_close.
+ *   - Every statement is prepared once (in store_open; a multi-row insert when first used),
+ *     reset (and its bindings cleared) after each use, and finalized in store_close.
  *   - store_put_utterance is all or nothing: it runs inside a savepoint, so a failure leaves no
  *     half-stored utterance in the caller's batch, and a conversation row always exists for
  *     every utterance (foreign keys are on).
@@ -52,6 +52,7 @@ enum stmt_id {
     ST_CONV_ENSURE,
     ST_NEXT_SEQ,
     ST_UTT_INSERT,
+    ST_UTT_ROWID,
     ST_ROUTING_SELECT,
     ST_PAGE_COUNT,
     ST_PENDING_INSERT,
@@ -59,6 +60,17 @@ enum stmt_id {
     ST_PENDING_SELECT,
     N_STMTS
 };
+
+/* The columns an utterance row is written with, in the order of bind_utterance. */
+#define UTT_COLUMNS                                                                            \
+    "(conversation_id, seq, speaker, participant_id, ts, start_ms, end_ms, text, neg, neu,"  \
+    " pos, compound, frustration_score, model_id, category_mask, solution_first, redacted)"
+#define UTT_PARAMS 17
+
+/* Utterances that carry their seq are inserted up to MULTI_ROWS to a statement (store_put_
+ * utterances): a row costs SQLite about a third less that way than in a statement of its
+ * own, which pays for starting, opening its cursors and halting. */
+#define MULTI_ROWS 16
 
 /* Utterances use ON CONFLICT ... DO NOTHING rather than INSERT OR IGNORE on purpose: OR IGNORE
  * would also silently drop a row that breaks a NOT NULL or CHECK constraint (a NaN sentiment, a
@@ -101,11 +113,10 @@ static const char *const stmt_sql[N_STMTS] = {
         " ON CONFLICT (conversation_id) DO NOTHING",
     [ST_NEXT_SEQ] = "SELECT COALESCE(MAX(seq) + 1, 0) FROM utterances WHERE conversation_id = ?1",
     [ST_UTT_INSERT] =
-        "INSERT INTO utterances (conversation_id, seq, speaker, participant_id, ts, start_ms,"
-        " end_ms, text, neg, neu, pos, compound, frustration_score, model_id, category_mask,"
-        " solution_first, redacted)"
+        "INSERT INTO utterances " UTT_COLUMNS
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
         " ON CONFLICT (conversation_id, seq) DO NOTHING",
+    [ST_UTT_ROWID] = "SELECT rowid FROM utterances WHERE conversation_id = ?1 AND seq = ?2",
     [ST_ROUTING_SELECT] = "SELECT queue, agent_id FROM conversations WHERE conversation_id = ?1",
     [ST_PAGE_COUNT] = "PRAGMA page_count",
     /* A conversation deferred again keeps the time it was first deferred. */
@@ -123,12 +134,21 @@ static const char *const stmt_sql[N_STMTS] = {
 typedef struct ensured {
     uint64_t hash[ENSURED_SLOTS];
     char *id[ENSURED_SLOTS];
+    bool is_created[ENSURED_SLOTS]; /* this transaction inserted the row */
     size_t n;
 } ensured;
 
 struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[N_STMTS];
+    sqlite3_stmt *utt_multi[MULTI_ROWS + 1]; /* [k]: a k-row insert, prepared when first used */
+    /* Rows a multi-row insert stored are told from the resent ones by their rowids, which are
+     * consecutive above the previous largest as long as that stays below SQLite's limit. Past
+     * half of it (never, in practice) utterances go one to a statement. */
+    bool is_multi_off;
+    int64_t last_seq; /* the seq of the latest utterance store_put_utterance stored or found */
+    scoredb_marker_row *mrows; /* store_put_utterances: markers of the rows stored, not yet */
+    size_t n_mrows, cap_mrows;
     ensured *ensured;
     scoredb *sdb; /* markers, metrics and rescoring on the same connection */
     int64_t page_size;       /* bytes */
@@ -155,8 +175,29 @@ static void ensured_clear(ensured *e)
         free(e->id[i]);
         e->id[i] = NULL;
         e->hash[i] = 0;
+        e->is_created[i] = false;
     }
     e->n = 0;
+}
+
+/* The slot holding id, or -1. */
+static long ensured_find(const ensured *e, const char *id)
+{
+    uint64_t h = str_hash(id);
+    for (size_t i = h % ENSURED_SLOTS;; i = (i + 1) % ENSURED_SLOTS) {
+        if (!e->hash[i])
+            return -1;
+        if (e->hash[i] == h && strcmp(e->id[i], id) == 0)
+            return (long)i;
+    }
+}
+
+/* Notes that the transaction inserted the row of id (recorded by ensured_check). */
+static void ensured_set_created(ensured *e, const char *id)
+{
+    long i = ensured_find(e, id);
+    if (i >= 0)
+        e->is_created[i] = true;
 }
 
 /* Returns true when id was already recorded; records it otherwise (while there is room). */
@@ -416,6 +457,11 @@ int store_open(const char *path, store **out, char *err, size_t err_len)
             goto fail;
         }
     }
+    int64_t max_rowid;
+    if (read_pragma(s->db, "SELECT COALESCE(MAX(rowid), 0) FROM utterances", NULL, 0, &max_rowid,
+                    err, err_len))
+        goto fail;
+    s->is_multi_off = max_rowid > INT64_MAX / 2;
     if (scoredb_new(s->db, &s->sdb, err, err_len))
         goto fail;
     *out = s;
@@ -432,6 +478,8 @@ void store_close(store *s)
     scoredb_free(s->sdb);
     for (int i = 0; i < N_STMTS; i++)
         sqlite3_finalize(s->stmt[i]);
+    for (int k = 0; k <= MULTI_ROWS; k++)
+        sqlite3_finalize(s->utt_multi[k]);
     /* Every statement is finalized, so this closes (and, as the last connection, checkpoints
      * the WAL) rather than leaving a zombie connection. */
     sqlite3_close(s->db);
@@ -439,6 +487,7 @@ void store_close(store *s)
         ensured_clear(s->ensured);
         free(s->ensured);
     }
+    free(s->mrows);
     free(s);
 }
 
@@ -542,6 +591,8 @@ int store_size(store *s, int64_t *bytes, int64_t *max_bytes)
 
 /* ---- writes ----------------------------------------------------------------------------- */
 
+static int ensure_conversation(store *s, const char *conversation_id, const char *what);
+
 int store_put_conversation(store *s, const char *conversation_id, const conv_facts *f)
 {
     if (!conversation_id || !f)
@@ -549,13 +600,8 @@ int store_put_conversation(store *s, const char *conversation_id, const conv_fac
     bool has_meta = f->channel || f->queue || f->agent_id || f->customer_id ||
                     f->started_at != WIRE_ABSENT;
     if (!has_meta) {
-        if (!ensured_check(s->ensured, conversation_id)) {
-            sqlite3_stmt *en = s->stmt[ST_CONV_ENSURE];
-            sqlite3_bind_text(en, 1, conversation_id, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(en, 2, now_ms());
-            if (run(s, ST_CONV_ENSURE, "cannot create conversation"))
-                return -1;
-        }
+        if (ensure_conversation(s, conversation_id, "cannot create conversation"))
+            return -1;
         sqlite3_stmt *up = s->stmt[ST_CONV_OUTCOME];
         sqlite3_bind_text(up, 1, conversation_id, -1, SQLITE_STATIC);
         bind_int_or_null(up, 2, f->ended_at);
@@ -592,20 +638,83 @@ int store_put_conversation(store *s, const char *conversation_id, const conv_fac
     bind_flag_or_null(st, 13, f->transferred);
     sqlite3_bind_int64(st, 14, now_ms());
     sqlite3_bind_int(st, 15, f->ended ? 1 : 0);
-    return run(s, ST_CONV_MERGE, "cannot store conversation");
+    /* Only an insert sets the last rowid (an upsert that updates leaves it), and a new row's is
+     * never 0: so it tells whether the row was created. */
+    sqlite3_set_last_insert_rowid(s->db, 0);
+    if (run(s, ST_CONV_MERGE, "cannot store conversation"))
+        return -1;
+    if (sqlite3_last_insert_rowid(s->db) != 0)
+        ensured_set_created(s->ensured, conversation_id);
+    return 0;
+}
+
+/* Binds u, numbered seq, to parameters base + 1 ... base + UTT_PARAMS of st. */
+static void bind_utterance(sqlite3_stmt *st, int base, const stored_utterance *u, int64_t seq)
+{
+    const turn *t = u->turn;
+    sqlite3_bind_text(st, base + 1, u->conversation_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, base + 2, seq);
+    sqlite3_bind_text(st, base + 3, at_speaker_name(t->speaker), -1, SQLITE_STATIC);
+    bind_text_or_null(st, base + 4, t->participant_id);
+    bind_int_or_null(st, base + 5, t->ts);
+    bind_int_or_null(st, base + 6, t->start_ms);
+    bind_int_or_null(st, base + 7, t->end_ms);
+    if (u->text)
+        sqlite3_bind_text(st, base + 8, u->text, (int)u->text_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, base + 8);
+    sqlite3_bind_double(st, base + 9, u->sentiment.neg);
+    sqlite3_bind_double(st, base + 10, u->sentiment.neu);
+    sqlite3_bind_double(st, base + 11, u->sentiment.pos);
+    sqlite3_bind_double(st, base + 12, u->sentiment.compound);
+    if (isnan(u->frustration_score))
+        sqlite3_bind_null(st, base + 13);
+    else
+        sqlite3_bind_double(st, base + 13, u->frustration_score);
+    bind_text_or_null(st, base + 14, u->model_id);
+    sqlite3_bind_int64(st, base + 15, (int64_t)u->category_mask);
+    bind_flag_or_null(st, base + 16, u->solution_first);
+    sqlite3_bind_int(st, base + 17, u->redacted ? 1 : 0);
+}
+
+/* Makes sure the conversation row of an utterance exists (foreign keys are on). */
+static int ensure_conversation(store *s, const char *conversation_id, const char *what)
+{
+    if (ensured_check(s->ensured, conversation_id))
+        return 0;
+    sqlite3_stmt *st = s->stmt[ST_CONV_ENSURE];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now_ms());
+    if (run(s, ST_CONV_ENSURE, what))
+        return -1;
+    if (sqlite3_changes(s->db) == 1)
+        ensured_set_created(s->ensured, conversation_id);
+    return 0;
+}
+
+bool store_is_new_conversation(store *s, const char *conversation_id)
+{
+    long i = ensured_find(s->ensured, conversation_id);
+    return i >= 0 && s->ensured->is_created[i];
+}
+
+static int check_utterance(store *s, const stored_utterance *u)
+{
+    if (!u || !u->conversation_id || !u->turn)
+        return fail_with(s, "store_put_utterance: no conversation_id or turn");
+    if (u->text && u->text_len > INT_MAX)
+        return fail_with(s, "cannot store utterance: text longer than 2 GiB");
+    if (u->n_markers && !u->markers)
+        return fail_with(s, "store_put_utterance: n_markers without markers");
+    return 0;
 }
 
 static int put_utterance(store *s, const stored_utterance *u, bool *inserted)
 {
     const turn *t = u->turn;
     sqlite3_stmt *st;
-    if (!ensured_check(s->ensured, u->conversation_id)) {
-        st = s->stmt[ST_CONV_ENSURE];
-        sqlite3_bind_text(st, 1, u->conversation_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, now_ms());
-        if (run(s, ST_CONV_ENSURE, "cannot create conversation for utterance"))
-            return -1;
-    }
+    if (ensure_conversation(s, u->conversation_id, "cannot create conversation for utterance"))
+        return -1;
 
     int64_t seq = t->seq;
     if (seq == WIRE_ABSENT) {
@@ -622,32 +731,10 @@ static int put_utterance(store *s, const stored_utterance *u, bool *inserted)
         done(st);
     }
 
-    st = s->stmt[ST_UTT_INSERT];
-    sqlite3_bind_text(st, 1, u->conversation_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, seq);
-    sqlite3_bind_text(st, 3, at_speaker_name(t->speaker), -1, SQLITE_STATIC);
-    bind_text_or_null(st, 4, t->participant_id);
-    bind_int_or_null(st, 5, t->ts);
-    bind_int_or_null(st, 6, t->start_ms);
-    bind_int_or_null(st, 7, t->end_ms);
-    if (u->text)
-        sqlite3_bind_text(st, 8, u->text, (int)u->text_len, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, 8);
-    sqlite3_bind_double(st, 9, u->sentiment.neg);
-    sqlite3_bind_double(st, 10, u->sentiment.neu);
-    sqlite3_bind_double(st, 11, u->sentiment.pos);
-    sqlite3_bind_double(st, 12, u->sentiment.compound);
-    if (isnan(u->frustration_score))
-        sqlite3_bind_null(st, 13);
-    else
-        sqlite3_bind_double(st, 13, u->frustration_score);
-    bind_text_or_null(st, 14, u->model_id);
-    sqlite3_bind_int64(st, 15, (int64_t)u->category_mask);
-    bind_flag_or_null(st, 16, u->solution_first);
-    sqlite3_bind_int(st, 17, u->redacted ? 1 : 0);
+    bind_utterance(s->stmt[ST_UTT_INSERT], 0, u, seq);
     if (run(s, ST_UTT_INSERT, "cannot store utterance"))
         return -1;
+    s->last_seq = seq;
     if (sqlite3_changes(s->db) != 1) {
         *inserted = false; /* a resend: the stored row and its markers stay as they are */
         return 0;
@@ -664,12 +751,8 @@ int store_put_utterance(store *s, const stored_utterance *u, bool *inserted)
     bool is_new = false;
     if (inserted)
         *inserted = false;
-    if (!u || !u->conversation_id || !u->turn)
-        return fail_with(s, "store_put_utterance: no conversation_id or turn");
-    if (u->text && u->text_len > INT_MAX)
-        return fail_with(s, "cannot store utterance: text longer than 2 GiB");
-    if (u->n_markers && !u->markers)
-        return fail_with(s, "store_put_utterance: n_markers without markers");
+    if (check_utterance(s, u))
+        return -1;
 
     /* No savepoint per utterance (it made SQLite journal every page an utterance touched):
      * a failure here fails the caller's transaction, which the writer rolls back and replays
@@ -681,6 +764,167 @@ int store_put_utterance(store *s, const stored_utterance *u, bool *inserted)
     return 0;
 }
 
+/* The k-row insert, prepared the first time it is needed; NULL on failure (errmsg set). */
+static sqlite3_stmt *utt_multi_stmt(store *s, size_t k)
+{
+    if (s->utt_multi[k])
+        return s->utt_multi[k];
+    static const char head[] = "INSERT INTO utterances " UTT_COLUMNS " VALUES ";
+    static const char row[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    static const char tail[] = " ON CONFLICT (conversation_id, seq) DO NOTHING";
+    char sql[sizeof head + MULTI_ROWS * sizeof row + sizeof tail];
+    size_t n = 0;
+    memcpy(sql, head, sizeof head - 1);
+    n += sizeof head - 1;
+    for (size_t j = 0; j < k; j++) {
+        if (j)
+            sql[n++] = ',';
+        memcpy(sql + n, row, sizeof row - 1);
+        n += sizeof row - 1;
+    }
+    memcpy(sql + n, tail, sizeof tail);
+    if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->utt_multi[k], NULL)) {
+        fail_sql(s, "cannot prepare the insert of several utterances");
+        return NULL;
+    }
+    return s->utt_multi[k];
+}
+
+/* Which of the k rows just offered to a multi-row insert it stored (is_new), given that it
+ * stored n_changed of them: the others were there already (a resend), or were offered twice in
+ * the same statement. Stored rows got the rowids up to the last one it inserted, consecutively
+ * (see is_multi_off), and older rows have smaller ones. */
+static int tell_new_rows(store *s, const stored_utterance *us, size_t k, int64_t n_changed,
+                         bool *is_new)
+{
+    int64_t last = sqlite3_last_insert_rowid(s->db), first = last - n_changed + 1;
+    int64_t rowid[MULTI_ROWS];
+    sqlite3_stmt *st = s->stmt[ST_UTT_ROWID];
+    for (size_t j = 0; j < k; j++) {
+        sqlite3_bind_text(st, 1, us[j].conversation_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, us[j].turn->seq);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            fail_sql(s, "cannot look up a stored utterance");
+            done(st);
+            return -1;
+        }
+        rowid[j] = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+        done(st);
+        is_new[j] = rc == SQLITE_ROW && rowid[j] >= first && rowid[j] <= last;
+        for (size_t i = 0; i < j && is_new[j]; i++)
+            if (is_new[i] && rowid[i] == rowid[j])
+                is_new[j] = false; /* the same utterance twice in one statement */
+    }
+    return 0;
+}
+
+/* Stores the marker rows gathered by gather_markers, several to a statement. */
+static int flush_markers(store *s)
+{
+    int rc = scoredb_put_marker_rows(s->sdb, s->mrows, s->n_mrows);
+    s->n_mrows = 0;
+    return rc ? fail_with(s, scoredb_errmsg(s->sdb)) : 0;
+}
+
+/* Gathers the markers of a stored utterance for flush_markers (or, without memory to gather
+ * them, stores them at once). */
+static int gather_markers(store *s, const stored_utterance *u)
+{
+    if (s->n_mrows + u->n_markers > s->cap_mrows) {
+        size_t cap = s->cap_mrows ? s->cap_mrows : 64;
+        while (cap < s->n_mrows + u->n_markers)
+            cap *= 2;
+        scoredb_marker_row *v = realloc(s->mrows, cap * sizeof *v);
+        if (!v) {
+            if (flush_markers(s) ||
+                scoredb_put_markers(s->sdb, u->conversation_id, u->turn->seq, u->markers,
+                                    u->n_markers))
+                return fail_with(s, scoredb_errmsg(s->sdb));
+            return 0;
+        }
+        s->mrows = v;
+        s->cap_mrows = cap;
+    }
+    for (size_t i = 0; i < u->n_markers; i++)
+        s->mrows[s->n_mrows++] = (scoredb_marker_row){u->conversation_id, u->turn->seq, i,
+                                                      &u->markers[i]};
+    return 0;
+}
+
+/* Up to MULTI_ROWS utterances, each with its seq, in one statement; the markers of those it
+ * stored are gathered for flush_markers. */
+static int put_chunk(store *s, const stored_utterance *us, size_t k, size_t *n_duplicates,
+                     bool *is_new_out)
+{
+    for (size_t j = 0; j < k; j++)
+        if (ensure_conversation(s, us[j].conversation_id,
+                                "cannot create conversation for utterance"))
+            return -1;
+    sqlite3_stmt *st = utt_multi_stmt(s, k);
+    if (!st)
+        return -1;
+    for (size_t j = 0; j < k; j++)
+        bind_utterance(st, (int)j * UTT_PARAMS, &us[j], us[j].turn->seq);
+    int rc = sqlite3_step(st);
+    int64_t n_changed = sqlite3_changes(s->db);
+    if (rc != SQLITE_DONE) {
+        fail_sql(s, "cannot store utterance");
+        done(st);
+        return -1;
+    }
+    done(st);
+    bool is_new[MULTI_ROWS];
+    for (size_t j = 0; j < k; j++)
+        is_new[j] = n_changed == (int64_t)k;
+    if (n_changed > 0 && n_changed < (int64_t)k && tell_new_rows(s, us, k, n_changed, is_new))
+        return -1;
+    if (n_changed > 0 && sqlite3_last_insert_rowid(s->db) > INT64_MAX / 2)
+        s->is_multi_off = true;
+    for (size_t j = 0; j < k; j++) {
+        if (is_new_out)
+            is_new_out[j] = is_new[j];
+        if (!is_new[j]) {
+            (*n_duplicates)++; /* a resend: the stored row and its markers stay as they are */
+            continue;
+        }
+        if (gather_markers(s, &us[j]))
+            return -1;
+    }
+    return 0;
+}
+
+int store_put_utterances(store *s, const stored_utterance *us, size_t n, size_t *n_duplicates,
+                         bool *is_new)
+{
+    *n_duplicates = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (check_utterance(s, &us[i]))
+            return -1;
+        if (us[i].turn->seq == WIRE_ABSENT)
+            return fail_with(s, "store_put_utterances: an utterance without seq");
+    }
+    s->n_mrows = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i < MULTI_ROWS ? n - i : MULTI_ROWS;
+        if (s->is_multi_off || k == 1) {
+            bool inserted;
+            if (put_utterance(s, &us[i], &inserted))
+                return -1;
+            *n_duplicates += !inserted;
+            if (is_new)
+                is_new[i] = inserted;
+            i++;
+            continue;
+        }
+        if (put_chunk(s, &us[i], k, n_duplicates, is_new ? is_new + i : NULL))
+            return -1;
+        i += k;
+    }
+    /* After every utterance: a marker's row refers to its utterance's (foreign keys are on). */
+    return s->n_mrows ? flush_markers(s) : 0;
+}
+
 /* ---- metrics and rescoring -------------------------------------------------------------- */
 
 int store_update_metrics(store *s, const char *conversation_id, int64_t silence_threshold_ms)
@@ -690,6 +934,25 @@ int store_update_metrics(store *s, const char *conversation_id, int64_t silence_
     sqlite3_stmt *st = s->stmt[ST_PENDING_DELETE];
     sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
     return run(s, ST_PENDING_DELETE, "cannot clear deferred metrics");
+}
+
+int store_update_metrics_with(store *s, const char *conversation_id, const at_turn *turns,
+                              size_t n_turns, int64_t silence_threshold_ms)
+{
+    if (scoredb_update_metrics_with(s->sdb, conversation_id, turns, n_turns,
+                                    silence_threshold_ms))
+        return fail_with(s, scoredb_errmsg(s->sdb));
+    sqlite3_stmt *st = s->stmt[ST_PENDING_DELETE];
+    sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+    return run(s, ST_PENDING_DELETE, "cannot clear deferred metrics");
+}
+
+int store_read_turns(store *s, const char *conversation_id, at_turn **turns, size_t *n,
+                     size_t *cap)
+{
+    if (scoredb_read_turns(s->sdb, conversation_id, turns, n, cap))
+        return fail_with(s, scoredb_errmsg(s->sdb));
+    return 0;
 }
 
 int store_defer_metrics(store *s, const char *conversation_id)
@@ -745,4 +1008,9 @@ int store_conversation_routing(store *s, const char *conversation_id, char **que
     }
     done(st);
     return 0;
+}
+
+int64_t store_last_seq(const store *s)
+{
+    return s->last_seq;
 }

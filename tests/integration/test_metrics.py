@@ -176,3 +176,32 @@ def test_streamed_turns_update_metrics_without_an_end(daemon):
     m = daemon.row("live")
     assert m["turns"] == 40 and m["customer_turns"] == 20
     assert m["ended"] == 0
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["warm", "restarted"])
+def test_metrics_of_turns_stored_over_many_batches(daemon, tmp_path, restart):
+    # The writer keeps a conversation's stored turns in memory between recomputations. Turns
+    # arriving over many transactions, out of order, resent, or numbered by the server (and,
+    # restarted, with nothing in memory) must still give the row of the conversation sent whole.
+    def utt(seq, t):
+        m = dict(t, type="utterance", conversation_id="many")
+        if seq is not None:
+            m["seq"] = seq
+        return m
+    turns = CHAT[:4]
+    daemon.send([{"type": "start", "conversation_id": "many", "started_at": 0}])
+    daemon.send([utt(2, turns[2]), utt(0, turns[0])])
+    if restart:
+        daemon.stop()
+        daemon = Daemon(tmp_path)
+    try:
+        daemon.send([utt(0, turns[0]), utt(1, turns[1]), utt(2, turns[2])])
+        daemon.send([utt(None, turns[3])])
+        daemon.send([{"type": "end", "conversation_id": "many", "resolved": True}])
+        daemon.send([whole("once", turns, {"resolved": True}, started_at=0)])
+        many, once = daemon.row("many"), daemon.row("once")
+        assert many == once
+        assert many["turns"] == 4
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.stop()

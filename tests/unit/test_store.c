@@ -412,6 +412,71 @@ static void test_utterance_idempotent(void **state)
     assert_integrity(s);
 }
 
+/* Several utterances to a statement: every one stored once, markers only with the rows it
+ * stored, resends counted as duplicates: those stored before, one sent twice in the same call,
+ * and a call longer than one statement. */
+static void test_utterances_several_to_a_statement(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    enum { N = 2 * MULTI_ROWS + 3 };
+    turn t[N];
+    stored_utterance u[N];
+    char ids[N][16];
+    for (int i = 0; i < N; i++) {
+        t[i] = make_turn(i / 2, i % 2 ? AT_SPEAKER_AGENT : AT_SPEAKER_CUSTOMER);
+        snprintf(ids[i], sizeof ids[i], "c-%d", i % 2);
+        u[i] = make_utt(ids[i], &t[i]);
+        u[i].markers = two_markers;
+        u[i].n_markers = (size_t)(i % 3);
+    }
+    size_t n_dup = 99;
+    assert_int_equal(store_begin(s), 0);
+    /* Seqs 0 and 1 of both conversations first, alone. */
+    assert_int_equal(store_put_utterances(s, u, 4, &n_dup, NULL), 0);
+    assert_int_equal(n_dup, 0);
+    assert_int_equal(store_commit(s), 0);
+
+    /* Everything: the first four again, and u[7] twice in the same statement (a resend within
+     * the batch). */
+    stored_utterance all[N + 1];
+    memcpy(all, u, 8 * sizeof *u);
+    all[8] = u[7];
+    memcpy(all + 9, u + 8, (N - 8) * sizeof *u);
+    assert_int_equal(store_begin(s), 0);
+    if (store_put_utterances(s, all, N + 1, &n_dup, NULL))
+        fail_msg("store_put_utterances: %s", store_errmsg(s));
+    assert_int_equal(n_dup, 5);
+    assert_int_equal(store_commit(s), 0);
+
+    sqlite3 *db = s->db;
+    assert_int_equal(q_int(db, "SELECT count(*) FROM utterances"), N);
+    assert_int_equal(q_int(db, "SELECT count(DISTINCT conversation_id || '/' || seq)"
+                               " FROM utterances"), N);
+    int want_markers = 0;
+    for (int i = 0; i < N; i++)
+        want_markers += i % 3;
+    assert_int_equal(q_int(db, "SELECT count(*) FROM markers"), want_markers);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM utterances WHERE conversation_id = 'c-1'"
+                               " AND speaker = 'agent'"), N / 2);
+
+    /* A resend of all of it, in a later batch, stores nothing. */
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_put_utterances(s, u, N, &n_dup, NULL), 0);
+    assert_int_equal(n_dup, N);
+    assert_int_equal(store_commit(s), 0);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM utterances"), N);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM markers"), want_markers);
+
+    /* An utterance without seq is refused: it must be numbered alone. */
+    turn no_seq = make_turn(WIRE_ABSENT, AT_SPEAKER_AGENT);
+    stored_utterance v = make_utt("c-0", &no_seq);
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_put_utterances(s, &v, 1, &n_dup, NULL), -1);
+    store_rollback(s);
+    assert_integrity(s);
+}
+
 static void test_utterance_fields_for_customer_voice_turn(void **state)
 {
     fixture *f = *state;
@@ -930,6 +995,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_conversation_check_violation_is_an_error, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_utterance_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_utterances_several_to_a_statement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_utterance_fields_for_customer_voice_turn, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_seq_autonumbering, setup, teardown),
