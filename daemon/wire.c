@@ -601,11 +601,19 @@ static void set_alloc_funcs(void)
     json_set_alloc_funcs(arena_malloc, arena_free);
 }
 
+/* AddressSanitizer must see every allocation to catch a use after free, so its builds (make
+ * asan) leave jansson on malloc. */
+#if defined(__SANITIZE_ADDRESS__)
+#define IS_ARENA_USED false
+#else
+#define IS_ARENA_USED true
+#endif
+
 /* Starts a line: claims the arena when nobody holds it (else jansson uses malloc). */
 static void arena_begin(void)
 {
     pthread_once(&alloc_once, set_alloc_funcs);
-    is_arena_mine = !atomic_flag_test_and_set(&arena_claimed);
+    is_arena_mine = IS_ARENA_USED && !atomic_flag_test_and_set(&arena_claimed);
 }
 
 /* Stops allocating from the arena, e.g. for a string that must outlive the line. */
