@@ -171,6 +171,22 @@ def test_broken_lexicon_names_file_line_and_reason(tmp_path):
     assert "vader_lexicon.txt:" in p.stderr
 
 
+@pytest.mark.parametrize("requires", ["digits:0", "digits:", "digits:9x", "digits:65", "digit9"])
+def test_bad_redaction_requirement_is_named(tmp_path, requires):
+    import shutil
+    lex = tmp_path / "lexicons"
+    shutil.copytree(REPO / "lexicons", lex)
+    rows = (lex / "redact.tsv").read_text().splitlines()
+    at = next(i for i, r in enumerate(rows) if r.startswith("ssn\t"))
+    f = rows[at].split("\t")
+    f[3] = requires
+    rows[at] = "\t".join(f)
+    (lex / "redact.tsv").write_text("\n".join(rows) + "\n")
+    p = run(["score", "--lexicons", str(lex)], '{"text":"hi"}\n')
+    assert p.returncode != 0
+    assert f"redact.tsv:{at + 1}: unknown requirement \"{requires}\"" in p.stderr, p.stderr
+
+
 def test_eval_reports_every_category_and_family():
     p = run(["eval", "--format", "json", str(FIXTURES / "markers" / "dev.jsonl")])
     assert p.returncode == 0, p.stderr

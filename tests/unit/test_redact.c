@@ -236,6 +236,19 @@ static void test_other_secrets(void **state)
     assert_string_equal(redact("it expires 12/27"), "it [EXPIRY]");
 }
 
+static void test_secrets_with_the_fewest_digits(void **state)
+{
+    (void)state;
+    /* Each pattern runs only on texts with at least as many digits as its shortest match
+     * (redact.tsv, digits:N): these hold exactly that many, and are still caught. */
+    assert_string_equal(redact("ring 12 345 678 today"), "ring [PHONE] today");
+    assert_string_equal(redact("or +1 23 456 78 today"), "or [PHONE] today");
+    assert_string_equal(redact("text 0123456789 now"), "text [PHONE] now");
+    assert_string_equal(redact("cvc: 123"), "[CVV]");
+    assert_string_equal(redact("exp 1/27 ok"), "[EXPIRY] ok");
+    assert_string_equal(redact("ssn 123 45 6789."), "ssn [SSN].");
+}
+
 static void test_ordinary_numbers_stay(void **state)
 {
     (void)state;
@@ -268,6 +281,7 @@ int main(void)
         cmocka_unit_test(test_card_corpus_leaves_no_luhn_valid_number),
         cmocka_unit_test(test_cards_in_awkward_places),
         cmocka_unit_test(test_other_secrets),
+        cmocka_unit_test(test_secrets_with_the_fewest_digits),
         cmocka_unit_test(test_ordinary_numbers_stay),
         cmocka_unit_test(test_scores_do_not_depend_on_redaction),
     };
