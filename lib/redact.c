@@ -355,11 +355,48 @@ static size_t digit_token(const char *text, size_t len, size_t i, digit_run *r)
     return j;
 }
 
+/* Whether the letter c (any case) is the first of a digit word or "oh": e, f, n, o, s, t, z. */
+static bool may_begin_digit_word(unsigned char c)
+{
+    unsigned l = (c | 0x20u) - 'a';
+    return l < 26 && (UINT32_C(0x20c6030) >> l & 1);
+}
+
+/* The number of ASCII digits in text, eight bytes a step. */
+static unsigned count_digits(const char *text, size_t len)
+{
+    const uint64_t ones = UINT64_C(0x0101010101010101), highs = ones * 0x80;
+    unsigned n = 0;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t x;
+        memcpy(&x, text + i, 8);
+        uint64_t low7 = x & ~highs; /* bytes >= 0x80 are excluded by ~x below */
+        uint64_t digit = (low7 + (0x80 - '0') * ones) & ~(low7 + (0x7f - '9') * ones) & ~x & highs;
+        n += (unsigned)__builtin_popcountll(digit);
+    }
+    for (; i < len; i++)
+        n += (unsigned char)(text[i] - '0') <= 9;
+    return n;
+}
+
 static int scan_cards(at__rscratch *s, const char *text, size_t len)
 {
     size_t i = 0;
     while (i < len) {
-        /* A run starts at a digit, or at a digit word that is a word of its own. */
+        /* A run starts at a digit, or at a digit word that is a word of its own: most bytes
+         * are skipped without reading a token (every digit word and "oh" begins with one of
+         * e, f, n, o, s, t, z). */
+        unsigned char c = (unsigned char)text[i];
+        if (!isalnum(c)) {
+            i++;
+            continue;
+        }
+        if (isalpha(c) && !may_begin_digit_word(c)) {
+            while (i < len && isalpha((unsigned char)text[i]))
+                i++;
+            continue;
+        }
         digit_run r = {.n = 0};
         size_t end = digit_token(text, len, i, &r);
         if (end == i) {
@@ -413,9 +450,7 @@ int at__redact(const at__redactor *r, at__rscratch *s, const char *text, size_t 
     if (rc)
         return rc;
     bool has_at = memchr(text, '@', len) != NULL;
-    unsigned n_digits = 0;
-    for (size_t i = 0; i < len; i++)
-        n_digits += (unsigned char)(text[i] - '0') <= 9;
+    unsigned n_digits = count_digits(text, len);
     for (size_t pi = 0; pi < r->n_patterns; pi++) {
         const rpattern *p = &r->patterns[pi];
         if ((p->requires == REQUIRES_DIGIT && n_digits < p->min_digits) ||
