@@ -42,6 +42,7 @@ typedef struct pattern {
     pcre2_code *code;
     pcre2_code *anchored; /* compiled PCRE2_ANCHORED, when anchor_bit: tried at each hit */
     bool is_jit, is_jit_anchored; /* JIT-compiled: matched with pcre2_jit_match */
+    bool needs_caps; /* every match holds two capital ASCII letters in a row */
     char *where; /* "file:line", for messages */
 } pattern;
 
@@ -245,6 +246,7 @@ struct at__mscratch {
     uint32_t *stamp;  /* per pattern: generation when groups was last reset */
     uint8_t *groups;  /* per pattern: prefilter groups seen in this utterance, | QUEUED */
     uint32_t *hit_first, *hit_last; /* per pattern: its anchor hits, a list through hit_next */
+    bool has_caps_pair; /* the utterance has two capital ASCII letters in a row */
     size_t *hit_pos;                /* byte offset of each anchor hit */
     uint32_t *hit_next;
     size_t n_hits, cap_hits;
@@ -391,6 +393,8 @@ typedef struct rnode {
     reqs groups;
     bool ends_nonword; /* every non-empty match ends with a non-word character */
     bool may_be_empty; /* it can match the empty string */
+    bool is_capital;   /* a capital ASCII letter matched case-sensitively (maybe repeated) */
+    bool needs_caps;   /* every match holds two capital ASCII letters in a row */
     bool has_small; /* small: the requirement with the fewest strings, for unions */
     req small;
 } rnode;
@@ -399,6 +403,7 @@ typedef struct rparser {
     const char *p;
     const char *end;
     bool failed;
+    bool is_case_sensitive; /* inside (?-i:...) */
 } rparser;
 
 /* The shortest string of the set with every string cut to cut bytes, not counting spaces at
@@ -750,6 +755,7 @@ static void node_empty(rnode *n)
     n->groups.n = 0;
     n->has_small = false;
     n->ends_nonword = n->may_be_empty = true;
+    n->is_capital = n->needs_caps = false;
 }
 
 static void node_unknown(rnode *n)
@@ -760,6 +766,7 @@ static void node_unknown(rnode *n)
     n->groups.n = 0;
     n->has_small = false;
     n->ends_nonword = n->may_be_empty = false;
+    n->is_capital = n->needs_caps = false;
 }
 
 /* Keeps r as n's small requirement when it has fewer strings (ties: higher quality). */
@@ -916,6 +923,7 @@ static void parse_atom(rparser *rp, rnode *out, bool after_nonword)
     char c = *rp->p++;
     if (c == '(') {
         bool capture_like = true, is_lookbehind = false;
+        bool was_case_sensitive = rp->is_case_sensitive;
         if (rp->p < rp->end && *rp->p == '?') {
             rp->p++;
             char k = rp->p < rp->end ? *rp->p : '\0';
@@ -935,19 +943,32 @@ static void parse_atom(rparser *rp, rnode *out, bool after_nonword)
             } else {
                 /* Inline options such as (?i) or (?-i:...). Case does not matter to the
                  * prefilter: what matches "SO" case-sensitively still reads "so" in the
-                 * lower-cased text, so a case-sensitive group requires its literals too. */
-                while (rp->p < rp->end && *rp->p != ')' && *rp->p != ':')
+                 * lower-cased text, so a case-sensitive group requires its literals too. Only
+                 * (?-i:...) is known to be case-sensitive (for needs_caps); any other change
+                 * of i is taken as caseless, which claims nothing. */
+                bool is_off = false, is_i_on = false, is_i_off = false;
+                while (rp->p < rp->end && *rp->p != ')' && *rp->p != ':') {
+                    if (*rp->p == '-')
+                        is_off = true;
+                    else if (*rp->p == 'i')
+                        *(is_off ? &is_i_off : &is_i_on) = true;
                     rp->p++;
+                }
                 if (rp->p < rp->end && *rp->p == ')') {
                     rp->p++;
+                    if (is_i_on || is_i_off)
+                        rp->is_case_sensitive = false; /* for the rest of the group */
                     node_empty(out);
                     return;
                 }
+                if (is_i_on || is_i_off)
+                    rp->is_case_sensitive = is_i_off && !is_i_on;
                 if (rp->p < rp->end)
                     rp->p++;
             }
         }
         parse_alt(rp, out, after_nonword);
+        rp->is_case_sensitive = was_case_sensitive;
         if (rp->p < rp->end && *rp->p == ')')
             rp->p++;
         else
@@ -1043,6 +1064,7 @@ static void parse_atom(rparser *rp, rnode *out, bool after_nonword)
     }
     char lc = (char)tolower((unsigned char)c);
     node_char(out, &lc, 1);
+    out->is_capital = rp->is_case_sensitive && c >= 'A' && c <= 'Z';
 }
 
 /* Applies a quantifier to a parsed atom. */
@@ -1055,6 +1077,7 @@ static void apply_quant(rnode *n, size_t lo, size_t hi)
         n->groups.n = 0;
         n->has_small = false;
         n->may_be_empty = true;
+        n->is_capital = n->needs_caps = false;
         if (n->is_exact && hi == 1)
             n->is_exact = req_put(&n->exact, "", 0);
         else
@@ -1092,6 +1115,9 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
     bool run_ws = false, at_boundary = false; /* the run starts a word; the last was \b */
     bool run_we = false;                      /* the run ends a word */
     bool seq_ends_nonword = true, seq_may_be_empty = true;
+    /* Two capitals in a row, each matched at least once: "SO" in (?-i:SO|SOOO+). */
+    bool seq_needs_caps = false, prev_capital = false, only_capital = false;
+    size_t n_elements = 0;
     /* sub: the product of the mandatory exact elements since the last optional or inexact
      * one. Optional elements multiply the running product until it is cut to short prefixes
      * ("that's", "this is"); the run after them (" on us", " on me") stays specific. */
@@ -1103,6 +1129,14 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
         size_t lo, hi;
         if (parse_quant(rp, &lo, &hi))
             apply_quant(cur, lo, hi);
+        {
+            bool is_mandatory = !cur->may_be_empty;
+            seq_needs_caps = seq_needs_caps || (is_mandatory && cur->needs_caps) ||
+                             (is_mandatory && cur->is_capital && prev_capital);
+            prev_capital = is_mandatory && cur->is_capital;
+            only_capital = cur->is_capital;
+            n_elements++;
+        }
         /* After a space (or \b), strings that begin with a word character begin a word. */
         if (after_nonword) {
             for (size_t i = 0; cur->is_exact && i < cur->exact.n; i++)
@@ -1197,6 +1231,8 @@ static void parse_seq(rparser *rp, rnode *out, bool after_nonword)
     out->is_exact = is_whole;
     out->ends_nonword = seq_ends_nonword;
     out->may_be_empty = seq_may_be_empty;
+    out->needs_caps = seq_needs_caps;
+    out->is_capital = n_elements == 1 && only_capital;
     if (is_whole)
         req_copy(&out->lead, &out->exact);
 done:
@@ -1222,6 +1258,7 @@ static void parse_alt(rparser *rp, rnode *out, bool after_nonword)
         goto done;
     }
     bool has_best = out->groups.n > 0, has_small = out->has_small;
+    bool needs_caps = out->needs_caps, is_capital = out->is_capital; /* in every branch */
     if (has_best)
         req_copy(best, &out->groups.g[0]);
     if (has_small)
@@ -1233,6 +1270,8 @@ static void parse_alt(rparser *rp, rnode *out, bool after_nonword)
             break;
         out->ends_nonword = out->ends_nonword && branch->ends_nonword;
         out->may_be_empty = out->may_be_empty || branch->may_be_empty;
+        needs_caps = needs_caps && branch->needs_caps;
+        is_capital = is_capital && branch->is_capital;
         if (!req_union(&out->lead, &branch->lead))
             req_empty(&out->lead);
         if (out->is_exact && branch->is_exact) {
@@ -1249,6 +1288,8 @@ static void parse_alt(rparser *rp, rnode *out, bool after_nonword)
     }
     out->groups.n = 0;
     out->has_small = false;
+    out->needs_caps = needs_caps && !rp->failed;
+    out->is_capital = is_capital && !rp->failed;
     if (!rp->failed) {
         if (has_best)
             reqs_add(&out->groups, best);
@@ -1674,11 +1715,12 @@ static int build_prefilter(at__markers *m)
         }
         const char *src = strchr(m->patterns[i].where, '\n') + 1; /* see load_patterns */
         size_t len = strlen(src);
-        rparser rp = {src, src + len, false};
+        rparser rp = {src, src + len, false, false};
         rnode *node = malloc(sizeof *node);
         if (!node)
             return AT_ENOMEM;
         parse_alt(&rp, node, false);
+        m->patterns[i].needs_caps = !rp.failed && rp.p == rp.end && node->needs_caps;
         const reqs *r = &node->groups;
         if (rp.failed || rp.p != rp.end || r->n == 0 || i >= LE_MAX_PATTERNS) {
             m->unfiltered[m->n_unfiltered++] = (uint32_t)i;
@@ -2727,6 +2769,8 @@ static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const
                        size_t len, int *n_limit_hits)
 {
     const pattern *p = &m->patterns[pi];
+    if (p->needs_caps && !s->has_caps_pair)
+        return 0;
     if (p->anchored) {
         size_t next = 0;
         for (uint32_t h = s->hit_first[pi]; h != NO_HIT; h = s->hit_next[h]) {
@@ -2955,10 +2999,11 @@ static inline uint64_t word_bits8(uint64_t x)
 /* Copies text[0 .. len) to dst with ASCII capitals lower-cased; returns how many there were.
  * Eight bytes a step: a byte is a capital when it is ASCII, >= 'A' and not > 'Z', which the
  * additions below put in each byte's high bit without carries between bytes. */
-static size_t lower_ascii(char *dst, const char *text, size_t len)
+static size_t lower_ascii(char *dst, const char *text, size_t len, bool *has_pair)
 {
     const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
     size_t n_upper = 0, i = 0;
+    uint64_t pairs = 0, prev = 0; /* bit 7 of byte k: bytes k-1 and k are capitals */
     for (; i + 8 <= len; i += 8) {
         uint64_t x;
         memcpy(&x, text + i, 8);
@@ -2969,13 +3014,19 @@ static size_t lower_ascii(char *dst, const char *text, size_t len)
         x |= upper >> 2;
         memcpy(dst + i, &x, 8);
         n_upper += (size_t)(((upper >> 7) * ones) >> 56);
+        pairs |= upper & (upper << 8 | prev >> 56);
+        prev = upper;
     }
+    unsigned prev_upper = (unsigned)(prev >> 63);
     for (; i < len; i++) {
         unsigned c = (unsigned char)text[i];
         unsigned is_upper = c - 'A' < 26u;
         n_upper += is_upper;
+        pairs |= is_upper & prev_upper;
+        prev_upper = is_upper;
         dst[i] = (char)(is_upper ? c + ('a' - 'A') : c);
     }
+    *has_pair = pairs != 0;
     return n_upper;
 }
 
@@ -3022,7 +3073,8 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         s->lower = l;
         s->cap_lower = len + 8;
     }
-    size_t n_upper = lower_ascii(s->lower, text, len); /* capitals, for run_shouting */
+    /* capitals, for run_shouting; two in a row, for needs_caps */
+    size_t n_upper = lower_ascii(s->lower, text, len, &s->has_caps_pair);
     memset(s->lower + len, 0, 8); /* word_bits8 reads eight bytes at a time */
 
     /* Prefilter: patterns whose required literal occurs in the text, plus the unfiltered. When

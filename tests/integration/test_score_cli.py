@@ -216,6 +216,8 @@ PREFILTER_EDGES = [
     "I'll sort this out", "let me look into it", "I'll fix that", "I'll fixate", "we'll see",
     "your money is safe", "you'remoney", "manager now", "supervisor please", "cancel my contract",
     "I'm leaving", "I want to cancel", "'quoted joke'", "“what a joke”", "he's furious",
+    "thanks, that was SO helpful", "thanks, that was so helpful", "Thanks. SOOOO helpful",
+    "really, REALLY useful", "That was SO helpful 🙄", "thank you so much, SO helpful",
 ]
 
 
