@@ -2532,19 +2532,23 @@ static bool is_alnum_at(const char *text, size_t len, size_t i)
     return i < len && (isalnum((unsigned char)text[i]) || (unsigned char)text[i] >= 0x80);
 }
 
+/* Bit 7 of each byte of x that equals c, and no other bit (exact: no false positives from
+ * borrows, unlike the shorter haszero test). */
+static inline uint64_t bytes_equal(uint64_t x, unsigned char c)
+{
+    const uint64_t lows = UINT64_C(0x7f7f7f7f7f7f7f7f);
+    uint64_t y = x ^ (c * UINT64_C(0x0101010101010101));
+    return ~(((y & lows) + lows) | y | lows);
+}
+
 /* The first position >= i of low (the lower-cased text, with eight NULs after len) holding
  * '"', '\'' or 0xE2 (the first byte of the curly quotes), or len: eight bytes a step. */
 static size_t next_quote_byte(const unsigned char *low, size_t len, size_t i)
 {
-    const uint64_t ones = UINT64_C(0x0101010101010101), lows = UINT64_C(0x7f7f7f7f7f7f7f7f);
     for (; i < len; i += 8) {
-        uint64_t x, hit = 0;
+        uint64_t x;
         memcpy(&x, low + i, 8);
-        static const unsigned char wanted[3] = {'"', '\'', 0xE2};
-        for (int k = 0; k < 3; k++) {
-            uint64_t y = x ^ (wanted[k] * ones);
-            hit |= ~(((y & lows) + lows) | y | lows);
-        }
+        uint64_t hit = bytes_equal(x, '"') | bytes_equal(x, '\'') | bytes_equal(x, 0xE2);
         if (hit)
             return i + (size_t)(__builtin_ctzll(hit) >> 3); /* < len: the NULs never match */
     }
@@ -2697,13 +2701,6 @@ static inline uint32_t d2_find(const ltrie *t, const unsigned char *low)
             return t->d2_off[h];
 }
 
-/* Whether c is a word character for \b whatever the pattern's options (bytes of other UTF-8
- * characters may or may not be: they never make a literal miss). */
-static inline bool is_ascii_word_byte(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
-}
-
 /* Walks trie t from its depth-2 node off, for position i of the lower-cased text, noting
  * every text that occurs there. */
 static int walk_trie(const at__markers *m, const ltrie *t, uint32_t off, at__mscratch *s,
@@ -2716,7 +2713,6 @@ static int walk_trie(const at__markers *m, const ltrie *t, uint32_t off, at__msc
     static const uint64_t first[9] = {/* the first n bytes of a word */
         0, 0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffff, 0xffffffffffff, 0xffffffffffffff,
         UINT64_MAX};
-    const uint64_t ones = UINT64_C(0x0101010101010101), lows = UINT64_C(0x7f7f7f7f7f7f7f7f);
     unsigned want = trace ? ~0u : speaker_bit;
     for (size_t j = i + 2;;) {
         const uint8_t *p = t->pk + off;
@@ -2740,19 +2736,16 @@ static int walk_trie(const at__markers *m, const ltrie *t, uint32_t off, at__msc
         j += skip_len;
         p += skip_len;
         if ((speakers & want) &&
-            prefilter_hit(m, s, lits, n_lits, i, !is_ascii_word_byte(low[j])))
+            prefilter_hit(m, s, lits, n_lits, i, !is_word_char(low[j])))
             return AT_ENOMEM;
-        /* The edge byte equal to low[j], eight edges at a time (exact zero-byte test). */
-        uint64_t c = low[j] * ones;
+        /* The edge byte equal to low[j], eight edges at a time. */
         for (unsigned e = 0;; e += 8) {
             uint64_t x;
             memcpy(&x, p + e, 8);
-            x ^= c;
-            uint64_t zero = ~(((x & lows) + lows) | x | lows);
             unsigned left = n_edges - e;
-            zero &= first[left < 8 ? left : 8];
-            if (zero) {
-                e += (unsigned)__builtin_ctzll(zero) >> 3;
+            uint64_t hit = bytes_equal(x, low[j]) & first[left < 8 ? left : 8];
+            if (hit) {
+                e += (unsigned)__builtin_ctzll(hit) >> 3;
                 off = get_u32(p + n_edges + 4 * e);
                 break;
             }
