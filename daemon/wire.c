@@ -567,7 +567,8 @@ static enum unfit find_unfit(const ctx *c, json_t *v, char *path, size_t path_le
  * the thread that claimed it (in attuned, the loop thread); every other allocation, and what
  * does not fit, goes to malloc as before. Freeing a pointer into the arena does nothing, so
  * it does not matter which thread frees what. Nothing allocated in the arena outlives
- * wire_parse: the message's strings are copied out of jansson's values with malloc. */
+ * wire_parse: the message's strings are copied out of jansson's values into its own block
+ * (msg_reserve), and the id is dumped with the arena paused. */
 #define ARENA_BYTES (64 * 1024)
 
 static _Alignas(16) unsigned char arena[ARENA_BYTES];

@@ -810,6 +810,18 @@ def test_unit_file_verifies_and_says_what_the_service_needs(installs):
         p.stdout + p.stderr
 
 
+def test_bench_config_writes_out_the_daemons_defaults():
+    # bench/ingest.ini says its [store] batch keys are the daemon's defaults, so that the bench
+    # measures the daemon as shipped: they must equal config.example.ini's.
+    import configparser
+    ex = configparser.ConfigParser(inline_comment_prefixes=(";",))
+    bench = configparser.ConfigParser(inline_comment_prefixes=(";",))
+    ex.read(REPO / "config.example.ini")
+    bench.read(REPO / "bench" / "ingest.ini")
+    for key in ("batch_rows", "batch_ms"):
+        assert bench["store"][key] == ex["store"][key], key
+
+
 def roff_text(path):
     return path.read_text().replace("\\-", "-").replace("\\&", "")
 
