@@ -209,6 +209,7 @@ struct at__markers {
 
     at__strmap scope;        /* word or phrase (single spaces) -> tag enum scope_kind */
     at__strmap scope_first;  /* the first word of every cue */
+    at__strmap scope_prefix; /* the first k words of every longer cue: worth reading on */
     size_t scope_max_words;  /* longest phrase in scope, in words */
     wordlist abuse;
     wordlist anger;
@@ -2010,6 +2011,11 @@ static int load_scope(at__markers *m, const char *dir, uint64_t *hash, char *err
             rc = AT_ENOMEM;
             goto fail;
         }
+        for (size_t k = 0; k < n; k++)
+            if (f[1][k] == ' ' && at__strmap_put(&m->scope_prefix, f[1], k, 0, 0)) {
+                rc = AT_ENOMEM;
+                goto fail;
+            }
     }
     free(data);
     return 0;
@@ -2241,6 +2247,7 @@ int at__markers_new(const char *dir, const at__vader *vader, uint64_t *hash, at_
         m->tok_class[c] = (uint8_t)tok_class_of((unsigned char)c);
     at__strmap_init(&m->scope);
     at__strmap_init(&m->scope_first);
+    at__strmap_init(&m->scope_prefix);
     at__strmap_init(&m->abuse.map);
     at__strmap_init(&m->abuse.prefixes);
     at__strmap_init(&m->anger.map);
@@ -2313,6 +2320,7 @@ void at__markers_free(at__markers *m)
     free(m->unfiltered);
     at__strmap_fini(&m->scope);
     at__strmap_fini(&m->scope_first);
+    at__strmap_fini(&m->scope_prefix);
     wordlist_fini(&m->abuse);
     wordlist_fini(&m->anger);
     pcre2_match_context_free(m->mctx);
@@ -2384,71 +2392,79 @@ static int push_cand(at__mscratch *s, at_category cat, const char *id, size_t st
     return 0;
 }
 
+/* Bytes of words for the scope gate: ASCII letters and digits, the apostrophe, and every byte of
+ * other UTF-8 characters (the C locale's isalnum, which attune never changes). */
 static bool is_word_byte(unsigned char c)
 {
-    return isalnum(c) || c == '\'' || c >= 0x80;
+    return (word_chars[c] && c != '_') || c == '\'' || c >= 0x80;
 }
 
 #define SCOPE_BUF 160 /* bytes of lower-cased words a cue lookup reads */
 
-/* Reads up to max words forward from text[start), lower-cased with the typographic apostrophe
- * folded, joined by single spaces, into buf; records in ends[k] the length of buf after k + 1
- * words and in text_ends[k] where that word ends in text. Words must be separated by spaces
- * only: punctuation ends the phrase. Returns the number of words read. */
-static size_t words_after(const char *text, size_t len, size_t start, size_t max, char *buf,
-                          size_t *ends, size_t *text_ends)
+/* Appends the word that starts at text[*i) to buf at *b, lower-cased with the typographic
+ * apostrophe folded, and moves *i past it. False when no word starts there or it would not
+ * fit in SCOPE_BUF (too long to be a cue); *i and *b are then unchanged. */
+static bool scope_word(const char *text, size_t len, size_t *i, char *buf, size_t *b)
 {
-    size_t n = 0, i = start, b = 0;
-    while (n < max && i < len && is_word_byte((unsigned char)text[i])) {
-        if (n)
-            buf[b++] = ' ';
-        while (i < len && is_word_byte((unsigned char)text[i])) {
-            if (b + 2 >= SCOPE_BUF)
-                return n; /* too long to be a cue */
-            unsigned char c = (unsigned char)text[i];
-            if (c == 0xE2 && i + 2 < len && (unsigned char)text[i + 1] == 0x80 &&
-                (unsigned char)text[i + 2] == 0x99) {
-                buf[b++] = '\'';
-                i += 3;
-                continue;
-            }
-            buf[b++] = (char)tolower(c);
-            i++;
+    size_t k = *i, n = *b;
+    if (k >= len || !is_word_byte((unsigned char)text[k]))
+        return false;
+    while (k < len && is_word_byte((unsigned char)text[k])) {
+        if (n + 2 >= SCOPE_BUF)
+            return false;
+        unsigned char c = (unsigned char)text[k];
+        if (c == 0xE2 && k + 2 < len && (unsigned char)text[k + 1] == 0x80 &&
+            (unsigned char)text[k + 2] == 0x99) {
+            buf[n++] = '\'';
+            k += 3;
+            continue;
         }
-        text_ends[n] = i;
-        ends[n++] = b;
-        if (i >= len || text[i] != ' ')
-            break;
-        while (i < len && text[i] == ' ')
-            i++;
+        buf[n++] = (char)((unsigned)c - 'A' < 26u ? c + ('a' - 'A') : c);
+        k++;
     }
-    return n;
+    *i = k;
+    *b = n;
+    return true;
 }
 
 /* The scope cue (word or phrase) that starts at text[wstart), longest first; 0 when none. Sets
  * *cue_end to the end of the cue in text. Most words begin no cue: one lookup of the first word
- * in scope_first says so. */
+ * in scope_first says so. A phrase's words are separated by spaces only (punctuation ends it,
+ * and the phrase is looked up with single spaces); the next word is read only while the words
+ * so far begin some longer cue (scope_prefix). */
 static int scope_cue_at(const at__markers *m, const char *text, size_t len, size_t wstart,
                         size_t *cue_end)
 {
     char buf[SCOPE_BUF];
-    size_t ends[SCOPE_MAX_WORDS], text_ends[SCOPE_MAX_WORDS];
-    size_t n = words_after(text, len, wstart, 1, buf, ends, text_ends);
-    if (!n)
+    size_t i = wstart, b = 0;
+    if (!scope_word(text, len, &i, buf, &b))
         return 0;
-    if (at__strmap_get(&m->scope_first, buf, ends[0])) {
-        n = words_after(text, len, wstart, m->scope_max_words, buf, ends, text_ends);
-        for (size_t k = n; k > 0; k--) {
-            const at__strmap_entry *e = at__strmap_get(&m->scope, buf, ends[k - 1]);
+    size_t first_len = b, first_end = i;
+    if (at__strmap_get(&m->scope_first, buf, b)) {
+        const at__strmap_entry *best = at__strmap_get(&m->scope, buf, b);
+        size_t best_end = i;
+        for (size_t words = 1; words < m->scope_max_words && i < len && text[i] == ' ' &&
+                               at__strmap_get(&m->scope_prefix, buf, b);
+             words++) {
+            while (i < len && text[i] == ' ')
+                i++;
+            buf[b++] = ' ';
+            if (!scope_word(text, len, &i, buf, &b))
+                break;
+            const at__strmap_entry *e = at__strmap_get(&m->scope, buf, b);
             if (e) {
-                *cue_end = text_ends[k - 1];
-                return e->tag;
+                best = e;
+                best_end = i;
             }
+        }
+        if (best) {
+            *cue_end = best_end;
+            return best->tag;
         }
     }
     /* Any other word ending in "n't" negates. */
-    if (ends[0] >= 3 && memcmp(buf + ends[0] - 3, "n't", 3) == 0) {
-        *cue_end = text_ends[0];
+    if (first_len >= 3 && memcmp(buf + first_len - 3, "n't", 3) == 0) {
+        *cue_end = first_end;
         return SCOPE_NEGATOR;
     }
     return 0;
