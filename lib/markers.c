@@ -121,8 +121,9 @@ enum { PK_HEAD = 3, PK_COUNT = 2, PK_PAD = 8 };
 #define WALK_BATCH 32 /* word starts whose walks are prepared together */
 
 /* What the scan needs of a literal, in 32 bits (literals[i] and lentries[i] describe the same
- * one): its pattern (bits 0-15), its group bit (16-19), for anchors literal.offset (20-25), the
- * anchor flag (26), its speakers (27-30) and whether it counts only at a word end (31).
+ * one): its pattern (bits 0-15), its group bit (16-19), for anchors literal.offset (20-25) and
+ * for other literals LE_BOUNDED (20), the anchor flag (26), its speakers (27-30) and whether it
+ * counts only at a word end (31).
  * Patterns past the first 65,536 go unfiltered. */
 typedef uint32_t lentry;
 
@@ -131,6 +132,7 @@ enum {
     LE_GROUP_SHIFT = 16,
     LE_OFFSET_SHIFT = 20,
     LE_ANCHOR = 1u << 26,
+    LE_BOUNDED = 1u << LE_OFFSET_SHIFT, /* without LE_ANCHOR: its pattern is bounded */
     LE_SPEAKER_SHIFT = 27,
 };
 #define LE_WORD_END (UINT32_C(1) << 31)
@@ -196,6 +198,11 @@ struct at__markers {
     size_t n_utexts;
     lentry *lentries; /* n_literals, parallel to literals */
     uint8_t *groups_mask; /* per pattern: patterns[i].groups_mask, compact for the scan */
+    /* Bounded patterns: prefiltered, not anchored. Their matches are searched for only up to
+     * the last position where a literal of each group occurred (run_pattern), which the scan
+     * records in the scratch's last_pos[bound_slot[pattern]]. */
+    uint16_t *bound_slot; /* per pattern: its slot when bounded */
+    size_t n_bounded;
     /* Prefilter index: tries of the distinct literal texts, [1] for texts that can only occur
      * at a word start (walked from word starts only), [0] for the others (walked from every
      * position). */
@@ -244,6 +251,10 @@ typedef struct cand {
 
 struct at__mscratch {
     pcre2_match_data *md;
+    pcre2_match_context *mctx; /* the model's limits, and an offset limit per unanchored run */
+    uint64_t *last_pos; /* per bounded pattern (bound_slot), MAX_GROUPS + 1 each: where a
+                         * literal of each of its groups last occurred (low half), in which
+                         * generation (high half) */
     uint32_t *stamp;  /* per pattern: generation when groups was last reset */
     uint8_t *groups;  /* per pattern: prefilter groups seen in this utterance, | QUEUED */
     uint32_t *hit_first, *hit_last; /* per pattern: its anchor hits, a list through hit_next */
@@ -1783,12 +1794,20 @@ static int build_prefilter(at__markers *m)
         return AT_ENOMEM;
     for (size_t i = 0; i < m->n_patterns; i++)
         m->groups_mask[i] = m->patterns[i].groups_mask;
+    m->bound_slot = calloc(m->n_patterns + 1, sizeof *m->bound_slot);
+    if (!m->bound_slot)
+        return AT_ENOMEM;
+    for (size_t i = 0; i < m->n_patterns; i++)
+        if (m->patterns[i].groups_mask && !m->patterns[i].anchored)
+            m->bound_slot[i] = (uint16_t)m->n_bounded++; /* i < LE_MAX_PATTERNS */
     _Static_assert(LIT_MAX <= 64 && MAX_GROUPS + 1 <= 4 && AT_N_SPEAKERS <= 4,
                    "literal offsets, group and speaker bits fit");
     for (size_t i = 0; i < m->n_literals; i++) {
         const literal *l = &m->literals[i];
         m->lentries[i] = l->pattern | (uint32_t)l->group_bit << LE_GROUP_SHIFT |
-                         (uint32_t)l->offset << LE_OFFSET_SHIFT |
+                         (l->is_anchor ? (uint32_t)l->offset << LE_OFFSET_SHIFT
+                          : !m->patterns[l->pattern].anchored ? LE_BOUNDED
+                                                               : 0) |
                          (l->is_anchor ? LE_ANCHOR : 0) | (uint32_t)l->speakers << LE_SPEAKER_SHIFT |
                          (l->is_we ? LE_WORD_END : 0);
     }
@@ -1914,7 +1933,8 @@ static int load_patterns(at__markers *m, const char *dir, const char *name, at_f
          * every file is loaded, by resolve_refs. */
         pcre2_code *code = NULL;
         if (f[4][0] != '@') {
-            rc = compile_regex(f[4], path, it.line_no, f[0], 0, &code, err, err_len);
+            rc = compile_regex(f[4], path, it.line_no, f[0], PCRE2_USE_OFFSET_LIMIT, &code, err,
+                               err_len);
             if (rc)
                 goto fail;
         }
@@ -2227,11 +2247,24 @@ static int resolve_refs(at__markers *m, const char *dir, const at__strmap *ids, 
         snprintf(where, wlen, "%.*s\n%s", (int)(nl - p->where), p->where, src);
         free(p->where);
         p->where = where;
-        int rc = compile_regex(src, p->where, 0, p->id, 0, &p->code, err, err_len);
+        int rc = compile_regex(src, p->where, 0, p->id, PCRE2_USE_OFFSET_LIMIT, &p->code, err,
+                               err_len);
         if (rc)
             return rc;
     }
     return 0;
+}
+
+/* A match context with the limits every match runs under. */
+static pcre2_match_context *new_match_context(void)
+{
+    pcre2_match_context *c = pcre2_match_context_create(NULL);
+    if (c) {
+        /* Bound the work a hostile text can cause: a pattern over these limits is skipped. */
+        pcre2_set_match_limit(c, 100000);
+        pcre2_set_depth_limit(c, 1000);
+    }
+    return c;
 }
 
 int at__markers_new(const char *dir, const at__vader *vader, uint64_t *hash, at__markers **out,
@@ -2279,14 +2312,11 @@ int at__markers_new(const char *dir, const at__vader *vader, uint64_t *hash, at_
     rc = build_prefilter(m);
     if (rc)
         goto fail;
-    m->mctx = pcre2_match_context_create(NULL);
+    m->mctx = new_match_context();
     if (!m->mctx) {
         rc = AT_ENOMEM;
         goto fail;
     }
-    /* Bound the work a hostile text can cause: a pattern over these limits is skipped. */
-    pcre2_set_match_limit(m->mctx, 100000);
-    pcre2_set_depth_limit(m->mctx, 1000);
     at__strmap_fini(&ids);
     *out = m;
     return 0;
@@ -2313,6 +2343,7 @@ void at__markers_free(at__markers *m)
     free(m->utexts);
     free(m->lentries);
     free(m->groups_mask);
+    free(m->bound_slot);
     for (int t = 0; t <= AT_N_SPEAKERS; t++) {
         free_trie(&m->trie[t][0]);
         free_trie(&m->trie[t][1]);
@@ -2343,7 +2374,10 @@ int at__mscratch_new(at__mscratch **out)
     if (!s)
         return AT_ENOMEM;
     s->md = pcre2_match_data_create(1, NULL);
-    if (!s->md) {
+    s->mctx = new_match_context();
+    if (!s->md || !s->mctx) {
+        pcre2_match_data_free(s->md);
+        pcre2_match_context_free(s->mctx);
         free(s);
         return AT_ENOMEM;
     }
@@ -2356,6 +2390,8 @@ void at__mscratch_free(at__mscratch *s)
     if (!s)
         return;
     pcre2_match_data_free(s->md);
+    pcre2_match_context_free(s->mctx);
+    free(s->last_pos);
     free(s->stamp);
     free(s->groups);
     free(s->hit_first);
@@ -2687,6 +2723,17 @@ static int prefilter_hit(const at__markers *m, at__mscratch *s, const uint8_t *l
         s->hit_last[pi] |= ~keep;
         unsigned g = (s->groups[pi] & keep) | le_group_bit(l);
         s->groups[pi] = (uint8_t)g;
+        /* Where a literal of the group last occurred: the generation in the high half says
+         * whether the low half is of this utterance. The word starts are walked before the
+         * anywhere trie, so the last position is the greater. */
+        if ((l & (LE_ANCHOR | LE_BOUNDED)) == LE_BOUNDED) {
+            uint64_t *last = &s->last_pos[(size_t)m->bound_slot[pi] * (MAX_GROUPS + 1) +
+                                          (size_t)__builtin_ctz(le_group_bit(l))];
+            uint64_t gen = (uint64_t)s->generation << 32;
+            uint64_t p32 = pos < UINT32_MAX ? pos : UINT32_MAX;
+            uint64_t was = (*last & ~UINT64_C(0xffffffff)) == gen ? (uint32_t)*last : 0;
+            *last = gen | (p32 > was ? p32 : was);
+        }
         if ((l & LE_ANCHOR) && pos >= le_offset(l) && add_hit(s, pi, pos - le_offset(l)))
             return AT_ENOMEM;
         if (g == m->groups_mask[pi]) { /* complete, and not queued (QUEUED not set) */
@@ -2800,9 +2847,22 @@ static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const
         }
         return 0;
     }
+    /* A match holds a literal of each of its pattern's groups, so it starts at or before the
+     * last position where one of each occurred (the prefilter queued the pattern, so each
+     * did): no need to try starting later. */
+    PCRE2_SIZE limit = PCRE2_UNSET;
+    if (p->groups_mask) {
+        const uint64_t *last = s->last_pos + (size_t)m->bound_slot[pi] * (MAX_GROUPS + 1);
+        for (size_t k = 0; k < MAX_GROUPS + 1; k++) {
+            uint32_t at = (uint32_t)last[k];
+            if ((p->groups_mask >> k & 1) && at < limit)
+                limit = at == UINT32_MAX ? PCRE2_UNSET : at;
+        }
+    }
+    pcre2_set_offset_limit(s->mctx, limit);
     PCRE2_SIZE off = 0;
     while (off <= len) {
-        int rc = match_at(p->code, p->is_jit, text, len, off, s->md, m->mctx);
+        int rc = match_at(p->code, p->is_jit, text, len, off, s->md, s->mctx);
         if (rc == PCRE2_ERROR_NOMATCH)
             return 0;
         if (rc < 0) {
@@ -3054,6 +3114,9 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
         uint8_t *gr = realloc(s->groups, m->n_patterns);
         uint32_t *hf = realloc(s->hit_first, m->n_patterns * sizeof *hf);
         uint32_t *hl = realloc(s->hit_last, m->n_patterns * sizeof *hl);
+        uint64_t *lp = realloc(s->last_pos, m->n_patterns * (MAX_GROUPS + 1) * sizeof *lp);
+        if (lp)
+            s->last_pos = lp;
         if (st)
             s->stamp = st;
         if (td)
@@ -3064,7 +3127,7 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
             s->hit_first = hf;
         if (hl)
             s->hit_last = hl;
-        if (!st || !td || !gr || !hf || !hl)
+        if (!st || !td || !gr || !hf || !hl || !lp)
             return AT_ENOMEM;
         memset(s->stamp, 0, m->n_patterns * sizeof *st);
         s->n_stamp = m->n_patterns;

@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 
 import pytest
@@ -219,6 +220,30 @@ PREFILTER_EDGES = [
     "thanks, that was SO helpful", "thanks, that was so helpful", "Thanks. SOOOO helpful",
     "really, REALLY useful", "That was SO helpful 🙄", "thank you so much, SO helpful",
 ]
+
+
+def test_unanchored_match_may_start_at_its_last_literal(tmp_path):
+    # A pattern without an anchor is searched for only up to the last position where a literal
+    # of each of its required groups occurred (PCRE2's offset limit): a match may start exactly
+    # there, and must still be found. The optional number gives the pattern no lead, so it is
+    # not anchored.
+    lex = tmp_path / "lexicons"
+    shutil.copytree(REPO / "lexicons", lex)
+    with open(lex / "markers" / "frustration.tsv", "a") as f:
+        f.write("fru-test-bound\tmatch\tanger\t*\t(?:\\d+ )?\\bzorbly indeed\\b\n")
+    texts = ["zorbly indeed", "we are zorbly indeed", "zorbly indeed, zorbly indeed",
+             "so 12 zorbly indeed"]
+    stdin = "".join(json.dumps({"speaker": "customer", "text": t}) + "\n" for t in texts)
+    for prefilter in ("on", "off"):
+        p = subprocess.run([str(ATTUNE), "score"], input=stdin, capture_output=True, text=True,
+                           cwd=REPO, timeout=120,
+                           env={**os.environ, "ATTUNE_LEXICONS": str(lex),
+                                "ATTUNE_PREFILTER": prefilter})
+        assert p.returncode == 0, p.stderr
+        out = [json.loads(l) for l in p.stdout.splitlines()]
+        spans = [[(m["start"], m["end"]) for m in o["markers"] if m["pattern"] == "fru-test-bound"]
+                 for o in out]
+        assert spans == [[(0, 13)], [(7, 20)], [(0, 13), (15, 28)], [(3, 19)]], (prefilter, spans)
 
 
 def test_prefilter_changes_no_result():
