@@ -114,6 +114,7 @@ typedef struct ltrie {
     uint16_t *d2_key;       /* open addressing, d2_mask + 1 slots: two bytes (0: empty) */
     uint32_t *d2_off;       /* and the offset in pk of their node */
     uint32_t d2_mask;
+    bool is_high_first; /* every text begins with a byte >= 0x80 (an emoji, say) */
 } ltrie;
 
 enum { PK_HEAD = 3, PK_COUNT = 2, PK_PAD = 8 };
@@ -1629,6 +1630,9 @@ static int build_trie(at__markers *m, ltrie *t, bool is_ws, unsigned speakers)
     }
     t->n_nodes = 1;
     t->n_edges = 0;
+    t->is_high_first = true;
+    for (size_t k = 0; k < n_ids; k++)
+        t->is_high_first = t->is_high_first && (unsigned char)m->utexts[ids[k]].text[0] >= 0x80;
     build_node(t, m->utexts, ids, 0, 0, n_ids, 0);
     free(ids);
     /* A text's literal count is stored in 16 bits. */
@@ -1708,6 +1712,38 @@ static int cmp_literal(const void *a, const void *b)
     return x->pattern < y->pattern ? -1 : x->pattern > y->pattern;
 }
 
+/* Texts that may occur anywhere are looked for at every byte of every turn; texts that begin
+ * words, only at word starts. A pattern that has a group found at word starts only does not
+ * need its other groups that may occur anywhere (except its anchor, which says where to match):
+ * they are dropped, so that the prefilter passes it a little more often but, when no pattern
+ * of a speaker needs the anywhere search, that speaker's turns skip it. The literals of
+ * pattern p are m->literals[first ..). */
+static void drop_anywhere_groups(at__markers *m, pattern *p, size_t first)
+{
+    unsigned anywhere = 0, ascii = 0, present = 0;
+    for (size_t k = first; k < m->n_literals; k++) {
+        const literal *l = &m->literals[k];
+        present |= l->group_bit;
+        if (!l->is_ws) {
+            anywhere |= l->group_bit;
+            if ((unsigned char)l->text[0] < 0x80)
+                ascii |= l->group_bit;
+        }
+    }
+    unsigned drop = ascii & ~(unsigned)p->anchor_bit;
+    if (!drop || !(present & ~anywhere))
+        return;
+    size_t n = first;
+    for (size_t k = first; k < m->n_literals; k++) {
+        if (m->literals[k].group_bit & drop)
+            free(m->literals[k].text);
+        else
+            m->literals[n++] = m->literals[k];
+    }
+    m->n_literals = n;
+    p->groups_mask = (uint8_t)(p->groups_mask & ~drop);
+}
+
 static int build_prefilter(at__markers *m)
 {
     size_t cap = 0;
@@ -1773,6 +1809,7 @@ static int build_prefilter(at__markers *m)
         if (anchor == SIZE_MAX && n_groups > r->n)
             n_groups = r->n;
         p->groups_mask = (uint8_t)((1u << n_groups) - 1);
+        size_t first_literal = m->n_literals;
         for (size_t g = 0; g < n_groups; g++) {
             const req *set = g < r->n ? &r->g[g] : &node->lead;
             for (size_t j = 0; j < set->n; j++)
@@ -1782,6 +1819,7 @@ static int build_prefilter(at__markers *m)
                     return AT_ENOMEM;
                 }
         }
+        drop_anywhere_groups(m, p, first_literal);
         free(node);
     }
     /* Distinct texts, each compared once per position however many patterns want it. */
@@ -3197,11 +3235,21 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
                 return AT_ENOMEM;
     }
     if (anywhere->pk_len)
-        for (size_t i = 0; i + 3 <= len; i++)
+        for (size_t i = 0; i + 3 <= len; i++) {
+            if (anywhere->is_high_first && !(low[i] & 0x80)) {
+                /* Only a byte >= 0x80 can begin a text: skip ASCII eight bytes a step. */
+                uint64_t x;
+                memcpy(&x, low + i, 8); /* lower has eight NULs after len */
+                uint64_t high = x & UINT64_C(0x8080808080808080);
+                i += high ? (size_t)__builtin_ctzll(high) >> 3 : 8;
+                i--; /* the loop's i++ */
+                continue;
+            }
             if (d2_has(anywhere, low + i) &&
                 walk_trie(m, anywhere, d2_find(anywhere, low + i), s, low, len, i, speaker_bit,
                           trace))
                 return AT_ENOMEM;
+        }
     for (size_t i = 0; i < m->n_unfiltered; i++) {
         uint32_t pi = m->unfiltered[i];
         if (trace || (m->patterns[pi].speakers & speaker_bit))
