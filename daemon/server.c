@@ -510,6 +510,7 @@ static void process_lines(conn *c)
         else
             reject_too_long(c, ev == FRAMER_TOO_LONG_CUT);
     }
+    pipeline_flush(srv->pipe);
     if (!c->paused && !c->closing && !c->finishing && !c->eof && !srv->draining) {
         track_partial_line(c);
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
