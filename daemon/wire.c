@@ -562,7 +562,8 @@ static enum unfit find_unfit(const ctx *c, json_t *v, char *path, size_t path_le
 /* jansson allocates every value, key and hashtable of a parsed line separately and frees them
  * one by one in json_decref: about 25 malloc/free pairs per protocol line, an eighth of its cost.
  * While wire_parse runs, its allocations come from a fixed arena instead, bumped and never
- * freed piece by piece, and emptied when the line's value has been released. The allocator
+ * freed piece by piece, and emptied when the line's value has been released; when the whole
+ * value fits in the arena, emptying it is the release, without json_decref. The allocator
  * functions are process-wide (json_set_alloc_funcs) but the arena has one user at a time:
  * the thread that claimed it (in attuned, the loop thread); every other allocation, and what
  * does not fit, goes to malloc as before. Freeing a pointer into the arena does nothing, so
@@ -573,6 +574,7 @@ static enum unfit find_unfit(const ctx *c, json_t *v, char *path, size_t path_le
 
 static _Alignas(16) unsigned char arena[ARENA_BYTES];
 static size_t arena_used;              /* bytes handed out since the arena was last emptied */
+static bool is_arena_spilled;          /* the line's holder got memory from malloc since */
 static atomic_flag arena_claimed = ATOMIC_FLAG_INIT;
 static _Thread_local bool is_arena_mine; /* this thread claimed the arena for its line */
 static pthread_once_t alloc_once = PTHREAD_ONCE_INIT;
@@ -586,6 +588,7 @@ static void *arena_malloc(size_t n)
             arena_used += need;
             return p;
         }
+        is_arena_spilled = true;
     }
     return malloc(n);
 }
@@ -615,6 +618,17 @@ static void arena_begin(void)
 {
     pthread_once(&alloc_once, set_alloc_funcs);
     is_arena_mine = IS_ARENA_USED && !atomic_flag_test_and_set(&arena_claimed);
+    if (is_arena_mine)
+        is_arena_spilled = false;
+}
+
+/* Whether every value parsed since arena_begin lies in the arena, so that emptying it
+ * releases them all and json_decref's walk of the value, freeing piece by piece into an arena
+ * that ignores it, can be skipped. Values that jansson does not allocate (true, false, null)
+ * are static and have no count to keep. */
+static bool arena_holds_all(void)
+{
+    return is_arena_mine && !is_arena_spilled;
 }
 
 /* Stops allocating from the arena, e.g. for a string that must outlive the line. */
@@ -816,7 +830,8 @@ done:
         msg->id = NULL;
         message_fini(msg);
     }
-    json_decref(obj);
+    if (!arena_holds_all())
+        json_decref(obj);
     return e;
 }
 
