@@ -295,7 +295,8 @@ static bool token_equal(const char *a, const char *b)
     return diff == 0;
 }
 
-static void handle_line(conn *c, const char *line, size_t len)
+/* read_ns: uv_hrtime() when the line's bytes were read, or reading resumed. */
+static void handle_line(conn *c, const char *line, size_t len, uint64_t read_ns)
 {
     server *srv = c->srv;
     uint64_t line_no = ++c->next_line;
@@ -380,7 +381,7 @@ static void handle_line(conn *c, const char *line, size_t len)
     w->conn_id = (uint64_t)(uintptr_t)c;
     w->line_no = line_no;
     w->bytes = len;
-    w->read_ns = uv_hrtime();
+    w->read_ns = read_ns;
     w->msg = msg;
     c->inflight++;
     srv->inflight_lines++;
@@ -492,6 +493,8 @@ static void process_lines(conn *c)
 {
     server *srv = c->srv;
     c->paused = false;
+    /* The lines at hand were all read by now: one clock reading serves them all. */
+    uint64_t read_ns = uv_hrtime();
     /* A finishing connection (refused with unauthorized) gets nothing more processed. */
     while (!c->closing && !c->finishing) {
         /* Over-long lines without their newline are answered even when paused: they are
@@ -506,7 +509,7 @@ static void process_lines(conn *c)
         if (ev == FRAMER_NONE)
             break;
         if (ev == FRAMER_LINE)
-            handle_line(c, line, len);
+            handle_line(c, line, len, read_ns);
         else
             reject_too_long(c, ev == FRAMER_TOO_LONG_CUT);
     }
