@@ -1617,10 +1617,14 @@ void pipeline_submit(pipeline *p, work *w)
         queue_push(&p->wq, w);
         return;
     }
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (const char *c = w->msg.conversation_id; *c; c++) {
-        h ^= (unsigned char)*c;
-        h *= 0x100000001b3ULL;
+    /* A conversation's items all go to one worker, which scores them in order. */
+    uint64_t h = 0;
+    if (p->n_workers > 1) {
+        h = 0xcbf29ce484222325ULL;
+        for (const char *c = w->msg.conversation_id; *c; c++) {
+            h ^= (unsigned char)*c;
+            h *= 0x100000001b3ULL;
+        }
     }
     /* Held until pipeline_flush: a lock and a wake-up per line were a tenth of the loop
      * thread's time when the worker keeps up and so sleeps between lines. */

@@ -862,7 +862,8 @@ static enum wire_error parse_line(const char *line, size_t len, message *msg, ch
     }
     fields fl;
     fields_find(obj, &fl);
-    char path[160] = "";
+    char path[160];
+    path[0] = '\0';
     json_t *id = fl.v[F_ID];
     /* An id with a number out of range cannot be echoed as it was sent. */
     if (id && !(c.n_overflows && find_unfit(&c, id, path, sizeof path) == UNFIT_OVERFLOW)) {
