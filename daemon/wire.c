@@ -909,7 +909,8 @@ static size_t count_pairs(json_t *v)
  * the other fault). Colons inside strings after a '"' only cost the second parse. */
 static json_t *load_line(const char *line, size_t len, json_error_t *jerr)
 {
-    json_t *v = json_loadb(line, len, LOAD_FLAGS & ~JSON_REJECT_DUPLICATES, jerr);
+    /* Without an error record to fill: a failure is parsed again for its error. */
+    json_t *v = json_loadb(line, len, LOAD_FLAGS & ~JSON_REJECT_DUPLICATES, NULL);
     if (v) {
         size_t n_colons = count_key_colons(line, len);
         /* The top object's pairs alone, when they are all the colons: the common case,
