@@ -191,7 +191,7 @@ static void fields_init(void)
 
 /* The values of an object's known keys (NULL where absent), found in one walk over its keys:
  * a json_object_get per field hashed the name and searched a bucket, present or not, which was
- * a twentieth of the loop thread's work per line. Keys are unique (JSON_REJECT_DUPLICATES). */
+ * a twentieth of the loop thread's work per line. Keys are unique (load_line). */
 typedef struct fields {
     json_t *v[N_FIELDS];
 } fields;
