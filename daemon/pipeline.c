@@ -61,6 +61,11 @@ typedef struct queue {
     bool closed;
 } queue;
 
+/* Items submitted and not yet pushed to a queue (loop thread only), in submission order. */
+typedef struct chain {
+    work *head, *tail;
+} chain;
+
 /* Consecutive low-sentiment customer turns per conversation, for frustration_spike. A fixed
  * direct-mapped table: memory is bounded whatever the number of live conversations; a
  * collision only restarts a count. */
@@ -77,6 +82,7 @@ typedef struct worker {
     queue q;
     at_scratch *scratch;
     _Atomic(const at_model *) hazard; /* the model this worker may be using, or NULL */
+    chain submitted; /* loop thread: items for q since the last pipeline_flush */
     /* PCRE2 limit warnings: at most one a second per worker, so that a client sending text
      * built to backtrack cannot flood the log; the others are counted into the next one. */
     uint64_t limit_warned_ns;
@@ -177,17 +183,24 @@ static void queue_fini(queue *q)
     pthread_cond_destroy(&q->cv);
 }
 
+/* Appends the items head..tail (linked through next, tail->next NULL) with one lock and one
+ * wake-up. */
+static void queue_push_chain(queue *q, work *head, work *tail)
+{
+    pthread_mutex_lock(&q->mu);
+    if (q->tail)
+        q->tail->next = head;
+    else
+        q->head = head;
+    q->tail = tail;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
 static void queue_push(queue *q, work *w)
 {
     w->next = NULL;
-    pthread_mutex_lock(&q->mu);
-    if (q->tail)
-        q->tail->next = w;
-    else
-        q->head = w;
-    q->tail = w;
-    pthread_cond_signal(&q->cv);
-    pthread_mutex_unlock(&q->mu);
+    queue_push_chain(q, w, w);
 }
 
 static void queue_close(queue *q)
@@ -1604,12 +1617,35 @@ void pipeline_submit(pipeline *p, work *w)
         queue_push(&p->wq, w);
         return;
     }
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (const char *c = w->msg.conversation_id; *c; c++) {
-        h ^= (unsigned char)*c;
-        h *= 0x100000001b3ULL;
+    /* A conversation's items all go to one worker, which scores them in order. */
+    uint64_t h = 0;
+    if (p->n_workers > 1) {
+        h = 0xcbf29ce484222325ULL;
+        for (const char *c = w->msg.conversation_id; *c; c++) {
+            h ^= (unsigned char)*c;
+            h *= 0x100000001b3ULL;
+        }
     }
-    queue_push(&p->workers[h % (uint64_t)p->n_workers].q, w);
+    /* Held until pipeline_flush: a lock and a wake-up per line were a tenth of the loop
+     * thread's time when the worker keeps up and so sleeps between lines. */
+    chain *ch = &p->workers[h % (uint64_t)p->n_workers].submitted;
+    w->next = NULL;
+    if (ch->tail)
+        ch->tail->next = w;
+    else
+        ch->head = w;
+    ch->tail = w;
+}
+
+void pipeline_flush(pipeline *p)
+{
+    for (int i = 0; i < p->n_workers; i++) {
+        chain *ch = &p->workers[i].submitted;
+        if (!ch->head)
+            continue;
+        queue_push_chain(&p->workers[i].q, ch->head, ch->tail);
+        ch->head = ch->tail = NULL;
+    }
 }
 
 void pipeline_stop_rescore(pipeline *p)
@@ -1674,6 +1710,7 @@ void pipeline_free(pipeline *p)
     if (!p)
         return;
     /* Workers first, so that everything they hold reaches the writer; then the writer. */
+    pipeline_flush(p);
     for (int i = 0; i < p->n_workers; i++) {
         queue_close(&p->workers[i].q);
         pthread_join(p->workers[i].thread, NULL);

@@ -94,11 +94,16 @@ void alert_fini(alert *a);
 int pipeline_set_model(pipeline *p, at_model *model);
 /* The current model, borrowed (loop thread). */
 const at_model *pipeline_model(pipeline *p);
-/* Takes w (loop thread). A rescore request (MSG_RESCORE) becomes the writer's rescoring job: it
+/* Takes w (loop thread). An item about a conversation reaches its scoring thread at the next
+ * pipeline_flush. A rescore request (MSG_RESCORE) becomes the writer's rescoring job: it
  * rescores in slices of batch_rows utterances, each its own transaction, between ingest batches,
  * and completes the request's line (reply: a "rescored" line, or an error) when it is done. One
  * job at a time: a second request while one runs is answered with an overloaded error. */
 void pipeline_submit(pipeline *p, work *w);
+/* Hands the items submitted since the last call to their scoring threads, one lock and one
+ * wake-up per thread (loop thread), so that the lines of one read cost one hand-off. The
+ * caller flushes before it returns to the loop; until then the items wait. */
+void pipeline_flush(pipeline *p);
 /* Makes a running rescoring job stop after its current slice (shutdown; loop thread). Its line
  * is answered with a shutting_down error; a later request resumes where it stopped. */
 void pipeline_stop_rescore(pipeline *p);

@@ -9,6 +9,7 @@
  * cut short as a C string, and a number beyond what jansson holds (an integer outside 64 bits,
  * a real beyond the largest double), which RFC 8259 section 6 lets a parser refuse.
  */
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
@@ -153,12 +154,89 @@ static enum wire_error fail(ctx *c, enum wire_error e, const char *fmt, ...)
     return e;
 }
 
+/* ---- the fields of an object ---------------------------------------------------------- */
+
+/* Every key the protocol gives a meaning, in order of length (fields_find relies on it). */
+enum field {
+    F_ID, F_TS, F_SEQ, F_NPS, F_TYPE, F_TEXT, F_CSAT, F_ACKS, F_QUEUE, F_TOKEN, F_TURNS, F_SINCE,
+    F_CLIENT, F_EVENTS, F_FILTER, F_END_MS, F_SPEAKER, F_CHANNEL, F_OUTCOME, F_START_MS,
+    F_RESOLVED, F_AGENT_ID, F_ENDED_AT, F_ESCALATED, F_STARTED_AT, F_RESOLVED_AT, F_TRANSFERRED,
+    F_CUSTOMER_ID, F_PARTICIPANT_ID, F_CONVERSATION_ID, N_FIELDS,
+};
+
+static const char *const field_names[N_FIELDS] = {
+    "id", "ts", "seq", "nps", "type", "text", "csat", "acks", "queue", "token", "turns", "since",
+    "client", "events", "filter", "end_ms", "speaker", "channel", "outcome", "start_ms",
+    "resolved", "agent_id", "ended_at", "escalated", "started_at", "resolved_at", "transferred",
+    "customer_id", "participant_id", "conversation_id",
+};
+
+#define MAX_FIELD_LEN 15 /* bytes: conversation_id, the longest name */
+
+/* field_by_len[n] .. field_by_len[n + 1] - 1: the fields whose names have n bytes. */
+static unsigned char field_by_len[MAX_FIELD_LEN + 2];
+
+static void fields_init(void)
+{
+    size_t n = 0;
+    for (int i = 0; i < N_FIELDS; i++) {
+        size_t len = strlen(field_names[i]);
+        assert(len <= MAX_FIELD_LEN && (i == 0 || len >= strlen(field_names[i - 1])));
+        while (n <= len)
+            field_by_len[n++] = (unsigned char)i;
+    }
+    while (n < sizeof field_by_len)
+        field_by_len[n++] = N_FIELDS;
+}
+
+/* The values of an object's known keys (NULL where absent), found in one walk over its keys:
+ * a json_object_get per field hashed the name and searched a bucket, present or not, which was
+ * a twentieth of the loop thread's work per line. Keys are unique (load_line). */
+typedef struct fields {
+    json_t *v[N_FIELDS];
+} fields;
+
+/* Whether key equals name, both of len bytes: memcmp of a constant size is compiled inline,
+ * without a call. */
+static bool name_equal(const char *key, const char *name, size_t len)
+{
+    switch (len) {
+#define EQUAL_LEN(n) \
+    case n: \
+        return memcmp(key, name, n) == 0;
+        EQUAL_LEN(1) EQUAL_LEN(2) EQUAL_LEN(3) EQUAL_LEN(4) EQUAL_LEN(5) EQUAL_LEN(6)
+        EQUAL_LEN(7) EQUAL_LEN(8) EQUAL_LEN(9) EQUAL_LEN(10) EQUAL_LEN(11) EQUAL_LEN(12)
+        EQUAL_LEN(13) EQUAL_LEN(14) EQUAL_LEN(15)
+#undef EQUAL_LEN
+    default:
+        return memcmp(key, name, len) == 0;
+    }
+}
+
+static void fields_find(json_t *obj, fields *fl)
+{
+    memset(fl, 0, sizeof *fl);
+    for (void *it = json_object_iter(obj); it; it = json_object_iter_next(obj, it)) {
+        size_t len = json_object_iter_key_len(it);
+        if (len > MAX_FIELD_LEN)
+            continue;
+        const char *key = json_object_iter_key(it);
+        for (int i = field_by_len[len]; i < field_by_len[len + 1]; i++) {
+            if (name_equal(key, field_names[i], len)) {
+                fl->v[i] = json_object_iter_value(it);
+                break;
+            }
+        }
+    }
+}
+
 /* Time bounds: 1970 .. 9999-12-31 in ms. */
 #define TIME_MAX_MS 253402300799999LL
 
-static enum wire_error get_time(ctx *c, json_t *obj, const char *key, int64_t *out)
+static enum wire_error get_time(ctx *c, const fields *fl, enum field k, int64_t *out)
 {
-    json_t *v = json_object_get(obj, key);
+    json_t *v = fl->v[k];
+    const char *key = field_names[k];
     *out = WIRE_ABSENT;
     if (!v || json_is_null(v))
         return WIRE_OK;
@@ -180,10 +258,11 @@ static enum wire_error get_time(ctx *c, json_t *obj, const char *key, int64_t *o
     return WIRE_OK;
 }
 
-static enum wire_error get_int(ctx *c, json_t *obj, const char *key, int64_t lo, int64_t hi,
+static enum wire_error get_int(ctx *c, const fields *fl, enum field k, int64_t lo, int64_t hi,
                                int64_t *out)
 {
-    json_t *v = json_object_get(obj, key);
+    json_t *v = fl->v[k];
+    const char *key = field_names[k];
     *out = WIRE_ABSENT;
     if (!v || json_is_null(v))
         return WIRE_OK;
@@ -194,9 +273,10 @@ static enum wire_error get_int(ctx *c, json_t *obj, const char *key, int64_t lo,
     return WIRE_OK;
 }
 
-static enum wire_error get_bool(ctx *c, json_t *obj, const char *key, int *out)
+static enum wire_error get_bool(ctx *c, const fields *fl, enum field k, int *out)
 {
-    json_t *v = json_object_get(obj, key);
+    json_t *v = fl->v[k];
+    const char *key = field_names[k];
     *out = -1;
     if (!v || json_is_null(v))
         return WIRE_OK;
@@ -207,9 +287,10 @@ static enum wire_error get_bool(ctx *c, json_t *obj, const char *key, int *out)
 }
 
 /* An optional string of 1..MAX_ID_BYTES bytes. *out is new (free with free()). */
-static enum wire_error get_str(ctx *c, json_t *obj, const char *key, bool required, char **out)
+static enum wire_error get_str(ctx *c, const fields *fl, enum field k, bool required, char **out)
 {
-    json_t *v = json_object_get(obj, key);
+    json_t *v = fl->v[k];
+    const char *key = field_names[k];
     *out = NULL;
     if (!v || json_is_null(v)) {
         if (required)
@@ -225,16 +306,16 @@ static enum wire_error get_str(ctx *c, json_t *obj, const char *key, bool requir
     return *out ? WIRE_OK : WIRE_INTERNAL;
 }
 
-static enum wire_error get_outcome(ctx *c, json_t *obj, conv_facts *f)
+static enum wire_error get_outcome(ctx *c, const fields *fl, conv_facts *f)
 {
     enum wire_error e;
-    if ((e = get_bool(c, obj, "resolved", &f->resolved)) ||
-        (e = get_time(c, obj, "resolved_at", &f->resolved_at)) ||
-        (e = get_bool(c, obj, "escalated", &f->escalated)) ||
-        (e = get_bool(c, obj, "transferred", &f->transferred)) ||
-        (e = get_int(c, obj, "nps", 0, 10, &f->nps)))
+    if ((e = get_bool(c, fl, F_RESOLVED, &f->resolved)) ||
+        (e = get_time(c, fl, F_RESOLVED_AT, &f->resolved_at)) ||
+        (e = get_bool(c, fl, F_ESCALATED, &f->escalated)) ||
+        (e = get_bool(c, fl, F_TRANSFERRED, &f->transferred)) ||
+        (e = get_int(c, fl, F_NPS, 0, 10, &f->nps)))
         return e;
-    json_t *v = json_object_get(obj, "csat");
+    json_t *v = fl->v[F_CSAT];
     f->csat = NAN;
     if (v && !json_is_null(v)) {
         if (!json_is_number(v) || json_number_value(v) < 1 || json_number_value(v) > 5)
@@ -245,11 +326,11 @@ static enum wire_error get_outcome(ctx *c, json_t *obj, conv_facts *f)
     return WIRE_OK;
 }
 
-static enum wire_error get_meta(ctx *c, json_t *obj, conv_facts *f)
+static enum wire_error get_meta(ctx *c, const fields *fl, conv_facts *f)
 {
     enum wire_error e;
     static const char *const channels[] = {"chat", "voice", "email", "social", "sms"};
-    if ((e = get_str(c, obj, "channel", false, &f->channel)))
+    if ((e = get_str(c, fl, F_CHANNEL, false, &f->channel)))
         return e;
     if (f->channel) {
         bool ok = false;
@@ -259,25 +340,25 @@ static enum wire_error get_meta(ctx *c, json_t *obj, conv_facts *f)
             return fail(c, WIRE_BAD_FIELD, "field \"channel\" must be chat, voice, email, social "
                         "or sms");
     }
-    if ((e = get_str(c, obj, "queue", false, &f->queue)) ||
-        (e = get_str(c, obj, "agent_id", false, &f->agent_id)) ||
-        (e = get_str(c, obj, "customer_id", false, &f->customer_id)) ||
-        (e = get_time(c, obj, "started_at", &f->started_at)))
+    if ((e = get_str(c, fl, F_QUEUE, false, &f->queue)) ||
+        (e = get_str(c, fl, F_AGENT_ID, false, &f->agent_id)) ||
+        (e = get_str(c, fl, F_CUSTOMER_ID, false, &f->customer_id)) ||
+        (e = get_time(c, fl, F_STARTED_AT, &f->started_at)))
         return e;
     return WIRE_OK;
 }
 
-static enum wire_error get_turn(ctx *c, json_t *obj, turn *t)
+static enum wire_error get_turn(ctx *c, const fields *fl, turn *t)
 {
     enum wire_error e;
-    json_t *sp = json_object_get(obj, "speaker");
+    json_t *sp = fl->v[F_SPEAKER];
     if (!sp)
         return fail(c, WIRE_MISSING_FIELD, "missing field \"%sspeaker\"", c->where);
     if (!json_is_string(sp) ||
         at_speaker_parse(json_string_value(sp), json_string_length(sp), &t->speaker))
         return fail(c, WIRE_BAD_FIELD, "field \"%sspeaker\" must be agent, customer, bot or "
                     "system", c->where);
-    json_t *tx = json_object_get(obj, "text");
+    json_t *tx = fl->v[F_TEXT];
     if (!tx)
         return fail(c, WIRE_MISSING_FIELD, "missing field \"%stext\"", c->where);
     if (!json_is_string(tx))
@@ -286,11 +367,11 @@ static enum wire_error get_turn(ctx *c, json_t *obj, turn *t)
     t->text = msg_strdup(c->msg, json_string_value(tx), t->text_len);
     if (!t->text)
         return WIRE_INTERNAL;
-    if ((e = get_int(c, obj, "seq", 0, 9007199254740991LL, &t->seq)) ||
-        (e = get_time(c, obj, "ts", &t->ts)) ||
-        (e = get_int(c, obj, "start_ms", 0, 9007199254740991LL, &t->start_ms)) ||
-        (e = get_int(c, obj, "end_ms", 0, 9007199254740991LL, &t->end_ms)) ||
-        (e = get_str(c, obj, "participant_id", false, &t->participant_id)))
+    if ((e = get_int(c, fl, F_SEQ, 0, 9007199254740991LL, &t->seq)) ||
+        (e = get_time(c, fl, F_TS, &t->ts)) ||
+        (e = get_int(c, fl, F_START_MS, 0, 9007199254740991LL, &t->start_ms)) ||
+        (e = get_int(c, fl, F_END_MS, 0, 9007199254740991LL, &t->end_ms)) ||
+        (e = get_str(c, fl, F_PARTICIPANT_ID, false, &t->participant_id)))
         return e;
     if (t->start_ms != WIRE_ABSENT && t->end_ms != WIRE_ABSENT && t->end_ms < t->start_ms)
         return fail(c, WIRE_BAD_FIELD, "field \"%send_ms\" must not be before \"%sstart_ms\"",
@@ -351,10 +432,10 @@ static turn *msg_turns(message *msg, size_t n)
     return t;
 }
 
-static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
+static enum wire_error parse_object(ctx *c, const fields *fl, message *msg)
 {
     enum wire_error e;
-    json_t *type = json_object_get(obj, "type");
+    json_t *type = fl->v[F_TYPE];
     if (!type)
         return fail(c, WIRE_MISSING_FIELD, "missing field \"type\"");
     if (!json_is_string(type))
@@ -379,17 +460,17 @@ static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
     case MSG_RESCORE:
         /* No conversation_id: the request goes to the writer, which rescores every stored
          * utterance (of conversations started since `since`) with the current model. */
-        return get_time(c, obj, "since", &msg->since);
+        return get_time(c, fl, F_SINCE, &msg->since);
     case MSG_HELLO: {
-        json_t *tok = json_object_get(obj, "token");
+        json_t *tok = fl->v[F_TOKEN];
         if (tok && !json_is_string(tok))
             return fail(c, WIRE_BAD_FIELD, "field \"token\" must be a string");
         if (tok && !(msg->token = strdup(json_string_value(tok))))
             return WIRE_INTERNAL;
-        json_t *cl = json_object_get(obj, "client");
+        json_t *cl = fl->v[F_CLIENT];
         if (cl && !json_is_string(cl))
             return fail(c, WIRE_BAD_FIELD, "field \"client\" must be a string");
-        json_t *acks = json_object_get(obj, "acks");
+        json_t *acks = fl->v[F_ACKS];
         if (acks) {
             if (!json_is_string(acks) || (strcmp(json_string_value(acks), "batch") &&
                                           strcmp(json_string_value(acks), "none")))
@@ -399,7 +480,7 @@ static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
         return WIRE_OK;
     }
     case MSG_SUBSCRIBE: {
-        json_t *ev = json_object_get(obj, "events");
+        json_t *ev = fl->v[F_EVENTS];
         if (!ev)
             return fail(c, WIRE_MISSING_FIELD, "missing field \"events\"");
         if (!json_is_array(ev) || json_array_size(ev) == 0)
@@ -411,13 +492,15 @@ static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
             if (!json_is_string(v) || strcmp(json_string_value(v), "alert"))
                 return fail(c, WIRE_BAD_FIELD, "field \"events[%zu]\" must be \"alert\"", i);
         }
-        json_t *f = json_object_get(obj, "filter");
+        json_t *f = fl->v[F_FILTER];
         if (f && !json_is_null(f)) {
             if (!json_is_object(f))
                 return fail(c, WIRE_BAD_FIELD, "field \"filter\" must be an object");
             c->where = "filter.";
-            if ((e = get_str(c, f, "queue", false, &msg->filter_queue)) ||
-                (e = get_str(c, f, "agent_id", false, &msg->filter_agent_id)))
+            fields ffl;
+            fields_find(f, &ffl);
+            if ((e = get_str(c, &ffl, F_QUEUE, false, &msg->filter_queue)) ||
+                (e = get_str(c, &ffl, F_AGENT_ID, false, &msg->filter_agent_id)))
                 return e;
             c->where = "";
         }
@@ -427,9 +510,9 @@ static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
         break;
     }
     /* Only these, whose fields nobody takes out of the message. */
-    json_t *turns = msg->type == MSG_CONVERSATION ? json_object_get(obj, "turns") : NULL;
+    json_t *turns = msg->type == MSG_CONVERSATION ? fl->v[F_TURNS] : NULL;
     msg_reserve(msg, c->line_len, msg->type == MSG_UTTERANCE ? 1 : json_array_size(turns));
-    if ((e = get_str(c, obj, "conversation_id", true, &msg->conversation_id)))
+    if ((e = get_str(c, fl, F_CONVERSATION_ID, true, &msg->conversation_id)))
         return e;
     switch (msg->type) {
     case MSG_UTTERANCE:
@@ -437,27 +520,29 @@ static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
         if (!msg->turns)
             return WIRE_INTERNAL;
         msg->n_turns = 1;
-        return get_turn(c, obj, &msg->turns[0]);
+        return get_turn(c, fl, &msg->turns[0]);
     case MSG_START:
-        return get_meta(c, obj, &msg->facts);
+        return get_meta(c, fl, &msg->facts);
     case MSG_END:
         msg->facts.ended = true;
-        if ((e = get_time(c, obj, "ended_at", &msg->facts.ended_at)))
+        if ((e = get_time(c, fl, F_ENDED_AT, &msg->facts.ended_at)))
             return e;
-        return get_outcome(c, obj, &msg->facts);
+        return get_outcome(c, fl, &msg->facts);
     case MSG_OUTCOME:
-        return get_outcome(c, obj, &msg->facts);
+        return get_outcome(c, fl, &msg->facts);
     case MSG_CONVERSATION: {
         /* A whole transcript: its metrics are final, as after an `end`. */
         msg->facts.ended = true;
-        if ((e = get_meta(c, obj, &msg->facts)))
+        if ((e = get_meta(c, fl, &msg->facts)))
             return e;
-        json_t *oc = json_object_get(obj, "outcome");
+        json_t *oc = fl->v[F_OUTCOME];
         if (oc && !json_is_null(oc)) {
             if (!json_is_object(oc))
                 return fail(c, WIRE_BAD_FIELD, "field \"outcome\" must be an object");
             c->where = "outcome.";
-            if ((e = get_outcome(c, oc, &msg->facts)))
+            fields ofl;
+            fields_find(oc, &ofl);
+            if ((e = get_outcome(c, &ofl, &msg->facts)))
                 return e;
             c->where = "";
         }
@@ -477,7 +562,9 @@ static enum wire_error parse_object(ctx *c, json_t *obj, message *msg)
             msg->n_turns = i + 1;
             if (!json_is_object(tv))
                 return fail(c, WIRE_BAD_FIELD, "field \"turns[%zu]\" must be an object", i);
-            if ((e = get_turn(c, tv, &msg->turns[i])))
+            fields tfl;
+            fields_find(tv, &tfl);
+            if ((e = get_turn(c, &tfl, &msg->turns[i])))
                 return e;
             /* Turns without seq take their index, so a resent conversation is idempotent. */
             if (msg->turns[i].seq == WIRE_ABSENT)
@@ -562,7 +649,8 @@ static enum unfit find_unfit(const ctx *c, json_t *v, char *path, size_t path_le
 /* jansson allocates every value, key and hashtable of a parsed line separately and frees them
  * one by one in json_decref: about 25 malloc/free pairs per protocol line, an eighth of its cost.
  * While wire_parse runs, its allocations come from a fixed arena instead, bumped and never
- * freed piece by piece, and emptied when the line's value has been released. The allocator
+ * freed piece by piece, and emptied when the line's value has been released; when the whole
+ * value fits in the arena, emptying it is the release, without json_decref. The allocator
  * functions are process-wide (json_set_alloc_funcs) but the arena has one user at a time:
  * the thread that claimed it (in attuned, the loop thread); every other allocation, and what
  * does not fit, goes to malloc as before. Freeing a pointer into the arena does nothing, so
@@ -573,9 +661,10 @@ static enum unfit find_unfit(const ctx *c, json_t *v, char *path, size_t path_le
 
 static _Alignas(16) unsigned char arena[ARENA_BYTES];
 static size_t arena_used;              /* bytes handed out since the arena was last emptied */
+static bool is_arena_spilled;          /* the line's holder got memory from malloc since */
 static atomic_flag arena_claimed = ATOMIC_FLAG_INIT;
 static _Thread_local bool is_arena_mine; /* this thread claimed the arena for its line */
-static pthread_once_t alloc_once = PTHREAD_ONCE_INIT;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 static void *arena_malloc(size_t n)
 {
@@ -586,6 +675,7 @@ static void *arena_malloc(size_t n)
             arena_used += need;
             return p;
         }
+        is_arena_spilled = true;
     }
     return malloc(n);
 }
@@ -597,9 +687,11 @@ static void arena_free(void *p)
     free(p);
 }
 
-static void set_alloc_funcs(void)
+/* What the first wire_parse sets up, for every thread. */
+static void init(void)
 {
     json_set_alloc_funcs(arena_malloc, arena_free);
+    fields_init();
 }
 
 /* AddressSanitizer must see every allocation to catch a use after free, so its builds (make
@@ -613,8 +705,19 @@ static void set_alloc_funcs(void)
 /* Starts a line: claims the arena when nobody holds it (else jansson uses malloc). */
 static void arena_begin(void)
 {
-    pthread_once(&alloc_once, set_alloc_funcs);
+    pthread_once(&init_once, init);
     is_arena_mine = IS_ARENA_USED && !atomic_flag_test_and_set(&arena_claimed);
+    if (is_arena_mine)
+        is_arena_spilled = false;
+}
+
+/* Whether every value parsed since arena_begin lies in the arena, so that emptying it
+ * releases them all and json_decref's walk of the value, freeing piece by piece into an arena
+ * that ignores it, can be skipped. Values that jansson does not allocate (true, false, null)
+ * are static and have no count to keep. */
+static bool arena_holds_all(void)
+{
+    return is_arena_mine && !is_arena_spilled;
 }
 
 /* Stops allocating from the arena, e.g. for a string that must outlive the line. */
@@ -752,6 +855,74 @@ done:
     return v;
 }
 
+static bool is_json_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+/* The colons of the line that follow a '"' (whitespace between them aside). Every key of every
+ * object is a string followed by one such colon, so there are at least as many as keys; a
+ * colon inside a string can only add to them. */
+static size_t count_key_colons(const char *line, size_t len)
+{
+    size_t n = 0;
+    const char *p = line, *end = line + len;
+    while ((p = memchr(p, ':', (size_t)(end - p)))) {
+        const char *q = p;
+        while (q > line && is_json_space(q[-1]))
+            q--;
+        n += q > line && q[-1] == '"';
+        p++;
+    }
+    return n;
+}
+
+/* The key/value pairs of every object within v. */
+static size_t count_pairs(json_t *v)
+{
+    size_t n = 0;
+    if (json_is_object(v)) {
+        const char *key;
+        json_t *e;
+        n = json_object_size(v);
+        json_object_foreach(v, key, e) {
+            if (json_is_object(e) || json_is_array(e))
+                n += count_pairs(e);
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e) {
+            if (json_is_object(e) || json_is_array(e))
+                n += count_pairs(e);
+        }
+    }
+    return n;
+}
+
+/* json_loadb with LOAD_FLAGS, without paying JSON_REJECT_DUPLICATES's second lookup of every
+ * key (a fiftieth of this thread's work per line). The line is parsed without the flag, then
+ * again with it unless the value surely lost no key to a duplicate: without the flag a
+ * duplicate replaces the earlier pair, so the objects hold as many pairs as the line has keys
+ * exactly when no key was repeated, and the keys are at most count_key_colons. A failed parse
+ * is repeated too, so that the error is the one LOAD_FLAGS gives (a duplicate may come before
+ * the other fault). Colons inside strings after a '"' only cost the second parse. */
+static json_t *load_line(const char *line, size_t len, json_error_t *jerr)
+{
+    /* Without an error record to fill: a failure is parsed again for its error. */
+    json_t *v = json_loadb(line, len, LOAD_FLAGS & ~JSON_REJECT_DUPLICATES, NULL);
+    if (v) {
+        size_t n_colons = count_key_colons(line, len);
+        /* The top object's pairs alone, when they are all the colons: the common case,
+         * without a walk. */
+        if ((json_is_object(v) && json_object_size(v) == n_colons) ||
+            count_pairs(v) == n_colons)
+            return v;
+        json_decref(v);
+    }
+    return json_loadb(line, len, LOAD_FLAGS, jerr);
+}
+
 /* wire_parse with the arena in place. */
 static enum wire_error parse_line(const char *line, size_t len, message *msg, char *why,
                                   size_t why_len, char **id_out)
@@ -763,7 +934,7 @@ static enum wire_error parse_line(const char *line, size_t len, message *msg, ch
     enum wire_error e;
     /* DECODE_ANY: a line that is valid JSON but not an object ("42", "null") is not_object,
      * not invalid_json. */
-    json_t *obj = json_loadb(line, len, LOAD_FLAGS, &jerr);
+    json_t *obj = load_line(line, len, &jerr);
     if (!obj) {
         if (json_error_code(&jerr) != json_error_numeric_overflow)
             return load_error(&c, &jerr, error_pos(&jerr));
@@ -774,8 +945,11 @@ static enum wire_error parse_line(const char *line, size_t len, message *msg, ch
         e = fail(&c, WIRE_NOT_OBJECT, "a line must be one JSON object");
         goto done;
     }
-    char path[160] = "";
-    json_t *id = json_object_get(obj, "id");
+    fields fl;
+    fields_find(obj, &fl);
+    char path[160];
+    path[0] = '\0';
+    json_t *id = fl.v[F_ID];
     /* An id with a number out of range cannot be echoed as it was sent. */
     if (id && !(c.n_overflows && find_unfit(&c, id, path, sizeof path) == UNFIT_OVERFLOW)) {
         /* The id outlives the line: not from the arena. */
@@ -807,7 +981,7 @@ static enum wire_error parse_line(const char *line, size_t len, message *msg, ch
     case FIT:
         break;
     }
-    e = parse_object(&c, obj, msg);
+    e = parse_object(&c, &fl, msg);
 done:
     if (e == WIRE_INTERNAL)
         snprintf(why, why_len, "the server ran out of memory parsing the line");
@@ -816,7 +990,8 @@ done:
         msg->id = NULL;
         message_fini(msg);
     }
-    json_decref(obj);
+    if (!arena_holds_all())
+        json_decref(obj);
     return e;
 }
 

@@ -1,4 +1,5 @@
 """Live alerts to subscribers (PROTOCOL.md `subscribe`, issue 4)."""
+import socket
 import time
 
 from conftest import Client, refuse_seq
@@ -126,3 +127,44 @@ def test_a_line_that_could_not_be_stored_raises_no_alert(attuned):
     seqs = sorted({a["seq"] for a in got})
     assert 0 in seqs and 2 in seqs, got  # the stored lines still alert
     assert 1 not in seqs, got
+
+
+def leave(client):
+    """Half-closes the client and reads until the server has closed the connection: its
+    close has then run on the loop thread before anything the test sends afterwards."""
+    client.sock.shutdown(socket.SHUT_WR)
+    client.expect_closed()
+    client.close()
+
+
+def test_alerts_follow_subscribers_that_come_and_go(attuned):
+    # The server builds alert lines only while someone subscribes: however connections come
+    # and go (subscribing twice, plain clients leaving, subscribers leaving), a subscriber that
+    # remains gets every alert, and a new one after all had left gets them again.
+    d = attuned()
+    stays = d.connect()
+    stays.send({"type": "subscribe", "events": ["alert"]}, {"type": "ping"})
+    stays.recv_type("pong")
+    twice = d.connect()
+    twice.send({"type": "subscribe", "events": ["alert"]}, {"type": "subscribe",
+                                                            "events": ["alert"]},
+               {"type": "ping"})
+    twice.recv_type("pong")
+    plain = d.connect()
+    plain.send({"type": "ping"})
+    plain.recv_type("pong")
+    leave(plain)
+    leave(twice)
+    prod = d.connect()
+    prod.send(utt("g1", 0, "customer", "cancel my account now"))
+    prod.wait_ack()
+    assert [a["conversation_id"] for a in alerts_of(stays, 1)] == ["g1"]
+    leave(stays)
+    prod.send(utt("g2", 0, "customer", "cancel my account now"))
+    prod.wait_ack()
+    late = d.connect()
+    late.send({"type": "subscribe", "events": ["alert"]}, {"type": "ping"})
+    late.recv_type("pong")
+    prod.send(utt("g3", 0, "customer", "cancel my account now"))
+    prod.wait_ack()
+    assert [a["conversation_id"] for a in alerts_of(late, 1)] == ["g3"]

@@ -352,6 +352,43 @@ def test_malformed_lines_pipelined_in_one_write(attuned):
         (len(HOSTILE),)]
 
 
+# Duplicate keys, with the message the line gets: found in any object, at any depth, whatever
+# the whitespace around the colon, and before any later fault of the line; colons in strings,
+# after a quote or not, change nothing (None: accepted).
+DUPLICATES = [
+    (b'{"type":"ping","type":"ping",}', "invalid JSON at byte 21: duplicate object key near "
+     "'\"type\"'"),
+    (b'{"type":"ping","a":1,"a" :2}', "invalid JSON at byte 24: duplicate object key near "
+     "'\"a\"'"),
+    (b'{"type":"ping","a":1,"a"\t:\r2}', "invalid JSON at byte 24: duplicate object key near "
+     "'\"a\"'"),
+    (b'[{"a":1,"a":2}]', "invalid JSON at byte 11: duplicate object key near '\"a\"'"),
+    (b'[{"a":1,"b":2}]', "a line must be one JSON object"),
+    (b'{"type":"conversation","conversation_id":"dup-c","turns":[{"speaker":"agent",'
+     b'"text":"a","text":"b"}]}', "invalid JSON at byte 94: duplicate object key near "
+     "'\"text\"'"),
+    (b'{"type":"ping","x":{"k":[{"q":1}],"k":2}}', "invalid JSON at byte 37: duplicate object "
+     "key near '\"k\"'"),
+    (b'{"type":"ping","x":{"a":{"b":1,"c":2},"d":[{"e":1},{"e":1,"f":2}]}}', None),
+    (b'{"type":"ping","s":":","t":" : ","u":"\\":"}', None),
+    (b'{"type":"utterance","conversation_id":"dup-u","seq":0,"speaker":"agent",'
+     b'"text":"he said \\":\\" and \\" :\\" twice"}', None),
+]
+
+
+def test_duplicate_keys_are_refused_wherever_they_are(attuned):
+    d = attuned(store_text="full")
+    c = d.connect()
+    first = c.lines + 1
+    c.send_raw(b"".join(line + b"\n" for line, _ in DUPLICATES))
+    others = c.wait_ack(timeout=30)
+    got = {m["line"] - first: m.get("message") for m in others if m["type"] == "error"}
+    assert got == {i: why for i, (_, why) in enumerate(DUPLICATES) if why}
+    assert d.rows("SELECT text FROM utterances WHERE conversation_id = 'dup-u'") == [
+        ('he said ":" and " :" twice',)]
+    assert d.rows("SELECT COUNT(*) FROM conversations WHERE conversation_id = 'dup-c'") == [(0,)]
+
+
 # ---- ten thousand connections ----------------------------------------------------------------
 
 @pytest.mark.slow

@@ -322,6 +322,13 @@ def test_valgrind_clean_session_and_shutdown(vg, tmp_path):
                       (7, "bad_field", None), (8, "line_too_long", None),
                       (9, "invalid_json", None), (10, "bad_field", None)], c.errors()
 
+    # A line whose parsed value (77 KB of jansson values) outgrows the loop thread's parse
+    # arena (wire.c), twice: the second overwrites the arena, so that any value of the first
+    # left unreleased is lost, not merely still pointed to.
+    for _ in range(2):
+        c.send({"type": "ping", "x": [{}] * 330})
+        c.recv_type("pong", SLOW)
+
     # internal: a trigger (as an analyst might add) refuses one utterance; the rest of its
     # batch is stored and that line alone is answered.
     con = sqlite3.connect(str(vg.db), timeout=30)
