@@ -137,9 +137,10 @@ integration: all
 
 test: all unit integration
 
+# In its own build directory, so that every object is compiled with -Werror (objects left in
+# build/ by a plain make would not be rebuilt, and their warnings would go unseen).
 check:
-	$(MAKE) WERROR=-Werror all $(UNIT_BIN)
-	$(MAKE) WERROR=-Werror test
+	$(MAKE) BUILD=build-check WERROR=-Werror test
 
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g" \
@@ -225,6 +226,6 @@ install: all
 	chmod 644 $(DESTDIR)$(MANDIR)/man1/attune.1 $(DESTDIR)$(MANDIR)/man8/attuned.8
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz
+	rm -rf build build-check build-asan build-tsan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(COMMON_OBJ:.o=.d) $(EXT_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(DAEMON_SRC:%.c=$(BUILD)/%.d) $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d) $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%.d) $(FUZZ_OBJ:.o=.d)
