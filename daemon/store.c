@@ -1,6 +1,6 @@
 /*
  * store.c: the SQLite store. Owns the one database connection of the writer thread: opening it
- * (WAL, synchronous=FULL, foreign keys, busy timeout), bringing its schema up to date with the
+ * (WAL, synchronous=FULL, busy timeout), bringing its schema up to date with the
  * migrations compiled in from schema/ (PRAGMA user_version counts the applied ones), and the
  * prepared statements that merge conversations and insert utterances, and the list of
  * conversations whose metrics the writer has deferred (pending_metrics). Markers, metrics and
@@ -12,8 +12,13 @@
  *   - Every statement is prepared once (in store_open; a multi-row insert when first used),
  *     reset (and its bindings cleared) after each use, and finalized in store_close.
  *   - store_put_utterance is all or nothing: it runs inside a savepoint, so a failure leaves no
- *     half-stored utterance in the caller's batch, and a conversation row always exists for
- *     every utterance (foreign keys are on).
+ *     half-stored utterance in the caller's batch.
+ *   - Every row's parent exists before the row is written: a conversation's row before its
+ *     utterances and its pending_metrics mark, an utterance before its markers. The schema
+ *     declares these foreign keys, but this connection does not enforce them (PRAGMA
+ *     foreign_keys is off): checking cost a parent lookup per utterance and per marker row,
+ *     for rows that have their parent by construction. Nothing here deletes a parent row, so
+ *     no cascade is missed; tools that delete turn foreign keys on (schema/README.md).
  *   - Nothing here logs, and no error message carries transcript text: SQLite's messages name
  *     columns and constraints, never bound values.
  */
@@ -435,9 +440,9 @@ int store_open(const char *path, store **out, char *err, size_t err_len)
         goto fail;
     }
     /* A 64 MiB page cache: with many conversations interleaved the default 2 MiB thrashes,
-     * turning every batch into page reads. */
+     * turning every batch into page reads. Foreign keys off: see the top of the file. */
     char pragmas[160];
-    snprintf(pragmas, sizeof pragmas, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+    snprintf(pragmas, sizeof pragmas, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;"
              " PRAGMA cache_size = -65536; PRAGMA journal_size_limit = %d", WAL_SIZE_LIMIT_BYTES);
     if (exec_sql(s->db, pragmas, err, err_len, "cannot set pragmas"))
         goto fail;
@@ -677,7 +682,7 @@ static void bind_utterance(sqlite3_stmt *st, int base, const stored_utterance *u
     sqlite3_bind_int(st, base + 17, u->redacted ? 1 : 0);
 }
 
-/* Makes sure the conversation row of an utterance exists (foreign keys are on). */
+/* Makes sure the conversation row of an utterance exists (see the top of the file). */
 static int ensure_conversation(store *s, const char *conversation_id, const char *what)
 {
     if (ensured_check(s->ensured, conversation_id))
@@ -921,7 +926,7 @@ int store_put_utterances(store *s, const stored_utterance *us, size_t n, size_t 
             return -1;
         i += k;
     }
-    /* After every utterance: a marker's row refers to its utterance's (foreign keys are on). */
+    /* After every utterance: a marker's row refers to its utterance's. */
     return s->n_mrows ? flush_markers(s) : 0;
 }
 
