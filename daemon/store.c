@@ -19,6 +19,12 @@
  *     foreign_keys is off): checking cost a parent lookup per utterance and per marker row,
  *     for rows that have their parent by construction. Nothing here deletes a parent row, so
  *     no cascade is missed; tools that delete turn foreign keys on (schema/README.md).
+ *   - Inside a transaction, an end's or an outcome's facts are held back (held_outcome) and
+ *     written by the same UPDATE as the conversation's recomputed metrics, which rewrites the
+ *     row anyway; store_commit writes what no recomputation took, and a merge writes what is
+ *     held for its conversation before its own fields. So the row is what writing each at once
+ *     would make it, written once instead of twice. Readers of the row inside the transaction
+ *     (the metrics' facts) see the held facts applied.
  *   - Nothing here logs, and no error message carries transcript text: SQLite's messages name
  *     columns and constraints, never bound values.
  */
@@ -140,8 +146,18 @@ typedef struct ensured {
     uint64_t hash[ENSURED_SLOTS];
     char *id[ENSURED_SLOTS];
     bool is_created[ENSURED_SLOTS]; /* this transaction inserted the row */
+    uint32_t held[ENSURED_SLOTS];   /* 1 + its index in store.held, or 0 */
     size_t n;
 } ensured;
+
+/* An end's or an outcome's facts held back from the row (store_put_conversation) until the
+ * conversation's metrics are recomputed in the same transaction, which then writes both in one
+ * UPDATE; whatever is still held at COMMIT is written first. */
+typedef struct held_outcome {
+    size_t slot; /* its conversation's slot in ensured */
+    bool is_written;
+    scoredb_outcome o;
+} held_outcome;
 
 struct store {
     sqlite3 *db;
@@ -155,6 +171,8 @@ struct store {
     scoredb_marker_row *mrows; /* store_put_utterances: markers of the rows stored, not yet */
     size_t n_mrows, cap_mrows;
     ensured *ensured;
+    held_outcome *held; /* n_held of them this transaction, see held_outcome */
+    size_t n_held, cap_held;
     scoredb *sdb; /* markers, metrics and rescoring on the same connection */
     int64_t page_size;       /* bytes */
     int64_t max_pages_none;  /* PRAGMA max_page_count when uncapped (the library's limit) */
@@ -181,6 +199,7 @@ static void ensured_clear(ensured *e)
         e->id[i] = NULL;
         e->hash[i] = 0;
         e->is_created[i] = false;
+        e->held[i] = 0;
     }
     e->n = 0;
 }
@@ -493,6 +512,7 @@ void store_close(store *s)
         free(s->ensured);
     }
     free(s->mrows);
+    free(s->held);
     free(s);
 }
 
@@ -501,13 +521,18 @@ void store_close(store *s)
 int store_begin(store *s)
 {
     ensured_clear(s->ensured);
+    s->n_held = 0;
     return run(s, ST_BEGIN, "BEGIN IMMEDIATE");
 }
+
+static int write_held(store *s);
 
 /* A COMMIT that fails (SQLITE_BUSY, a full disk) can leave the transaction open; the caller
  * then calls store_rollback, which ends it. */
 int store_commit(store *s)
 {
+    if (write_held(s))
+        return -1;
     return run(s, ST_COMMIT, "COMMIT");
 }
 
@@ -516,6 +541,7 @@ void store_rollback(store *s)
     /* Some errors (I/O, disk full, out of memory) make SQLite roll back on its own; a second
      * ROLLBACK would only fail with "no transaction is active". */
     ensured_clear(s->ensured);
+    s->n_held = 0;
     if (sqlite3_get_autocommit(s->db))
         return;
     run(s, ST_ROLLBACK, "ROLLBACK");
@@ -598,6 +624,97 @@ int store_size(store *s, int64_t *bytes, int64_t *max_bytes)
 
 static int ensure_conversation(store *s, const char *conversation_id, const char *what);
 
+/* Writes an end's or an outcome's facts into the row at once (ST_CONV_OUTCOME). */
+static int write_outcome(store *s, const char *conversation_id, const scoredb_outcome *o)
+{
+    sqlite3_stmt *up = s->stmt[ST_CONV_OUTCOME];
+    sqlite3_bind_text(up, 1, conversation_id, -1, SQLITE_STATIC);
+    bind_int_or_null(up, 2, o->ended_at);
+    bind_flag_or_null(up, 3, o->resolved);
+    bind_int_or_null(up, 4, o->resolved_at);
+    if (isnan(o->csat))
+        sqlite3_bind_null(up, 5);
+    else
+        sqlite3_bind_double(up, 5, o->csat);
+    bind_int_or_null(up, 6, o->nps);
+    bind_flag_or_null(up, 7, o->escalated);
+    bind_flag_or_null(up, 8, o->transferred);
+    sqlite3_bind_int(up, 9, o->ended ? 1 : 0);
+    sqlite3_bind_int64(up, 10, o->updated_at);
+    return run(s, ST_CONV_OUTCOME, "cannot store outcome");
+}
+
+/* Holds o back for the conversation's metrics recomputation in this transaction (see
+ * held_outcome), merged over what an earlier end or outcome of the transaction holds, as the
+ * UPDATEs would have merged them. Returns false when it cannot be held (outside a transaction,
+ * a full ensured table, no memory): the caller writes it now. */
+static bool hold_outcome(store *s, const char *conversation_id, const scoredb_outcome *o)
+{
+    if (sqlite3_get_autocommit(s->db))
+        return false; /* no COMMIT of ours would write it */
+    long slot = ensured_find(s->ensured, conversation_id);
+    if (slot < 0)
+        return false;
+    uint32_t ix = s->ensured->held[slot];
+    if (ix && !s->held[ix - 1].is_written) {
+        scoredb_outcome *h = &s->held[ix - 1].o;
+        if (o->ended_at != WIRE_ABSENT)
+            h->ended_at = o->ended_at;
+        if (o->resolved >= 0)
+            h->resolved = o->resolved;
+        if (o->resolved_at != WIRE_ABSENT)
+            h->resolved_at = o->resolved_at;
+        if (!isnan(o->csat))
+            h->csat = o->csat;
+        if (o->nps != WIRE_ABSENT)
+            h->nps = o->nps;
+        if (o->escalated >= 0)
+            h->escalated = o->escalated;
+        if (o->transferred >= 0)
+            h->transferred = o->transferred;
+        h->ended |= o->ended;
+        h->updated_at = o->updated_at;
+        return true;
+    }
+    if (s->n_held == s->cap_held) {
+        size_t cap = s->cap_held ? s->cap_held * 2 : 256;
+        held_outcome *v = cap <= UINT32_MAX - 1 ? realloc(s->held, cap * sizeof *v) : NULL;
+        if (!v)
+            return false;
+        s->held = v;
+        s->cap_held = cap;
+    }
+    s->held[s->n_held] = (held_outcome){(size_t)slot, false, *o};
+    s->ensured->held[slot] = (uint32_t)++s->n_held;
+    return true;
+}
+
+/* The outcome held back for a conversation and not yet written, or NULL. */
+static held_outcome *held_for(store *s, const char *conversation_id)
+{
+    if (!s->n_held)
+        return NULL;
+    long slot = ensured_find(s->ensured, conversation_id);
+    if (slot < 0 || !s->ensured->held[slot])
+        return NULL;
+    held_outcome *h = &s->held[s->ensured->held[slot] - 1];
+    return h->is_written ? NULL : h;
+}
+
+/* Before COMMIT: writes the outcomes still held back (no recomputation took them). */
+static int write_held(store *s)
+{
+    for (size_t i = 0; i < s->n_held; i++) {
+        held_outcome *h = &s->held[i];
+        if (h->is_written)
+            continue;
+        if (write_outcome(s, s->ensured->id[h->slot], &h->o))
+            return -1;
+        h->is_written = true;
+    }
+    return 0;
+}
+
 int store_put_conversation(store *s, const char *conversation_id, const conv_facts *f)
 {
     if (!conversation_id || !f)
@@ -607,21 +724,29 @@ int store_put_conversation(store *s, const char *conversation_id, const conv_fac
     if (!has_meta) {
         if (ensure_conversation(s, conversation_id, "cannot create conversation"))
             return -1;
-        sqlite3_stmt *up = s->stmt[ST_CONV_OUTCOME];
-        sqlite3_bind_text(up, 1, conversation_id, -1, SQLITE_STATIC);
-        bind_int_or_null(up, 2, f->ended_at);
-        bind_flag_or_null(up, 3, f->resolved);
-        bind_int_or_null(up, 4, f->resolved_at);
-        if (isnan(f->csat))
-            sqlite3_bind_null(up, 5);
-        else
-            sqlite3_bind_double(up, 5, f->csat);
-        bind_int_or_null(up, 6, f->nps);
-        bind_flag_or_null(up, 7, f->escalated);
-        bind_flag_or_null(up, 8, f->transferred);
-        sqlite3_bind_int(up, 9, f->ended ? 1 : 0);
-        sqlite3_bind_int64(up, 10, now_ms());
-        return run(s, ST_CONV_OUTCOME, "cannot store outcome");
+        scoredb_outcome o = {
+            .ended_at = f->ended_at,
+            .resolved_at = f->resolved_at,
+            .resolved = f->resolved < 0 ? -1 : f->resolved != 0,
+            .escalated = f->escalated < 0 ? -1 : f->escalated != 0,
+            .transferred = f->transferred < 0 ? -1 : f->transferred != 0,
+            .csat = f->csat,
+            .nps = f->nps,
+            .ended = f->ended,
+            .updated_at = now_ms(),
+        };
+        if (hold_outcome(s, conversation_id, &o))
+            return 0;
+        return write_outcome(s, conversation_id, &o);
+    }
+    /* What an earlier end or outcome of the transaction holds back goes first: the merge's
+     * fields must win over it, as they would have in arrival order. */
+    long slot = ensured_find(s->ensured, conversation_id);
+    if (slot >= 0 && s->ensured->held[slot]) {
+        held_outcome *h = &s->held[s->ensured->held[slot] - 1];
+        if (!h->is_written && write_outcome(s, conversation_id, &h->o))
+            return -1;
+        h->is_written = true;
     }
     ensured_check(s->ensured, conversation_id);
     sqlite3_stmt *st = s->stmt[ST_CONV_MERGE];
@@ -934,8 +1059,21 @@ int store_put_utterances(store *s, const stored_utterance *us, size_t n, size_t 
 
 int store_update_metrics(store *s, const char *conversation_id, int64_t silence_threshold_ms)
 {
-    if (scoredb_update_metrics(s->sdb, conversation_id, silence_threshold_ms))
+    held_outcome *h = held_for(s, conversation_id);
+    if (h) {
+        at_turn *turns = NULL;
+        size_t n = 0, cap = 0;
+        int rc = scoredb_read_turns(s->sdb, conversation_id, &turns, &n, &cap);
+        if (rc == 0)
+            rc = scoredb_update_metrics_outcome(s->sdb, conversation_id, turns, n,
+                                                silence_threshold_ms, &h->o);
+        free(turns);
+        if (rc)
+            return fail_with(s, scoredb_errmsg(s->sdb));
+        h->is_written = true;
+    } else if (scoredb_update_metrics(s->sdb, conversation_id, silence_threshold_ms)) {
         return fail_with(s, scoredb_errmsg(s->sdb));
+    }
     sqlite3_stmt *st = s->stmt[ST_PENDING_DELETE];
     sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
     return run(s, ST_PENDING_DELETE, "cannot clear deferred metrics");
@@ -944,9 +1082,12 @@ int store_update_metrics(store *s, const char *conversation_id, int64_t silence_
 int store_update_metrics_with(store *s, const char *conversation_id, const at_turn *turns,
                               size_t n_turns, int64_t silence_threshold_ms)
 {
-    if (scoredb_update_metrics_with(s->sdb, conversation_id, turns, n_turns,
-                                    silence_threshold_ms))
+    held_outcome *h = held_for(s, conversation_id);
+    if (scoredb_update_metrics_outcome(s->sdb, conversation_id, turns, n_turns,
+                                       silence_threshold_ms, h ? &h->o : NULL))
         return fail_with(s, scoredb_errmsg(s->sdb));
+    if (h)
+        h->is_written = true;
     sqlite3_stmt *st = s->stmt[ST_PENDING_DELETE];
     sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
     return run(s, ST_PENDING_DELETE, "cannot clear deferred metrics");
