@@ -7,7 +7,8 @@
  *
  * Invariants:
  *   - A scoredb borrows its connection. Statements are prepared once (in scoredb_new; a
- *     multi-row insert when first used), reset (and their bindings cleared) after each use, and
+ *     multi-row insert when first used), reset (and their bindings cleared, except for the
+ *     multi-row inserts, every use of which binds every parameter) after each use, and
  *     finalized in scoredb_free.
  *   - Nothing here begins or ends a transaction: each call runs inside the caller's, so an
  *     utterance, its markers and its conversation's metrics always change together.
@@ -258,7 +259,7 @@ int scoredb_put_marker_rows(scoredb *sdb, const scoredb_marker_row *rows, size_t
         }
         int rc = sqlite3_step(st);
         int ret = rc == SQLITE_DONE ? 0 : fail_sql(sdb, "cannot store marker");
-        done(st);
+        sqlite3_reset(st); /* every use binds all its parameters: no need to clear them */
         if (ret)
             return -1;
         i += k;

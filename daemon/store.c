@@ -10,7 +10,8 @@
  * Invariants:
  *   - Only the writer thread touches a store (the connection is opened NOMUTEX).
  *   - Every statement is prepared once (in store_open; a multi-row insert when first used),
- *     reset (and its bindings cleared) after each use, and finalized in store_close.
+ *     reset (and its bindings cleared, except for the multi-row inserts, every use of which
+ *     binds every parameter) after each use, and finalized in store_close.
  *   - store_put_utterance is all or nothing: it runs inside a savepoint, so a failure leaves no
  *     half-stored utterance in the caller's batch.
  *   - Every row's parent exists before the row is written: a conversation's row before its
@@ -142,11 +143,13 @@ static const char *const stmt_sql[N_STMTS] = {
  * needs no "ensure" statement when an earlier one of the batch already made sure. Open
  * addressing over string hashes; cleared at every BEGIN and ROLLBACK. */
 #define ENSURED_SLOTS 8192
+_Static_assert(ENSURED_SLOTS <= 65536, "ensured.used holds slot numbers in 16 bits");
 typedef struct ensured {
     uint64_t hash[ENSURED_SLOTS];
     char *id[ENSURED_SLOTS];
     bool is_created[ENSURED_SLOTS]; /* this transaction inserted the row */
     uint32_t held[ENSURED_SLOTS];   /* 1 + its index in store.held, or 0 */
+    uint16_t used[ENSURED_SLOTS / 2]; /* the slots taken, n of them: what ensured_clear clears */
     size_t n;
 } ensured;
 
@@ -192,9 +195,8 @@ static uint64_t str_hash(const char *c)
 
 static void ensured_clear(ensured *e)
 {
-    if (!e->n)
-        return;
-    for (size_t i = 0; i < ENSURED_SLOTS; i++) {
+    for (size_t k = 0; k < e->n; k++) {
+        size_t i = e->used[k];
         free(e->id[i]);
         e->id[i] = NULL;
         e->hash[i] = 0;
@@ -233,7 +235,7 @@ static bool ensured_check(ensured *e, const char *id)
             if (e->n * 2 >= ENSURED_SLOTS || !(e->id[i] = strdup(id)))
                 return false; /* full: just run the statement */
             e->hash[i] = h;
-            e->n++;
+            e->used[e->n++] = (uint16_t)i;
             return false;
         }
         if (e->hash[i] == h && strcmp(e->id[i], id) == 0)
@@ -998,12 +1000,14 @@ static int put_chunk(store *s, const stored_utterance *us, size_t k, size_t *n_d
         bind_utterance(st, (int)j * UTT_PARAMS, &us[j], us[j].turn->seq);
     int rc = sqlite3_step(st);
     int64_t n_changed = sqlite3_changes(s->db);
+    /* Reset only: every use binds all k * UTT_PARAMS parameters again, and clearing them first
+     * cost as much as a tenth of the binding. */
     if (rc != SQLITE_DONE) {
         fail_sql(s, "cannot store utterance");
-        done(st);
+        sqlite3_reset(st);
         return -1;
     }
-    done(st);
+    sqlite3_reset(st);
     bool is_new[MULTI_ROWS];
     for (size_t j = 0; j < k; j++)
         is_new[j] = n_changed == (int64_t)k;
