@@ -188,6 +188,7 @@ static void test_fresh_db(void **state)
                                   "'pending_metrics') WHERE \"table\" = 'conversations'"),
                      1);
     assert_int_equal(q_int(s->db, "PRAGMA synchronous"), 2); /* FULL */
+    assert_int_equal(q_int(s->db, "PRAGMA wal_autocheckpoint"), 4000);
     assert_int_equal(q_int(s->db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
                                   " AND name IN ('conversations', 'utterances', 'markers')"),
                      3);
