@@ -118,6 +118,8 @@ struct pipeline {
     struct touched_conv *touched; /* writer: conversations of the current batch */
     size_t n_touched, cap_touched;
     work *taken; /* writer: items taken from its queue (queue_take_all), not yet popped */
+    work **alerting; /* writer: the items of the current batch that have alerts */
+    size_t n_alerting, cap_alerting;
     struct recent *recent[4096];  /* writer: metrics throttling, see update_metrics */
     size_t n_recent, n_dirty;
     bool is_pending_reload; /* writer: a rollback may have undone recomputations: read the
@@ -984,25 +986,40 @@ static void flush_idle(pipeline *p, bool all)
     }
 }
 
+/* Lists an item of the batch being applied that has alerts, for their routing after it. */
+static int note_alerting(pipeline *p, work *w)
+{
+    if (p->n_alerting == p->cap_alerting) {
+        size_t cap = p->cap_alerting ? p->cap_alerting * 2 : 64;
+        work **v = realloc(p->alerting, cap * sizeof *v);
+        if (!v)
+            return -1;
+        p->alerting = v;
+        p->cap_alerting = cap;
+    }
+    p->alerting[p->n_alerting++] = w;
+    return 0;
+}
+
 static int apply_batch(pipeline *p, work *batch)
 {
     if (store_begin(p->st))
         goto fail;
     p->n_pending = 0;
     p->n_touched = 0;
+    p->n_alerting = 0;
     p->batch_no++;
-    size_t n_alerting = 0; /* items with alerts */
     for (work *w = batch; w; w = w->next) {
-        if (apply_work(p, w) || note_touched(p, w))
+        if (apply_work(p, w) || note_touched(p, w) || (w->n_alerts && note_alerting(p, w)))
             goto fail;
-        n_alerting += w->n_alerts != 0;
     }
     if (p->n_pending && flush_utterances(p))
         goto fail;
     if (update_metrics(p))
         goto fail;
     /* Subscribers filter alerts by queue and agent, which the conversation row knows. */
-    for (work *w = n_alerting ? batch : NULL; w; w = w->next) {
+    for (size_t k = 0; k < p->n_alerting; k++) {
+        work *w = p->alerting[k];
         for (size_t i = 0; i < w->n_alerts; i++) {
             alert *a = &w->alerts[i];
             free(a->queue);
@@ -1723,6 +1740,7 @@ void pipeline_free(pipeline *p)
     pthread_join(p->writer, NULL);
     queue_fini(&p->wq);
     free(p->touched);
+    free(p->alerting);
     free(p->pending);
     free(p->pending_new);
     recent_free_all(p);
