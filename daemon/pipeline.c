@@ -121,6 +121,7 @@ struct pipeline {
     work **alerting; /* writer: the items of the current batch that have alerts */
     size_t n_alerting, cap_alerting;
     struct recent *recent[4096];  /* writer: metrics throttling, see update_metrics */
+    struct recent *last_recent;   /* writer: the entry recent_get returned last, or NULL */
     size_t n_recent, n_dirty;
     bool is_pending_reload; /* writer: a rollback may have undone recomputations: read the
                              * pending_metrics marks again before the next flush */
@@ -606,10 +607,13 @@ static uint64_t mono_ms(void)
 
 static recent *recent_get(pipeline *p, const char *id)
 {
+    /* A conversation's lines mostly come in runs, and each is looked up twice. */
+    if (p->last_recent && strcmp(p->last_recent->id, id) == 0)
+        return p->last_recent;
     uint64_t h = hash_str(id) % RECENT_BUCKETS;
     for (recent *r = p->recent[h]; r; r = r->next)
         if (strcmp(r->id, id) == 0)
-            return r;
+            return p->last_recent = r;
     if (p->n_recent >= RECENT_MAX)
         return NULL; /* full: recompute at once, as without throttling */
     size_t len = strlen(id);
@@ -627,11 +631,13 @@ static recent *recent_get(pipeline *p, const char *id)
     r->next = p->recent[h];
     p->recent[h] = r;
     p->n_recent++;
-    return r;
+    return p->last_recent = r;
 }
 
 static void recent_free(pipeline *p, recent *r)
 {
+    if (p->last_recent == r)
+        p->last_recent = NULL;
     p->n_cached_turns -= r->cap_turns;
     free(r->turns);
     free(r);

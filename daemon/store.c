@@ -998,10 +998,14 @@ static int gather_markers(store *s, const stored_utterance *u)
 static int put_chunk(store *s, const stored_utterance *us, size_t k, size_t *n_duplicates,
                      bool *is_new_out)
 {
-    for (size_t j = 0; j < k; j++)
+    for (size_t j = 0; j < k; j++) {
+        /* A conversation's lines mostly come in runs: the one before made sure already. */
+        if (j && strcmp(us[j].conversation_id, us[j - 1].conversation_id) == 0)
+            continue;
         if (ensure_conversation(s, us[j].conversation_id,
                                 "cannot create conversation for utterance"))
             return -1;
+    }
     sqlite3_stmt *st = utt_multi_stmt(s, k);
     if (!st)
         return -1;
