@@ -100,6 +100,26 @@ int scoredb_read_turns(scoredb *sdb, const char *conversation_id, at_turn **turn
 int scoredb_update_metrics_with(scoredb *sdb, const char *conversation_id,
                                 const at_turn *turns, size_t n, int64_t silence_threshold_ms);
 
+/* An end's or an outcome's facts that attuned holds back from the conversation's row until
+ * the metrics recomputation of the same transaction, which rewrites the row anyway, so that the
+ * row is written once. Each known field replaces the stored one; the others (AT_NULL_INT, -1,
+ * NAN) keep it. */
+typedef struct scoredb_outcome {
+    int64_t ended_at, resolved_at;        /* ms since the epoch */
+    int resolved, escalated, transferred; /* 0, 1, or -1 */
+    double csat;
+    int64_t nps;
+    bool ended;                           /* an end: `ended` becomes 1 */
+    int64_t updated_at;                   /* ms since the epoch: the row's updated_at */
+} scoredb_outcome;
+
+/* scoredb_update_metrics_with that also writes outcome (unless NULL) into the row, in the same
+ * UPDATE: the metrics are computed from the stored facts with the outcome applied, and the row
+ * ends up as if the outcome had been written first. Returns 0 or -1. */
+int scoredb_update_metrics_outcome(scoredb *sdb, const char *conversation_id,
+                                   const at_turn *turns, size_t n, int64_t silence_threshold_ms,
+                                   const scoredb_outcome *outcome);
+
 /* Where a rescoring run is: utterances are visited in (conversation_id, seq) order, after the
  * last one visited. Zero-initialise, then set since_ms; free with rescore_cursor_fini. */
 typedef struct rescore_cursor {

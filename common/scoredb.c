@@ -7,7 +7,8 @@
  *
  * Invariants:
  *   - A scoredb borrows its connection. Statements are prepared once (in scoredb_new; a
- *     multi-row insert when first used), reset (and their bindings cleared) after each use, and
+ *     multi-row insert when first used), reset (and their bindings cleared, except for the
+ *     multi-row inserts, every use of which binds every parameter) after each use, and
  *     finalized in scoredb_free.
  *   - Nothing here begins or ends a transaction: each call runs inside the caller's, so an
  *     utterance, its markers and its conversation's metrics always change together.
@@ -28,10 +29,26 @@ enum stmt_id {
     ST_TURNS_SELECT,
     ST_FACTS_SELECT,
     ST_METRICS_UPDATE,
+    ST_METRICS_OUTCOME_UPDATE,
     ST_RESCORE_SELECT,
     ST_RESCORE_UPDATE,
     N_STMTS
 };
+
+/* The metric columns, ?2 ... ?35, of the row of conversation ?1. */
+#define METRICS_SET                                                                            \
+    "UPDATE conversations SET turns = ?2, agent_turns = ?3, customer_turns = ?4,"              \
+    " duration_ms = ?5, first_response_ms = ?6, avg_response_ms = ?7, max_response_ms = ?8,"   \
+    " customer_sentiment_q1 = ?9, customer_sentiment_q2 = ?10, customer_sentiment_q3 = ?11,"   \
+    " customer_sentiment_q4 = ?12, customer_sentiment_start = ?13,"                             \
+    " customer_sentiment_end = ?14, customer_sentiment_min = ?15,"                              \
+    " customer_sentiment_mean = ?16, sentiment_trend = ?17, empathy_opportunities = ?18,"       \
+    " empathy_responses = ?19, empathy_response_rate = ?20,"                                    \
+    " solution_before_acknowledgement = ?21, empathy_score = ?22, frustration_peak = ?23,"     \
+    " frustration_end = ?24, recovery = ?25, escalation_requested = ?26, churn_threat = ?27,"   \
+    " legal_threat = ?28, abuse = ?29, interruptions_agent = ?30,"                              \
+    " interruptions_customer = ?31, talk_ratio_agent = ?32, silence_ms = ?33,"                  \
+    " resolution_ms = ?34, escalated = ?35"
 
 static const char *const stmt_sql[N_STMTS] = {
     [ST_MARKER_INSERT] =
@@ -44,19 +61,14 @@ static const char *const stmt_sql[N_STMTS] = {
     [ST_FACTS_SELECT] =
         "SELECT started_at, ended_at, resolved_at, resolved, escalated, transferred, csat, nps"
         " FROM conversations WHERE conversation_id = ?1",
-    [ST_METRICS_UPDATE] =
-        "UPDATE conversations SET turns = ?2, agent_turns = ?3, customer_turns = ?4,"
-        " duration_ms = ?5, first_response_ms = ?6, avg_response_ms = ?7, max_response_ms = ?8,"
-        " customer_sentiment_q1 = ?9, customer_sentiment_q2 = ?10, customer_sentiment_q3 = ?11,"
-        " customer_sentiment_q4 = ?12, customer_sentiment_start = ?13,"
-        " customer_sentiment_end = ?14, customer_sentiment_min = ?15,"
-        " customer_sentiment_mean = ?16, sentiment_trend = ?17, empathy_opportunities = ?18,"
-        " empathy_responses = ?19, empathy_response_rate = ?20,"
-        " solution_before_acknowledgement = ?21, empathy_score = ?22, frustration_peak = ?23,"
-        " frustration_end = ?24, recovery = ?25, escalation_requested = ?26, churn_threat = ?27,"
-        " legal_threat = ?28, abuse = ?29, interruptions_agent = ?30,"
-        " interruptions_customer = ?31, talk_ratio_agent = ?32, silence_ms = ?33,"
-        " resolution_ms = ?34, escalated = ?35 WHERE conversation_id = ?1",
+    [ST_METRICS_UPDATE] = METRICS_SET " WHERE conversation_id = ?1",
+    /* The same, with a held-back outcome (scoredb_outcome): its known fields replace the stored
+     * ones exactly as attuned's outcome UPDATE does (escalated is among the metrics). */
+    [ST_METRICS_OUTCOME_UPDATE] =
+        METRICS_SET ", ended_at = COALESCE(?36, ended_at), resolved = COALESCE(?37, resolved),"
+        " resolved_at = COALESCE(?38, resolved_at), csat = COALESCE(?39, csat),"
+        " nps = COALESCE(?40, nps), transferred = COALESCE(?41, transferred),"
+        " ended = MAX(ended, ?42), updated_at = ?43 WHERE conversation_id = ?1",
     /* Walks the primary key from the cursor, so each slice costs only its own rows however many
      * were visited before. A conversation's start decides whether `since` takes it in; one whose
      * start was never sent counts from when attuned first stored it. */
@@ -247,7 +259,7 @@ int scoredb_put_marker_rows(scoredb *sdb, const scoredb_marker_row *rows, size_t
         }
         int rc = sqlite3_step(st);
         int ret = rc == SQLITE_DONE ? 0 : fail_sql(sdb, "cannot store marker");
-        done(st);
+        sqlite3_reset(st); /* every use binds all its parameters: no need to clear them */
         if (ret)
             return -1;
         i += k;
@@ -343,6 +355,22 @@ int scoredb_update_metrics(scoredb *sdb, const char *conversation_id,
 int scoredb_update_metrics_with(scoredb *sdb, const char *conversation_id,
                                 const at_turn *turns, size_t n, int64_t silence_threshold_ms)
 {
+    return scoredb_update_metrics_outcome(sdb, conversation_id, turns, n, silence_threshold_ms,
+                                          NULL);
+}
+
+static void bind_flag_or_null(sqlite3_stmt *st, int i, int v)
+{
+    if (v < 0)
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_int(st, i, v != 0);
+}
+
+int scoredb_update_metrics_outcome(scoredb *sdb, const char *conversation_id,
+                                   const at_turn *turns, size_t n, int64_t silence_threshold_ms,
+                                   const scoredb_outcome *o)
+{
     at_conv_facts f = {AT_NULL_INT, AT_NULL_INT, AT_NULL_INT, -1, -1, -1, NAN, AT_NULL_INT};
     sqlite3_stmt *st = sdb->stmt[ST_FACTS_SELECT];
     sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
@@ -362,12 +390,30 @@ int scoredb_update_metrics_with(scoredb *sdb, const char *conversation_id,
         return -1;
     }
     done(st);
+    if (o) {
+        /* The facts as they are once the outcome is written. */
+        if (o->ended_at != AT_NULL_INT)
+            f.ended_at = o->ended_at;
+        if (o->resolved >= 0)
+            f.resolved = o->resolved != 0;
+        if (o->resolved_at != AT_NULL_INT)
+            f.resolved_at = o->resolved_at;
+        if (!isnan(o->csat))
+            f.csat = o->csat;
+        if (o->nps != AT_NULL_INT)
+            f.nps = o->nps;
+        if (o->escalated >= 0)
+            f.escalated = o->escalated != 0;
+        if (o->transferred >= 0)
+            f.transferred = o->transferred != 0;
+    }
 
     at_conv_metrics m;
     if (at_conversation_metrics(turns, n, &f, silence_threshold_ms, &m))
         return fail_with(sdb, "out of memory computing metrics");
 
-    st = sdb->stmt[ST_METRICS_UPDATE];
+    enum stmt_id id = o ? ST_METRICS_OUTCOME_UPDATE : ST_METRICS_UPDATE;
+    st = sdb->stmt[id];
     sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
     bind_int_or_null(st, 2, m.turns);
     bind_int_or_null(st, 3, m.agent_turns);
@@ -401,7 +447,17 @@ int scoredb_update_metrics_with(scoredb *sdb, const char *conversation_id,
     bind_int_or_null(st, 33, m.silence_ms);
     bind_int_or_null(st, 34, m.resolution_ms);
     bind_int_or_null(st, 35, m.escalated);
-    return run(sdb, ST_METRICS_UPDATE, "cannot store conversation metrics");
+    if (o) {
+        bind_int_or_null(st, 36, o->ended_at);
+        bind_flag_or_null(st, 37, o->resolved);
+        bind_int_or_null(st, 38, o->resolved_at);
+        bind_real_or_null(st, 39, o->csat);
+        bind_int_or_null(st, 40, o->nps);
+        bind_flag_or_null(st, 41, o->transferred);
+        sqlite3_bind_int(st, 42, o->ended ? 1 : 0);
+        sqlite3_bind_int64(st, 43, o->updated_at);
+    }
+    return run(sdb, id, "cannot store conversation metrics");
 }
 
 /* ---- rescoring -------------------------------------------------------------------------- */

@@ -190,6 +190,7 @@ typedef struct stored_utterance {
 int store_open(const char *path, store **out, char *err, size_t err_len);
 void store_close(store *s);
 int store_begin(store *s);
+/* Writes the outcomes still held back (store_put_conversation), then COMMIT. */
 int store_commit(store *s);
 void store_rollback(store *s);
 /* Outside a transaction: copies the WAL into the database and truncates it, without waiting
@@ -203,7 +204,11 @@ int store_set_max_db_mb(store *s, int max_db_mb);
 /* The database's size (pages in use, those still in the WAL included) and the cap in effect
  * (0 = none), in bytes. Returns 0 or -1. */
 int store_size(store *s, int64_t *bytes, int64_t *max_bytes);
-/* Merges the present fields of facts into the conversation row, creating it when needed. */
+/* Merges the present fields of facts into the conversation row, creating it when needed.
+ * Inside a transaction, the facts of an end or an outcome (no channel, queue, agent, customer
+ * or start time) may be held back until store_update_metrics* of the conversation or
+ * store_commit writes them, so a failure to store them (a CHECK constraint) may be reported
+ * there instead; either fails the transaction. */
 int store_put_conversation(store *s, const char *conversation_id, const conv_facts *facts);
 /* Inserts an utterance unless (conversation_id, seq) exists; *inserted tells which. Creates
  * the conversation when unknown. Markers are stored only when the utterance is new. */
@@ -226,8 +231,8 @@ int store_read_turns(store *s, const char *conversation_id, at_turn **turns, siz
 int store_update_metrics_with(store *s, const char *conversation_id, const at_turn *turns,
                               size_t n_turns, int64_t silence_threshold_ms);
 /* Recomputes the section-2 metrics of a conversation from its stored turns and facts and
- * writes them into its row, and clears its pending_metrics mark (inside the caller's
- * transaction). */
+ * writes them into its row, with the facts held back for it (store_put_conversation), and
+ * clears its pending_metrics mark (inside the caller's transaction). */
 int store_update_metrics(store *s, const char *conversation_id, int64_t silence_threshold_ms);
 /* Marks a conversation's metrics as deferred (pending_metrics), inside the caller's
  * transaction: the one that stores the utterances that made them stale, so that the mark is

@@ -122,8 +122,12 @@ struct pipeline {
     uint64_t batch_no;         /* writer: batches seen by update_metrics */
     size_t n_cached_turns;     /* writer: room taken by every recent.turns, in turns */
     struct touched_conv *touched; /* writer: conversations of the current batch */
-    size_t cap_touched;
+    size_t n_touched, cap_touched;
+    work *taken; /* writer: items taken from its queue (queue_take_all), not yet popped */
+    work **alerting; /* writer: the items of the current batch that have alerts */
+    size_t n_alerting, cap_alerting;
     struct recent *recent[4096];  /* writer: metrics throttling, see update_metrics */
+    struct recent *last_recent;   /* writer: the entry recent_get returned last, or NULL */
     size_t n_recent, n_dirty;
     bool is_pending_reload; /* writer: a rollback may have undone recomputations: read the
                              * pending_metrics marks again before the next flush */
@@ -209,6 +213,25 @@ static void queue_close(queue *q)
     q->closed = true;
     pthread_cond_broadcast(&q->cv);
     pthread_mutex_unlock(&q->mu);
+}
+
+/* Waits until the queue has items or deadline (NULL = forever) and takes them all: the
+ * returned list (linked by next) is the caller's. Returns NULL when the queue is closed and
+ * empty, or at the deadline. */
+static work *queue_take_all(queue *q, const struct timespec *deadline)
+{
+    pthread_mutex_lock(&q->mu);
+    while (!q->head && !q->closed) {
+        if (!deadline) {
+            pthread_cond_wait(&q->cv, &q->mu);
+        } else if (pthread_cond_timedwait(&q->cv, &q->mu, deadline) != 0) {
+            break;
+        }
+    }
+    work *w = q->head;
+    q->head = q->tail = NULL;
+    pthread_mutex_unlock(&q->mu);
+    return w;
 }
 
 /* Pops the head, waiting until deadline (NULL = forever). Returns NULL when the queue is closed
@@ -597,10 +620,13 @@ static uint64_t mono_ms(void)
 
 static recent *recent_get(pipeline *p, const char *id)
 {
+    /* A conversation's lines mostly come in runs, and each is looked up twice. */
+    if (p->last_recent && strcmp(p->last_recent->id, id) == 0)
+        return p->last_recent;
     uint64_t h = hash_str(id) % RECENT_BUCKETS;
     for (recent *r = p->recent[h]; r; r = r->next)
         if (strcmp(r->id, id) == 0)
-            return r;
+            return p->last_recent = r;
     if (p->n_recent >= RECENT_MAX)
         return NULL; /* full: recompute at once, as without throttling */
     size_t len = strlen(id);
@@ -618,11 +644,13 @@ static recent *recent_get(pipeline *p, const char *id)
     r->next = p->recent[h];
     p->recent[h] = r;
     p->n_recent++;
-    return r;
+    return p->last_recent = r;
 }
 
 static void recent_free(pipeline *p, recent *r)
 {
+    if (p->last_recent == r)
+        p->last_recent = NULL;
     p->n_cached_turns -= r->cap_turns;
     free(r->turns);
     free(r);
@@ -788,41 +816,46 @@ static int reload_pending(pipeline *p)
     return 0;
 }
 
-/* Recomputes the metrics of the conversations the batch touched, once each (see above). */
-static int update_metrics(pipeline *p, work *batch)
+/* Lists the conversation of an item of the batch being applied (apply_batch, which starts a
+ * new batch_no), for update_metrics. Each conversation once: its entry remembers the batch that
+ * last listed it (a conversation without an entry, the table being full, may be listed, and
+ * recomputed, more than once). Done as each item is applied, while it is in the cache. */
+static int note_touched(pipeline *p, const work *w)
+{
+    if (!w->msg.conversation_id)
+        return 0;
+    bool final = w->msg.type != MSG_UTTERANCE;
+    bool ended = w->msg.type == MSG_END || w->msg.type == MSG_CONVERSATION;
+    recent *r = recent_get(p, w->msg.conversation_id);
+    if (r && r->batch_no == p->batch_no) {
+        r->is_final |= final;
+        r->is_ended |= ended;
+        return 0;
+    }
+    if (r) {
+        r->batch_no = p->batch_no;
+        r->is_final = final;
+        r->is_ended = ended;
+    }
+    if (p->n_touched == p->cap_touched) {
+        size_t cap = p->cap_touched ? p->cap_touched * 2 : 256;
+        touched_conv *t = realloc(p->touched, cap * sizeof *t);
+        if (!t)
+            return -1;
+        p->touched = t;
+        p->cap_touched = cap;
+    }
+    p->touched[p->n_touched++] = (touched_conv){w->msg.conversation_id, final, r};
+    return 0;
+}
+
+/* Recomputes the metrics of the conversations the batch touched (note_touched), once each (see
+ * above). */
+static int update_metrics(pipeline *p)
 {
     if (reload_pending(p))
         return -1;
-    /* Each conversation once: its entry remembers the batch that last listed it (a conversation
-     * without an entry, the table being full, may be listed, and recomputed, more than once). */
-    size_t n = 0;
-    p->batch_no++;
-    for (work *w = batch; w; w = w->next) {
-        if (!w->msg.conversation_id)
-            continue;
-        bool final = w->msg.type != MSG_UTTERANCE;
-        bool ended = w->msg.type == MSG_END || w->msg.type == MSG_CONVERSATION;
-        recent *r = recent_get(p, w->msg.conversation_id);
-        if (r && r->batch_no == p->batch_no) {
-            r->is_final |= final;
-            r->is_ended |= ended;
-            continue;
-        }
-        if (r) {
-            r->batch_no = p->batch_no;
-            r->is_final = final;
-            r->is_ended = ended;
-        }
-        if (n == p->cap_touched) {
-            size_t cap = p->cap_touched ? p->cap_touched * 2 : 256;
-            touched_conv *t = realloc(p->touched, cap * sizeof *t);
-            if (!t)
-                return -1;
-            p->touched = t;
-            p->cap_touched = cap;
-        }
-        p->touched[n++] = (touched_conv){w->msg.conversation_id, final, r};
-    }
+    size_t n = p->n_touched;
     uint64_t now = mono_ms();
     for (size_t i = 0; i < n; i++) {
         const char *id = p->touched[i].id;
@@ -972,21 +1005,40 @@ static void flush_idle(pipeline *p, bool all)
     }
 }
 
+/* Lists an item of the batch being applied that has alerts, for their routing after it. */
+static int note_alerting(pipeline *p, work *w)
+{
+    if (p->n_alerting == p->cap_alerting) {
+        size_t cap = p->cap_alerting ? p->cap_alerting * 2 : 64;
+        work **v = realloc(p->alerting, cap * sizeof *v);
+        if (!v)
+            return -1;
+        p->alerting = v;
+        p->cap_alerting = cap;
+    }
+    p->alerting[p->n_alerting++] = w;
+    return 0;
+}
+
 static int apply_batch(pipeline *p, work *batch)
 {
     if (store_begin(p->st))
         goto fail;
     p->n_pending = 0;
+    p->n_touched = 0;
+    p->n_alerting = 0;
+    p->batch_no++;
     for (work *w = batch; w; w = w->next) {
-        if (apply_work(p, w))
+        if (apply_work(p, w) || note_touched(p, w) || (w->n_alerts && note_alerting(p, w)))
             goto fail;
     }
     if (p->n_pending && flush_utterances(p))
         goto fail;
-    if (update_metrics(p, batch))
+    if (update_metrics(p))
         goto fail;
     /* Subscribers filter alerts by queue and agent, which the conversation row knows. */
-    for (work *w = batch; w; w = w->next) {
+    for (size_t k = 0; k < p->n_alerting; k++) {
+        work *w = p->alerting[k];
         for (size_t i = 0; i < w->n_alerts; i++) {
             alert *a = &w->alerts[i];
             free(a->queue);
@@ -1069,12 +1121,20 @@ static void writer_beat(pipeline *p, bool idle)
     atomic_store(&p->writer_idle, idle);
 }
 
-/* queue_pop for the writer: waiting on an empty queue counts as healthy for the watchdog. */
+/* queue_pop for the writer: waiting on an empty queue counts as healthy for the watchdog. It
+ * takes every item queued at once, under one lock, and hands them out one by one. */
 static work *writer_pop(pipeline *p, const struct timespec *deadline)
 {
-    writer_beat(p, true);
-    work *w = queue_pop(&p->wq, deadline);
-    writer_beat(p, false);
+    work *w = p->taken;
+    if (!w) {
+        writer_beat(p, true);
+        w = queue_take_all(&p->wq, deadline);
+        writer_beat(p, false);
+        if (!w)
+            return NULL;
+    }
+    p->taken = w->next;
+    w->next = NULL;
     return w;
 }
 
@@ -1723,6 +1783,7 @@ void pipeline_free(pipeline *p)
     pthread_join(p->writer, NULL);
     queue_fini(&p->wq);
     free(p->touched);
+    free(p->alerting);
     free(p->pending);
     free(p->pending_new);
     recent_free_all(p);

@@ -1,6 +1,6 @@
 /*
  * store.c: the SQLite store. Owns the one database connection of the writer thread: opening it
- * (WAL, synchronous=FULL, foreign keys, busy timeout), bringing its schema up to date with the
+ * (WAL, synchronous=FULL, busy timeout), bringing its schema up to date with the
  * migrations compiled in from schema/ (PRAGMA user_version counts the applied ones), and the
  * prepared statements that merge conversations and insert utterances, and the list of
  * conversations whose metrics the writer has deferred (pending_metrics). Markers, metrics and
@@ -10,10 +10,22 @@
  * Invariants:
  *   - Only the writer thread touches a store (the connection is opened NOMUTEX).
  *   - Every statement is prepared once (in store_open; a multi-row insert when first used),
- *     reset (and its bindings cleared) after each use, and finalized in store_close.
+ *     reset (and its bindings cleared, except for the multi-row inserts, every use of which
+ *     binds every parameter) after each use, and finalized in store_close.
  *   - store_put_utterance is all or nothing: it runs inside a savepoint, so a failure leaves no
- *     half-stored utterance in the caller's batch, and a conversation row always exists for
- *     every utterance (foreign keys are on).
+ *     half-stored utterance in the caller's batch.
+ *   - Every row's parent exists before the row is written: a conversation's row before its
+ *     utterances and its pending_metrics mark, an utterance before its markers. The schema
+ *     declares these foreign keys, but this connection does not enforce them (PRAGMA
+ *     foreign_keys is off): checking cost a parent lookup per utterance and per marker row,
+ *     for rows that have their parent by construction. Nothing here deletes a parent row, so
+ *     no cascade is missed; tools that delete turn foreign keys on (schema/README.md).
+ *   - Inside a transaction, an end's or an outcome's facts are held back (held_outcome) and
+ *     written by the same UPDATE as the conversation's recomputed metrics, which rewrites the
+ *     row anyway; store_commit writes what no recomputation took, and a merge writes what is
+ *     held for its conversation before its own fields. So the row is what writing each at once
+ *     would make it, written once instead of twice. Readers of the row inside the transaction
+ *     (the metrics' facts) see the held facts applied.
  *   - Nothing here logs, and no error message carries transcript text: SQLite's messages name
  *     columns and constraints, never bound values.
  */
@@ -36,11 +48,19 @@ extern const char *const schema_names[];
 
 #define BUSY_TIMEOUT_MS 5000
 
+/* SQLite's automatic checkpoint (after a commit, once the WAL holds this many pages) copies
+ * each page once however many commits rewrote it since the last one; its default, 1000, made
+ * the writer copy and fsync the same pages over and over when many conversations are streamed
+ * at once (each batch rewrites their index and table pages wherever they sit): 4000 (16 MiB of
+ * 4 KiB pages) took a quarter off the writer's system time with 64 connections interleaving
+ * conversations, and changed nothing measurable for one connection or for ack latency. */
+#define WAL_AUTOCHECKPOINT_PAGES 4000
+
 /* The WAL file keeps the largest size it ever reached unless SQLite is told otherwise, so one
  * analyst transaction held open through a busy hour would leave gigabytes behind for good.
- * Beyond this size it is truncated back when the next transaction restarts it. About five times
- * its size under steady load with the default batches (a 1000-page auto-checkpoint plus a batch),
- * so that normal operation never pays for truncating and regrowing it. */
+ * Beyond this size it is truncated back when the next transaction restarts it. Above its size
+ * under steady load with the default batches (the auto-checkpoint's 16 MiB plus a batch), so
+ * that normal operation never pays for truncating and regrowing it. */
 #define WAL_SIZE_LIMIT_BYTES (32 << 20)
 
 enum stmt_id {
@@ -131,12 +151,24 @@ static const char *const stmt_sql[N_STMTS] = {
  * needs no "ensure" statement when an earlier one of the batch already made sure. Open
  * addressing over string hashes; cleared at every BEGIN and ROLLBACK. */
 #define ENSURED_SLOTS 8192
+_Static_assert(ENSURED_SLOTS <= 65536, "ensured.used holds slot numbers in 16 bits");
 typedef struct ensured {
     uint64_t hash[ENSURED_SLOTS];
     char *id[ENSURED_SLOTS];
     bool is_created[ENSURED_SLOTS]; /* this transaction inserted the row */
+    uint32_t held[ENSURED_SLOTS];   /* 1 + its index in store.held, or 0 */
+    uint16_t used[ENSURED_SLOTS / 2]; /* the slots taken, n of them: what ensured_clear clears */
     size_t n;
 } ensured;
+
+/* An end's or an outcome's facts held back from the row (store_put_conversation) until the
+ * conversation's metrics are recomputed in the same transaction, which then writes both in one
+ * UPDATE; whatever is still held at COMMIT is written first. */
+typedef struct held_outcome {
+    size_t slot; /* its conversation's slot in ensured */
+    bool is_written;
+    scoredb_outcome o;
+} held_outcome;
 
 struct store {
     sqlite3 *db;
@@ -150,6 +182,8 @@ struct store {
     scoredb_marker_row *mrows; /* store_put_utterances: markers of the rows stored, not yet */
     size_t n_mrows, cap_mrows;
     ensured *ensured;
+    held_outcome *held; /* n_held of them this transaction, see held_outcome */
+    size_t n_held, cap_held;
     scoredb *sdb; /* markers, metrics and rescoring on the same connection */
     int64_t page_size;       /* bytes */
     int64_t max_pages_none;  /* PRAGMA max_page_count when uncapped (the library's limit) */
@@ -169,13 +203,13 @@ static uint64_t str_hash(const char *c)
 
 static void ensured_clear(ensured *e)
 {
-    if (!e->n)
-        return;
-    for (size_t i = 0; i < ENSURED_SLOTS; i++) {
+    for (size_t k = 0; k < e->n; k++) {
+        size_t i = e->used[k];
         free(e->id[i]);
         e->id[i] = NULL;
         e->hash[i] = 0;
         e->is_created[i] = false;
+        e->held[i] = 0;
     }
     e->n = 0;
 }
@@ -209,7 +243,7 @@ static bool ensured_check(ensured *e, const char *id)
             if (e->n * 2 >= ENSURED_SLOTS || !(e->id[i] = strdup(id)))
                 return false; /* full: just run the statement */
             e->hash[i] = h;
-            e->n++;
+            e->used[e->n++] = (uint16_t)i;
             return false;
         }
         if (e->hash[i] == h && strcmp(e->id[i], id) == 0)
@@ -435,10 +469,11 @@ int store_open(const char *path, store **out, char *err, size_t err_len)
         goto fail;
     }
     /* A 64 MiB page cache: with many conversations interleaved the default 2 MiB thrashes,
-     * turning every batch into page reads. */
-    char pragmas[160];
-    snprintf(pragmas, sizeof pragmas, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
-             " PRAGMA cache_size = -65536; PRAGMA journal_size_limit = %d", WAL_SIZE_LIMIT_BYTES);
+     * turning every batch into page reads. Foreign keys off: see the top of the file. */
+    char pragmas[224];
+    snprintf(pragmas, sizeof pragmas, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;"
+             " PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = %d;"
+             " PRAGMA journal_size_limit = %d", WAL_AUTOCHECKPOINT_PAGES, WAL_SIZE_LIMIT_BYTES);
     if (exec_sql(s->db, pragmas, err, err_len, "cannot set pragmas"))
         goto fail;
 
@@ -488,6 +523,7 @@ void store_close(store *s)
         free(s->ensured);
     }
     free(s->mrows);
+    free(s->held);
     free(s);
 }
 
@@ -496,13 +532,18 @@ void store_close(store *s)
 int store_begin(store *s)
 {
     ensured_clear(s->ensured);
+    s->n_held = 0;
     return run(s, ST_BEGIN, "BEGIN IMMEDIATE");
 }
+
+static int write_held(store *s);
 
 /* A COMMIT that fails (SQLITE_BUSY, a full disk) can leave the transaction open; the caller
  * then calls store_rollback, which ends it. */
 int store_commit(store *s)
 {
+    if (write_held(s))
+        return -1;
     return run(s, ST_COMMIT, "COMMIT");
 }
 
@@ -511,6 +552,7 @@ void store_rollback(store *s)
     /* Some errors (I/O, disk full, out of memory) make SQLite roll back on its own; a second
      * ROLLBACK would only fail with "no transaction is active". */
     ensured_clear(s->ensured);
+    s->n_held = 0;
     if (sqlite3_get_autocommit(s->db))
         return;
     run(s, ST_ROLLBACK, "ROLLBACK");
@@ -593,6 +635,97 @@ int store_size(store *s, int64_t *bytes, int64_t *max_bytes)
 
 static int ensure_conversation(store *s, const char *conversation_id, const char *what);
 
+/* Writes an end's or an outcome's facts into the row at once (ST_CONV_OUTCOME). */
+static int write_outcome(store *s, const char *conversation_id, const scoredb_outcome *o)
+{
+    sqlite3_stmt *up = s->stmt[ST_CONV_OUTCOME];
+    sqlite3_bind_text(up, 1, conversation_id, -1, SQLITE_STATIC);
+    bind_int_or_null(up, 2, o->ended_at);
+    bind_flag_or_null(up, 3, o->resolved);
+    bind_int_or_null(up, 4, o->resolved_at);
+    if (isnan(o->csat))
+        sqlite3_bind_null(up, 5);
+    else
+        sqlite3_bind_double(up, 5, o->csat);
+    bind_int_or_null(up, 6, o->nps);
+    bind_flag_or_null(up, 7, o->escalated);
+    bind_flag_or_null(up, 8, o->transferred);
+    sqlite3_bind_int(up, 9, o->ended ? 1 : 0);
+    sqlite3_bind_int64(up, 10, o->updated_at);
+    return run(s, ST_CONV_OUTCOME, "cannot store outcome");
+}
+
+/* Holds o back for the conversation's metrics recomputation in this transaction (see
+ * held_outcome), merged over what an earlier end or outcome of the transaction holds, as the
+ * UPDATEs would have merged them. Returns false when it cannot be held (outside a transaction,
+ * a full ensured table, no memory): the caller writes it now. */
+static bool hold_outcome(store *s, const char *conversation_id, const scoredb_outcome *o)
+{
+    if (sqlite3_get_autocommit(s->db))
+        return false; /* no COMMIT of ours would write it */
+    long slot = ensured_find(s->ensured, conversation_id);
+    if (slot < 0)
+        return false;
+    uint32_t ix = s->ensured->held[slot];
+    if (ix && !s->held[ix - 1].is_written) {
+        scoredb_outcome *h = &s->held[ix - 1].o;
+        if (o->ended_at != WIRE_ABSENT)
+            h->ended_at = o->ended_at;
+        if (o->resolved >= 0)
+            h->resolved = o->resolved;
+        if (o->resolved_at != WIRE_ABSENT)
+            h->resolved_at = o->resolved_at;
+        if (!isnan(o->csat))
+            h->csat = o->csat;
+        if (o->nps != WIRE_ABSENT)
+            h->nps = o->nps;
+        if (o->escalated >= 0)
+            h->escalated = o->escalated;
+        if (o->transferred >= 0)
+            h->transferred = o->transferred;
+        h->ended |= o->ended;
+        h->updated_at = o->updated_at;
+        return true;
+    }
+    if (s->n_held == s->cap_held) {
+        size_t cap = s->cap_held ? s->cap_held * 2 : 256;
+        held_outcome *v = cap <= UINT32_MAX - 1 ? realloc(s->held, cap * sizeof *v) : NULL;
+        if (!v)
+            return false;
+        s->held = v;
+        s->cap_held = cap;
+    }
+    s->held[s->n_held] = (held_outcome){(size_t)slot, false, *o};
+    s->ensured->held[slot] = (uint32_t)++s->n_held;
+    return true;
+}
+
+/* The outcome held back for a conversation and not yet written, or NULL. */
+static held_outcome *held_for(store *s, const char *conversation_id)
+{
+    if (!s->n_held)
+        return NULL;
+    long slot = ensured_find(s->ensured, conversation_id);
+    if (slot < 0 || !s->ensured->held[slot])
+        return NULL;
+    held_outcome *h = &s->held[s->ensured->held[slot] - 1];
+    return h->is_written ? NULL : h;
+}
+
+/* Before COMMIT: writes the outcomes still held back (no recomputation took them). */
+static int write_held(store *s)
+{
+    for (size_t i = 0; i < s->n_held; i++) {
+        held_outcome *h = &s->held[i];
+        if (h->is_written)
+            continue;
+        if (write_outcome(s, s->ensured->id[h->slot], &h->o))
+            return -1;
+        h->is_written = true;
+    }
+    return 0;
+}
+
 int store_put_conversation(store *s, const char *conversation_id, const conv_facts *f)
 {
     if (!conversation_id || !f)
@@ -602,21 +735,29 @@ int store_put_conversation(store *s, const char *conversation_id, const conv_fac
     if (!has_meta) {
         if (ensure_conversation(s, conversation_id, "cannot create conversation"))
             return -1;
-        sqlite3_stmt *up = s->stmt[ST_CONV_OUTCOME];
-        sqlite3_bind_text(up, 1, conversation_id, -1, SQLITE_STATIC);
-        bind_int_or_null(up, 2, f->ended_at);
-        bind_flag_or_null(up, 3, f->resolved);
-        bind_int_or_null(up, 4, f->resolved_at);
-        if (isnan(f->csat))
-            sqlite3_bind_null(up, 5);
-        else
-            sqlite3_bind_double(up, 5, f->csat);
-        bind_int_or_null(up, 6, f->nps);
-        bind_flag_or_null(up, 7, f->escalated);
-        bind_flag_or_null(up, 8, f->transferred);
-        sqlite3_bind_int(up, 9, f->ended ? 1 : 0);
-        sqlite3_bind_int64(up, 10, now_ms());
-        return run(s, ST_CONV_OUTCOME, "cannot store outcome");
+        scoredb_outcome o = {
+            .ended_at = f->ended_at,
+            .resolved_at = f->resolved_at,
+            .resolved = f->resolved < 0 ? -1 : f->resolved != 0,
+            .escalated = f->escalated < 0 ? -1 : f->escalated != 0,
+            .transferred = f->transferred < 0 ? -1 : f->transferred != 0,
+            .csat = f->csat,
+            .nps = f->nps,
+            .ended = f->ended,
+            .updated_at = now_ms(),
+        };
+        if (hold_outcome(s, conversation_id, &o))
+            return 0;
+        return write_outcome(s, conversation_id, &o);
+    }
+    /* What an earlier end or outcome of the transaction holds back goes first: the merge's
+     * fields must win over it, as they would have in arrival order. */
+    long slot = ensured_find(s->ensured, conversation_id);
+    if (slot >= 0 && s->ensured->held[slot]) {
+        held_outcome *h = &s->held[s->ensured->held[slot] - 1];
+        if (!h->is_written && write_outcome(s, conversation_id, &h->o))
+            return -1;
+        h->is_written = true;
     }
     ensured_check(s->ensured, conversation_id);
     sqlite3_stmt *st = s->stmt[ST_CONV_MERGE];
@@ -677,7 +818,7 @@ static void bind_utterance(sqlite3_stmt *st, int base, const stored_utterance *u
     sqlite3_bind_int(st, base + 17, u->redacted ? 1 : 0);
 }
 
-/* Makes sure the conversation row of an utterance exists (foreign keys are on). */
+/* Makes sure the conversation row of an utterance exists (see the top of the file). */
 static int ensure_conversation(store *s, const char *conversation_id, const char *what)
 {
     if (ensured_check(s->ensured, conversation_id))
@@ -857,10 +998,14 @@ static int gather_markers(store *s, const stored_utterance *u)
 static int put_chunk(store *s, const stored_utterance *us, size_t k, size_t *n_duplicates,
                      bool *is_new_out)
 {
-    for (size_t j = 0; j < k; j++)
+    for (size_t j = 0; j < k; j++) {
+        /* A conversation's lines mostly come in runs: the one before made sure already. */
+        if (j && strcmp(us[j].conversation_id, us[j - 1].conversation_id) == 0)
+            continue;
         if (ensure_conversation(s, us[j].conversation_id,
                                 "cannot create conversation for utterance"))
             return -1;
+    }
     sqlite3_stmt *st = utt_multi_stmt(s, k);
     if (!st)
         return -1;
@@ -868,12 +1013,14 @@ static int put_chunk(store *s, const stored_utterance *us, size_t k, size_t *n_d
         bind_utterance(st, (int)j * UTT_PARAMS, &us[j], us[j].turn->seq);
     int rc = sqlite3_step(st);
     int64_t n_changed = sqlite3_changes(s->db);
+    /* Reset only: every use binds all k * UTT_PARAMS parameters again, and clearing them first
+     * cost as much as a tenth of the binding. */
     if (rc != SQLITE_DONE) {
         fail_sql(s, "cannot store utterance");
-        done(st);
+        sqlite3_reset(st);
         return -1;
     }
-    done(st);
+    sqlite3_reset(st);
     bool is_new[MULTI_ROWS];
     for (size_t j = 0; j < k; j++)
         is_new[j] = n_changed == (int64_t)k;
@@ -921,7 +1068,7 @@ int store_put_utterances(store *s, const stored_utterance *us, size_t n, size_t 
             return -1;
         i += k;
     }
-    /* After every utterance: a marker's row refers to its utterance's (foreign keys are on). */
+    /* After every utterance: a marker's row refers to its utterance's. */
     return s->n_mrows ? flush_markers(s) : 0;
 }
 
@@ -929,8 +1076,21 @@ int store_put_utterances(store *s, const stored_utterance *us, size_t n, size_t 
 
 int store_update_metrics(store *s, const char *conversation_id, int64_t silence_threshold_ms)
 {
-    if (scoredb_update_metrics(s->sdb, conversation_id, silence_threshold_ms))
+    held_outcome *h = held_for(s, conversation_id);
+    if (h) {
+        at_turn *turns = NULL;
+        size_t n = 0, cap = 0;
+        int rc = scoredb_read_turns(s->sdb, conversation_id, &turns, &n, &cap);
+        if (rc == 0)
+            rc = scoredb_update_metrics_outcome(s->sdb, conversation_id, turns, n,
+                                                silence_threshold_ms, &h->o);
+        free(turns);
+        if (rc)
+            return fail_with(s, scoredb_errmsg(s->sdb));
+        h->is_written = true;
+    } else if (scoredb_update_metrics(s->sdb, conversation_id, silence_threshold_ms)) {
         return fail_with(s, scoredb_errmsg(s->sdb));
+    }
     sqlite3_stmt *st = s->stmt[ST_PENDING_DELETE];
     sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
     return run(s, ST_PENDING_DELETE, "cannot clear deferred metrics");
@@ -939,9 +1099,12 @@ int store_update_metrics(store *s, const char *conversation_id, int64_t silence_
 int store_update_metrics_with(store *s, const char *conversation_id, const at_turn *turns,
                               size_t n_turns, int64_t silence_threshold_ms)
 {
-    if (scoredb_update_metrics_with(s->sdb, conversation_id, turns, n_turns,
-                                    silence_threshold_ms))
+    held_outcome *h = held_for(s, conversation_id);
+    if (scoredb_update_metrics_outcome(s->sdb, conversation_id, turns, n_turns,
+                                       silence_threshold_ms, h ? &h->o : NULL))
         return fail_with(s, scoredb_errmsg(s->sdb));
+    if (h)
+        h->is_written = true;
     sqlite3_stmt *st = s->stmt[ST_PENDING_DELETE];
     sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
     return run(s, ST_PENDING_DELETE, "cannot clear deferred metrics");

@@ -62,7 +62,8 @@ static void *msg_alloc(message *msg, size_t n, bool is_aligned)
 
 static void msg_free(const message *msg, void *p)
 {
-    if (!(msg->mem && (char *)p >= msg->mem && (char *)p < msg->mem + msg->mem_cap))
+    /* Most fields are absent or in the block: no call for them (the writer frees every line). */
+    if (p && !(msg->mem && (char *)p >= msg->mem && (char *)p < msg->mem + msg->mem_cap))
         free(p);
 }
 

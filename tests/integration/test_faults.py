@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import ATTUNED, Closed, integrity_ok, utt
+from conftest import ATTUNED, Closed, integrity_ok, query, utt
 from test_daemon_load import TEXTS, Pump, encode, marker_counts, under_asan
 from test_metrics import METRIC_COLUMNS
 
@@ -318,6 +318,88 @@ def test_kill9_within_the_metrics_throttle_window_then_metrics_catch_up_at_resta
     assert d.rows("SELECT COUNT(*) FROM pending_metrics") == [(0,)]
     assert_exactly_once(d.db, {("c-thr-%d" % k, seq) for k in range(n_conv)
                                for seq in range(n_turns)})
+
+
+def foreign_key_problems(db):
+    """PRAGMA foreign_key_check over the whole file: the rows whose parent is missing."""
+    con = sqlite3.connect(str(db), timeout=10)
+    try:
+        return con.execute("PRAGMA foreign_key_check").fetchall()
+    finally:
+        con.close()
+
+
+def test_no_dangling_reference_after_resends_outcomes_and_kill9_and_cascades_still_work(
+        attuned, tmp_path):
+    """attuned's own connection does not enforce foreign keys (schema/README.md): it stores a
+    conversation's row before its utterances, an utterance before its markers, and marks
+    deferred metrics only for conversations it stored. Through every message type, resends,
+    outcomes before and after the end, utterances numbered by the daemon, a kill -9 inside the
+    metrics throttle window and a restart, PRAGMA foreign_key_check stays empty; and the
+    schema still declares the keys, so an analyst who turns them on gets the cascades."""
+    cfg = dict(batch_ms=5, store_text="full")
+    d = attuned(**cfg)
+    c = d.connect()
+    lines = []
+    for k in range(30):
+        cid = "c-fk-%d" % k
+        if k % 3 == 0:
+            lines.append({"type": "start", "conversation_id": cid, "channel": "chat",
+                          "queue": "billing", "agent_id": "a-%d" % (k % 4)})
+        if k % 5 == 0:
+            lines.append({"type": "outcome", "conversation_id": cid, "csat": 4})
+        lines += [utt(cid, seq, speaker="customer" if seq % 2 == 0 else "agent",
+                      text=TEXTS[(k + seq) % len(TEXTS)]) for seq in range(6)]
+        if k % 2 == 0:
+            lines.append({"type": "end", "conversation_id": cid, "resolved": True})
+        if k % 4 == 1:
+            lines.append({"type": "outcome", "conversation_id": cid, "escalated": True})
+    lines.append({"type": "conversation", "conversation_id": "c-fk-whole",
+                  "turns": [{"speaker": "customer", "text": TEXTS[1]},
+                            {"speaker": "agent", "text": TEXTS[0]}]})
+    c.send(*lines)
+    assert c.wait_ack() == []
+    # Daemon-numbered utterances (no seq), then everything again: a resend stores nothing twice.
+    c.send(*[utt("c-fk-%d" % k, text=TEXTS[k % len(TEXTS)]) for k in range(0, 30, 7)])
+    c.send(*lines)
+    assert c.wait_ack() == []
+    assert foreign_key_problems(d.db) == []
+    # Utterances for conversations recomputed a moment ago are deferred (pending_metrics), and
+    # the kill comes before their recomputation.
+    c.send(*[utt("c-fk-%d" % k, 6 + j, text=TEXTS[j]) for j in range(3) for k in range(30)])
+    assert c.wait_ack() == []
+    d.kill9()
+    c.close()
+    assert query(d.db, "SELECT COUNT(*) FROM pending_metrics")[0][0] > 0, (
+        "the kill did not come within the throttle window")
+    assert foreign_key_problems(d.db) == []
+
+    d = attuned(db=d.db, **cfg)
+    wait_for("metrics recomputed at restart", lambda: not stale_metrics(d.db), 15)
+    c = d.connect()
+    c.send(*lines[len(lines) // 2:])
+    c.send(utt("c-fk-new", 0, text=TEXTS[0]), {"type": "end", "conversation_id": "c-fk-new"})
+    assert c.wait_ack() == []
+    assert d.stop() == 0
+    assert foreign_key_problems(d.db) == []
+    assert query(d.db, "SELECT COUNT(*) FROM markers")[0][0] > 0
+
+    # The keys are still declared: with foreign keys on, deleting conversations cascades to
+    # their utterances, their markers and their pending_metrics mark.
+    con = sqlite3.connect(str(d.db), timeout=10)
+    try:
+        con.execute("PRAGMA foreign_keys = ON")
+        con.execute("INSERT INTO pending_metrics (conversation_id, deferred_at) "
+                    "VALUES ('c-fk-3', 0)")
+        con.execute("DELETE FROM conversations WHERE conversation_id IN ('c-fk-3', 'c-fk-4')")
+        con.commit()
+        for table in ("utterances", "markers", "pending_metrics"):
+            assert con.execute("SELECT COUNT(*) FROM %s WHERE conversation_id IN "
+                               "('c-fk-3', 'c-fk-4')" % table).fetchone() == (0,), table
+        assert con.execute("SELECT COUNT(*) FROM utterances").fetchone()[0] > 0
+        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        con.close()
 
 
 # ---- a full store ----------------------------------------------------------------------------

@@ -176,8 +176,19 @@ static void test_fresh_db(void **state)
     store *s = open_ok(f);
     assert_true(n_migrations() >= 1);
     assert_int_equal(q_int(s->db, "PRAGMA user_version"), n_migrations());
-    assert_int_equal(q_int(s->db, "PRAGMA foreign_keys"), 1);
+    /* Declared in the schema, not enforced on the writer's connection (store.c). */
+    assert_int_equal(q_int(s->db, "PRAGMA foreign_keys"), 0);
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM pragma_foreign_key_list('utterances')"
+                                  " WHERE \"table\" = 'conversations' AND on_delete = 'CASCADE'"),
+                     1);
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM pragma_foreign_key_list('markers')"
+                                  " WHERE \"table\" = 'utterances' AND on_delete = 'CASCADE'"),
+                     2); /* one row per column of the composite key */
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM pragma_foreign_key_list("
+                                  "'pending_metrics') WHERE \"table\" = 'conversations'"),
+                     1);
     assert_int_equal(q_int(s->db, "PRAGMA synchronous"), 2); /* FULL */
+    assert_int_equal(q_int(s->db, "PRAGMA wal_autocheckpoint"), 4000);
     assert_int_equal(q_int(s->db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
                                   " AND name IN ('conversations', 'utterances', 'markers')"),
                      3);
@@ -354,12 +365,96 @@ static void test_conversation_check_violation_is_an_error(void **state)
     store *s = open_ok(f);
     conv_facts c = no_facts();
     c.csat = 7;
+    c.channel = "chat"; /* a merge is written at once */
     assert_int_equal(store_begin(s), 0);
     assert_int_equal(store_put_conversation(s, "c-1", &c), -1);
     assert_non_null(strstr(store_errmsg(s), "CHECK constraint failed"));
     assert_false(store_error_is_transient(s));
     store_rollback(s);
     assert_int_equal(q_int(s->db, "SELECT count(*) FROM conversations"), 0);
+
+    /* An outcome is held back until the conversation's metrics are recomputed, or until the
+     * COMMIT: the violation is reported there, and the transaction is rolled back as before. */
+    c.channel = NULL;
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_put_conversation(s, "c-1", &c), 0);
+    assert_int_equal(store_update_metrics(s, "c-1", 3000), -1);
+    assert_non_null(strstr(store_errmsg(s), "CHECK constraint failed"));
+    assert_false(store_error_is_transient(s));
+    store_rollback(s);
+    assert_int_equal(store_begin(s), 0);
+    assert_int_equal(store_put_conversation(s, "c-1", &c), 0);
+    assert_int_equal(store_commit(s), -1);
+    assert_non_null(strstr(store_errmsg(s), "CHECK constraint failed"));
+    assert_false(store_error_is_transient(s));
+    store_rollback(s);
+    assert_int_equal(q_int(s->db, "SELECT count(*) FROM conversations"), 0);
+}
+
+/* An end or an outcome inside a transaction is held back and written with the conversation's
+ * metrics, or at COMMIT when no recomputation comes: the row is the same as when each is
+ * written at once (outside a transaction), in any order with merges. */
+static void test_held_outcomes_give_the_same_rows(void **state)
+{
+    fixture *f = *state;
+    store *s = open_ok(f);
+    conv_facts start = no_facts(), end = no_facts(), late = no_facts(), whole = no_facts();
+    start.channel = "voice";
+    start.started_at = 1700000000000;
+    end.ended = true;
+    end.ended_at = 1700000600000;
+    end.resolved = 1;
+    end.csat = 4;
+    late.csat = 2;
+    late.escalated = 1;
+    late.resolved_at = 1700000700000;
+    whole.queue = "billing";
+    whole.csat = 5;
+    whole.nps = 3;
+    turn t0 = make_turn(0, AT_SPEAKER_CUSTOMER), t1 = make_turn(1, AT_SPEAKER_AGENT);
+    t0.ts = 1700000001000;
+    t1.ts = 1700000002000;
+    stored_utterance u0 = make_utt("x", &t0), u1 = make_utt("x", &t1);
+    /* Each conversation gets: start, two turns, end, outcome, merge; in one transaction with
+     * recomputations after the outcome and at the end (a), after the end and at the end (b),
+     * without any (c); and (w) every step written at once, each its own statement. */
+    const char *ids[] = {"c-a", "c-b", "c-c", "c-w"};
+    for (int k = 0; k < 4; k++) {
+        bool is_tx = k < 3;
+        u0.conversation_id = u1.conversation_id = ids[k];
+        if (is_tx)
+            assert_int_equal(store_begin(s), 0);
+        assert_int_equal(store_put_conversation(s, ids[k], &start), 0);
+        put_ok(s, &u0, true);
+        put_ok(s, &u1, true);
+        assert_int_equal(store_put_conversation(s, ids[k], &end), 0);
+        if (k == 1 || k == 3)
+            assert_int_equal(store_update_metrics(s, ids[k], 3000), 0);
+        assert_int_equal(store_put_conversation(s, ids[k], &late), 0);
+        if (k == 0)
+            assert_int_equal(store_update_metrics(s, ids[k], 3000), 0);
+        assert_int_equal(store_put_conversation(s, ids[k], &whole), 0); /* its csat wins */
+        if (k != 2)
+            assert_int_equal(store_update_metrics(s, ids[k], 3000), 0);
+        if (is_tx)
+            assert_int_equal(store_commit(s), 0);
+    }
+    static const char cols[] =
+        "channel, queue, started_at, ended_at, resolved, resolved_at, csat, nps, escalated,"
+        " transferred, ended, turns, duration_ms, resolution_ms, customer_sentiment_mean";
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(DISTINCT json_array(%s)) FROM conversations"
+             " WHERE conversation_id IN ('c-a', 'c-b', 'c-w')", cols);
+    assert_int_equal(q_int(s->db, sql), 1);
+    assert_text(s->db, "SELECT json_array(csat, nps, escalated, resolved, resolved_at, ended,"
+                       " turns, resolution_ms) FROM conversations WHERE conversation_id = 'c-a'",
+                "[5.0,3,1,1,1700000700000,1,2,700000]");
+    /* Without a recomputation the facts are written all the same (metrics stay as they were). */
+    snprintf(sql, sizeof sql, "SELECT count(DISTINCT json_array(%.*s)) FROM conversations"
+             " WHERE conversation_id IN ('c-c', 'c-w')", (int)(strstr(cols, ", turns") - cols),
+             cols);
+    assert_int_equal(q_int(s->db, sql), 1);
+    assert_integrity(s);
 }
 
 /* ---- utterances ------------------------------------------------------------------------- */
@@ -840,14 +935,15 @@ static void test_pending_metrics(void **state)
     assert_int_equal(store_pending_metrics(s, count_pending, &n), 0);
     assert_int_equal(n, 0);
 
-    /* A mark needs its conversation, and goes with it. */
-    assert_int_equal(store_begin(s), 0);
-    assert_int_equal(store_defer_metrics(s, "c-none"), -1);
-    store_rollback(s);
+    /* A mark refers to its conversation, and goes with it when a tool that deletes turns
+     * foreign keys on (the store's connection does not enforce them: its callers mark only
+     * conversations they stored). */
     assert_int_equal(store_begin(s), 0);
     assert_int_equal(store_defer_metrics(s, "c-1"), 0);
     assert_int_equal(store_commit(s), 0);
-    assert_int_equal(sqlite3_exec(s->db, "DELETE FROM conversations", NULL, NULL, NULL),
+    assert_integrity(s);
+    assert_int_equal(sqlite3_exec(s->db, "PRAGMA foreign_keys = ON; DELETE FROM conversations",
+                                  NULL, NULL, NULL),
                      SQLITE_OK);
     assert_int_equal(q_int(s->db, "SELECT count(*) FROM pending_metrics"), 0);
     assert_integrity(s);
@@ -993,6 +1089,8 @@ int main(void)
         cmocka_unit_test(test_migration_names_checked),
         cmocka_unit_test_setup_teardown(test_conversation_merge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conversation_check_violation_is_an_error, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_held_outcomes_give_the_same_rows, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_utterance_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_utterances_several_to_a_statement, setup, teardown),
