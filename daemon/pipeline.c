@@ -215,12 +215,10 @@ static void queue_close(queue *q)
     pthread_mutex_unlock(&q->mu);
 }
 
-/* Waits until the queue has items or deadline (NULL = forever) and takes them all: the
- * returned list (linked by next) is the caller's. Returns NULL when the queue is closed and
- * empty, or at the deadline. */
-static work *queue_take_all(queue *q, const struct timespec *deadline)
+/* With q->mu held: waits until the queue has items, is closed, or deadline (NULL = forever)
+ * has passed. */
+static void queue_wait(queue *q, const struct timespec *deadline)
 {
-    pthread_mutex_lock(&q->mu);
     while (!q->head && !q->closed) {
         if (!deadline) {
             pthread_cond_wait(&q->cv, &q->mu);
@@ -228,6 +226,15 @@ static work *queue_take_all(queue *q, const struct timespec *deadline)
             break;
         }
     }
+}
+
+/* Waits until the queue has items or deadline (NULL = forever) and takes them all: the
+ * returned list (linked by next) is the caller's. Returns NULL when the queue is closed and
+ * empty, or at the deadline. */
+static work *queue_take_all(queue *q, const struct timespec *deadline)
+{
+    pthread_mutex_lock(&q->mu);
+    queue_wait(q, deadline);
     work *w = q->head;
     q->head = q->tail = NULL;
     pthread_mutex_unlock(&q->mu);
@@ -239,13 +246,7 @@ static work *queue_take_all(queue *q, const struct timespec *deadline)
 static work *queue_pop(queue *q, const struct timespec *deadline)
 {
     pthread_mutex_lock(&q->mu);
-    while (!q->head && !q->closed) {
-        if (!deadline) {
-            pthread_cond_wait(&q->cv, &q->mu);
-        } else if (pthread_cond_timedwait(&q->cv, &q->mu, deadline) != 0) {
-            break;
-        }
-    }
+    queue_wait(q, deadline);
     work *w = q->head;
     if (w) {
         q->head = w->next;
