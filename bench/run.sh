@@ -11,11 +11,15 @@
 #
 # Steps: generate the corpus (bench/gen_corpus.py, cached in $BUILD/bench/), install the npm
 # peers into bench/node_modules (node and npm from Debian when missing), build the 10x lexicon
-# copy in a temporary directory, run bench_score (both models, interleaved), run it once more per
-# model for memory, run peers.js pinned to the same CPU, print the summary (bench/summary.py).
+# copy in a temporary directory, then BENCH_ROUNDS rounds of: bench_score (both models,
+# interleaved, one measurement each) and peers.js pinned to the same CPU (one measurement each);
+# the summary (bench/summary.py) reports each scorer's best round. A round measures attune and
+# its peers within seconds of each other, so that the VM's speed, which drifts by a fifth from
+# minute to minute, weighs on both sides of a ratio alike. Then bench_score once more per model
+# for memory.
 #
 # Environment: BUILD (build), ATTUNE_LEXICONS (lexicons), BENCH_CONVERSATIONS (20000),
-# BENCH_SEED (1), BENCH_SECONDS (2, minimum CPU seconds per measurement), BENCH_REPEATS (3, best of),
+# BENCH_SEED (1), BENCH_SECONDS (2, minimum CPU seconds per measurement), BENCH_ROUNDS (3, best of),
 # BENCH_CPU (the highest CPU this process may use), PYTHON (/usr/bin/python3),
 # BENCH_SKIP_PEERS (1 to skip the npm peers), BENCH_SKIP_INGEST (1 to skip bench/ingest.sh, whose
 # own settings are described in it).
@@ -28,7 +32,7 @@ LEX=${ATTUNE_LEXICONS:-lexicons}
 N=${BENCH_CONVERSATIONS:-20000}
 SEED=${BENCH_SEED:-1}
 SECS=${BENCH_SECONDS:-2}
-REPEATS=${BENCH_REPEATS:-3}
+ROUNDS=${BENCH_ROUNDS:-3}
 OUT=$BUILD/bench
 BIN=$OUT/bench_score
 
@@ -90,27 +94,32 @@ say "building the 10x pattern copy of the lexicons"
 
 # ---- measurements -------------------------------------------------------------------------
 rm -f "$OUT/score.jsonl" "$OUT/memory-normal.jsonl" "$OUT/memory-10x.jsonl" "$OUT/peers.jsonl"
-say "attune: sentiment-only, full, full with 10x patterns (>= ${SECS} CPU s each, best of $REPEATS)"
-"$BIN" --cpu "$CPU" --seconds "$SECS" --repeats "$REPEATS" --json "$OUT/score.jsonl" \
-    --lexicons "$LEX" --compare "$TMP/lexicons-10x" "$CORPUS" >&2
+if [ "$peers_ok" = 1 ] && command -v taskset >/dev/null 2>&1; then PIN="taskset -c $CPU"; else PIN=""; fi
+round=1
+while [ "$round" -le "$ROUNDS" ]; do
+    say "round $round of $ROUNDS: attune sentiment-only, full, full with 10x patterns (>= ${SECS} CPU s each)"
+    "$BIN" --cpu "$CPU" --seconds "$SECS" --repeats 1 --json "$TMP/score-round.jsonl" \
+        --lexicons "$LEX" --compare "$TMP/lexicons-10x" "$CORPUS" >&2
+    cat "$TMP/score-round.jsonl" >>"$OUT/score.jsonl"
+    if [ "$peers_ok" = 1 ]; then
+        say "round $round of $ROUNDS: npm peers vader-sentiment and sentiment (>= ${SECS} CPU s each)"
+        $PIN node bench/peers.js --seconds "$SECS" --repeats 1 "$CORPUS" \
+            >>"$OUT/peers.jsonl" || say "peers.js failed; the peer figures will be missing"
+    fi
+    round=$((round + 1))
+done
 say "attune: memory, one process per model"
 "$BIN" --cpu "$CPU" --modes none --json "$OUT/memory-normal.jsonl" --lexicons "$LEX" \
     "$CORPUS" >/dev/null
 "$BIN" --cpu "$CPU" --modes none --json "$OUT/memory-10x.jsonl" \
     --lexicons "$TMP/lexicons-10x" "$CORPUS" >/dev/null
 
-if [ "$peers_ok" = 1 ]; then
-    say "npm peers: vader-sentiment and sentiment (>= ${SECS} CPU s each, best of $REPEATS)"
-    if command -v taskset >/dev/null 2>&1; then PIN="taskset -c $CPU"; else PIN=""; fi
-    $PIN node bench/peers.js --seconds "$SECS" --repeats "$REPEATS" "$CORPUS" \
-        >"$OUT/peers.jsonl" || say "peers.js failed; the peer figures will be missing"
-fi
-
 # ---- summary ------------------------------------------------------------------------------
 echo >&2
 "$PYTHON" bench/summary.py --score "$OUT/score.jsonl" --memory-normal "$OUT/memory-normal.jsonl" \
     --memory-10x "$OUT/memory-10x.jsonl" --peers "$OUT/peers.jsonl" \
-    --corpus-note "bench/gen_corpus.py -n $N --seed $SEED" >"$OUT/score-summary.txt"
+    --rounds "$ROUNDS" --corpus-note "bench/gen_corpus.py -n $N --seed $SEED" \
+    >"$OUT/score-summary.txt"
 cat "$OUT/score-summary.txt"
 echo "(written to $OUT/score-summary.txt)"
 
