@@ -1714,10 +1714,11 @@ static int cmp_literal(const void *a, const void *b)
 
 /* Texts that may occur anywhere are looked for at every byte of every turn; texts that begin
  * words, only at word starts. A pattern that has a group found at word starts only does not
- * need its other groups that may occur anywhere (except its anchor, which says where to match):
- * they are dropped, so that the prefilter passes it a little more often but, when no pattern
- * of a speaker needs the anywhere search, that speaker's turns skip it. The literals of
- * pattern p are m->literals[first ..). */
+ * need its other groups that hold a text that may occur anywhere and begins with an ASCII byte
+ * (except its anchor, which says where to match): they are dropped, so that the prefilter
+ * passes it a little more often, but the anywhere tries keep only texts that begin with a byte
+ * >= 0x80 (emoji), whose search skips ASCII eight bytes a step. The literals of pattern p are
+ * m->literals[first ..). */
 static void drop_anywhere_groups(at__markers *m, pattern *p, size_t first)
 {
     unsigned anywhere = 0, ascii = 0, present = 0;
@@ -2762,8 +2763,8 @@ static int prefilter_hit(const at__markers *m, at__mscratch *s, const uint8_t *l
         unsigned g = (s->groups[pi] & keep) | le_group_bit(l);
         s->groups[pi] = (uint8_t)g;
         /* Where a literal of the group last occurred: the generation in the high half says
-         * whether the low half is of this utterance. The word starts are walked before the
-         * anywhere trie, so the last position is the greater. */
+         * whether the low half is of this utterance. The anywhere trie is walked after the
+         * word starts, so positions do not come in order: the greater one is kept. */
         if ((l & (LE_ANCHOR | LE_BOUNDED)) == LE_BOUNDED) {
             uint64_t *last = &s->last_pos[(size_t)m->bound_slot[pi] * (MAX_GROUPS + 1) +
                                           (size_t)__builtin_ctz(le_group_bit(l))];
