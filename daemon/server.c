@@ -46,6 +46,7 @@ struct server {
     bool draining;
     void (*drained_cb)(server *srv);
     size_t inflight_lines, inflight_bytes;
+    bool has_submitted; /* process_lines handed work to the pipeline: it must flush */
     size_t n_subscribers; /* open connections that sent subscribe */
     size_t ring_size; /* per-connection lines in flight */
     server_stats stats;
@@ -388,6 +389,7 @@ static void handle_line(conn *c, const char *line, size_t len, uint64_t read_ns)
     srv->inflight_bytes += len;
     srv->stats.lines_accepted++;
     pipeline_submit(srv->pipe, w);
+    srv->has_submitted = true;
 }
 
 static void pause_conn(conn *c)
@@ -513,7 +515,12 @@ static void process_lines(conn *c)
         else
             reject_too_long(c, ev == FRAMER_TOO_LONG_CUT);
     }
-    pipeline_flush(srv->pipe);
+    /* Only when lines were handed over: a write completing after the drain (a client that
+     * never reads) comes here too, when the pipeline is gone. */
+    if (srv->has_submitted) {
+        pipeline_flush(srv->pipe);
+        srv->has_submitted = false;
+    }
     if (!c->paused && !c->closing && !c->finishing && !c->eof && !srv->draining) {
         track_partial_line(c);
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
