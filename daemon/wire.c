@@ -197,23 +197,6 @@ typedef struct fields {
     json_t *v[N_FIELDS];
 } fields;
 
-/* Whether key equals name, both of len bytes: memcmp of a constant size is compiled inline,
- * without a call. */
-static bool name_equal(const char *key, const char *name, size_t len)
-{
-    switch (len) {
-#define EQUAL_LEN(n) \
-    case n: \
-        return memcmp(key, name, n) == 0;
-        EQUAL_LEN(1) EQUAL_LEN(2) EQUAL_LEN(3) EQUAL_LEN(4) EQUAL_LEN(5) EQUAL_LEN(6)
-        EQUAL_LEN(7) EQUAL_LEN(8) EQUAL_LEN(9) EQUAL_LEN(10) EQUAL_LEN(11) EQUAL_LEN(12)
-        EQUAL_LEN(13) EQUAL_LEN(14) EQUAL_LEN(15)
-#undef EQUAL_LEN
-    default:
-        return memcmp(key, name, len) == 0;
-    }
-}
-
 static void fields_find(json_t *obj, fields *fl)
 {
     memset(fl, 0, sizeof *fl);
@@ -223,7 +206,7 @@ static void fields_find(json_t *obj, fields *fl)
             continue;
         const char *key = json_object_iter_key(it);
         for (int i = field_by_len[len]; i < field_by_len[len + 1]; i++) {
-            if (name_equal(key, field_names[i], len)) {
+            if (memcmp(key, field_names[i], len) == 0) {
                 fl->v[i] = json_object_iter_value(it);
                 break;
             }
