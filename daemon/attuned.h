@@ -163,6 +163,16 @@ const char *wire_error_code(enum wire_error e);
 enum wire_error wire_parse(const char *line, size_t len, message *msg, char *why, size_t why_len,
                            char **id_out);
 void message_fini(message *msg);
+/* How wire_parse reads a line's JSON: WIRE_PATH_ANY reads a flat object without escapes,
+ * reals or nesting (nearly every line) in one pass of its own and hands every other line to
+ * jansson; WIRE_PATH_JANSSON hands every line to jansson. Both give every line the same message
+ * or the same error (tests/unit/test_wire.c compares them). */
+enum wire_path { WIRE_PATH_ANY, WIRE_PATH_JANSSON };
+/* wire_parse along the given path. */
+enum wire_error wire_parse_via(enum wire_path path, const char *line, size_t len, message *msg,
+                               char *why, size_t why_len, char **id_out);
+/* Whether WIRE_PATH_ANY reads the line without jansson (for tests). */
+bool wire_is_fast(const char *line, size_t len);
 
 /* ---- store.c ---------------------------------------------------------------------------- */
 

@@ -7,7 +7,9 @@
  * characters, so that it fits on the error's line whatever the client sent) and, when the
  * line had an "id", a copy of it that is valid JSON. No string of an accepted message holds a
  * NUL character (which would cut it short as a C string): its text is exactly text_len bytes.
- * Nothing may leak either way (ASan). The time parser is fed the same bytes.
+ * Nothing may leak either way (ASan). jansson alone (WIRE_PATH_JANSSON) must read the line the
+ * same way as wire_parse, which reads most lines without it. The time parser is fed the same
+ * bytes.
  */
 #include <jansson.h>
 #include <math.h>
@@ -128,6 +130,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *id = NULL;
     memset(why, 'x', sizeof why);
     enum wire_error e = wire_parse((const char *)data, size, &msg, why, sizeof why, &id);
+
+    /* jansson alone must read the line the same way (wire.c's fast path reads most lines
+     * without it): the same error and sentence, or the same message. */
+    message slow;
+    char slow_why[320];
+    char *slow_id = NULL;
+    memset(slow_why, 'x', sizeof slow_why);
+    enum wire_error se = wire_parse_via(WIRE_PATH_JANSSON, (const char *)data, size, &slow,
+                                        slow_why, sizeof slow_why, &slow_id);
+    CHECK(se == e);
+    if (e == WIRE_OK) {
+        CHECK(slow.type == msg.type && slow.n_turns == msg.n_turns);
+        CHECK((slow.id == NULL) == (msg.id == NULL) && (!msg.id || !strcmp(slow.id, msg.id)));
+        for (size_t i = 0; i < msg.n_turns; i++) {
+            CHECK(slow.turns[i].text_len == msg.turns[i].text_len);
+            CHECK(memcmp(slow.turns[i].text, msg.turns[i].text, msg.turns[i].text_len) == 0);
+            CHECK(slow.turns[i].seq == msg.turns[i].seq);
+        }
+        message_fini(&slow);
+    } else {
+        CHECK(strcmp(slow_why, why) == 0);
+        CHECK((slow_id == NULL) == (id == NULL) && (!id || !strcmp(slow_id, id)));
+        free(slow_id);
+    }
+
     if (e == WIRE_OK) {
         CHECK(id == NULL);
         check_message(&msg);
