@@ -95,7 +95,7 @@ static const struct key keys[] = {
      .max = 2, .def = "redacted", .unit = "policy", .names = store_text_names,
      .help = "utterance text kept in the database: redacted, full or none"},
     {.section = "store", .name = "batch_rows", .type = T_INT, FIELD(batch_rows), .min = 1,
-     .max = 100000, .def = "2048", .unit = "rows", .reloadable = true,
+     .max = 100000, .def = "8192", .unit = "rows", .reloadable = true,
      .help = "a transaction commits after this many rows ..."},
     {.section = "store", .name = "batch_ms", .type = T_INT, FIELD(batch_ms), .min = 1,
      .max = 10000, .def = "20", .unit = "ms", .reloadable = true,

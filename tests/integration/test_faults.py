@@ -592,9 +592,11 @@ def test_a_long_read_transaction_does_not_stop_ingest_and_the_wal_is_checkpointe
     analyst keeps a consistent snapshot, while the WAL grows (it cannot be checkpointed past
     the snapshot). After the analyst leaves, the WAL is checkpointed and cut back under
     continued ingest (journal_size_limit), and truncated to nothing once the daemon is idle."""
-    d = attuned(batch_ms=5, store_text="full")
+    # Small batches touching many pages each (1,000 conversations interleaved): the WAL grows
+    # fast, past journal_size_limit while the reader holds it.
+    d = attuned(batch_ms=5, batch_rows=2048, store_text="full")
     c = d.connect()
-    s = Stream("c-read", W=1000)  # many pages touched per batch: the WAL grows fast
+    s = Stream("c-read", W=1000)
     c.send_raw(s.encoded(0, 1000))
     c.wait_ack()
     wait_for("the idle daemon truncates its WAL", lambda: wal_size(d.db) == 0, 20)

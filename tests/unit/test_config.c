@@ -85,7 +85,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.log_level, LOG_INFO);
     assert_int_equal(c.store_text, STORE_TEXT_REDACTED);
     assert_int_equal(c.workers, 0);
-    assert_int_equal(c.batch_rows, 2048);
+    assert_int_equal(c.batch_rows, 8192);
     assert_int_equal(c.batch_ms, 20);
     assert_int_equal(c.max_line_bytes, 1048576);
     assert_int_equal(c.max_connections, 1024);
@@ -227,7 +227,7 @@ static void test_load_values(void **state)
     assert_true(c.alert_compound_floor == -1.0);
     assert_int_equal(c.workers, 256);
     /* Keys absent from the file keep their values. */
-    assert_int_equal(c.batch_rows, 2048);
+    assert_int_equal(c.batch_rows, 8192);
 
     rc = load_text(&c, "[store]\nstore_text = full\n[log]\nlevel = warn\n", err, sizeof err, NULL);
     assert_int_equal(rc, 0);
