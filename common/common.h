@@ -113,6 +113,15 @@ typedef struct scoredb_outcome {
     int64_t updated_at;                   /* ms since the epoch: the row's updated_at */
 } scoredb_outcome;
 
+/* Merges o over into as writing both in turn would: each known field of o replaces into's,
+ * ended accumulates, updated_at is o's. */
+void scoredb_outcome_merge(scoredb_outcome *into, const scoredb_outcome *o);
+
+/* Binds o's ended_at, resolved, resolved_at, csat, nps, transferred, ended and updated_at, in
+ * that order, to parameters first .. first + 7 of st, absent fields as NULL (escalated is left
+ * to the caller: a metric too). */
+void scoredb_bind_outcome(sqlite3_stmt *st, int first, const scoredb_outcome *o);
+
 /* scoredb_update_metrics_with that also writes outcome (unless NULL) into the row, in the same
  * UPDATE: the metrics are computed from the stored facts with the outcome applied, and the row
  * ends up as if the outcome had been written first. Returns 0 or -1. */

@@ -367,6 +367,38 @@ static void bind_flag_or_null(sqlite3_stmt *st, int i, int v)
         sqlite3_bind_int(st, i, v != 0);
 }
 
+void scoredb_outcome_merge(scoredb_outcome *into, const scoredb_outcome *o)
+{
+    if (o->ended_at != AT_NULL_INT)
+        into->ended_at = o->ended_at;
+    if (o->resolved >= 0)
+        into->resolved = o->resolved;
+    if (o->resolved_at != AT_NULL_INT)
+        into->resolved_at = o->resolved_at;
+    if (!isnan(o->csat))
+        into->csat = o->csat;
+    if (o->nps != AT_NULL_INT)
+        into->nps = o->nps;
+    if (o->escalated >= 0)
+        into->escalated = o->escalated;
+    if (o->transferred >= 0)
+        into->transferred = o->transferred;
+    into->ended |= o->ended;
+    into->updated_at = o->updated_at;
+}
+
+void scoredb_bind_outcome(sqlite3_stmt *st, int first, const scoredb_outcome *o)
+{
+    bind_int_or_null(st, first, o->ended_at);
+    bind_flag_or_null(st, first + 1, o->resolved);
+    bind_int_or_null(st, first + 2, o->resolved_at);
+    bind_real_or_null(st, first + 3, o->csat);
+    bind_int_or_null(st, first + 4, o->nps);
+    bind_flag_or_null(st, first + 5, o->transferred);
+    sqlite3_bind_int(st, first + 6, o->ended ? 1 : 0);
+    sqlite3_bind_int64(st, first + 7, o->updated_at);
+}
+
 int scoredb_update_metrics_outcome(scoredb *sdb, const char *conversation_id,
                                    const at_turn *turns, size_t n, int64_t silence_threshold_ms,
                                    const scoredb_outcome *o)
@@ -447,16 +479,8 @@ int scoredb_update_metrics_outcome(scoredb *sdb, const char *conversation_id,
     bind_int_or_null(st, 33, m.silence_ms);
     bind_int_or_null(st, 34, m.resolution_ms);
     bind_int_or_null(st, 35, m.escalated);
-    if (o) {
-        bind_int_or_null(st, 36, o->ended_at);
-        bind_flag_or_null(st, 37, o->resolved);
-        bind_int_or_null(st, 38, o->resolved_at);
-        bind_real_or_null(st, 39, o->csat);
-        bind_int_or_null(st, 40, o->nps);
-        bind_flag_or_null(st, 41, o->transferred);
-        sqlite3_bind_int(st, 42, o->ended ? 1 : 0);
-        sqlite3_bind_int64(st, 43, o->updated_at);
-    }
+    if (o)
+        scoredb_bind_outcome(st, 36, o);
     return run(sdb, id, "cannot store conversation metrics");
 }
 

@@ -125,8 +125,8 @@ static const char *const stmt_sql[N_STMTS] = {
         "UPDATE conversations SET"
         " ended_at = COALESCE(?2, ended_at), resolved = COALESCE(?3, resolved),"
         " resolved_at = COALESCE(?4, resolved_at), csat = COALESCE(?5, csat),"
-        " nps = COALESCE(?6, nps), escalated = COALESCE(?7, escalated),"
-        " transferred = COALESCE(?8, transferred), ended = MAX(ended, ?9), updated_at = ?10"
+        " nps = COALESCE(?6, nps), transferred = COALESCE(?7, transferred),"
+        " ended = MAX(ended, ?8), updated_at = ?9, escalated = COALESCE(?10, escalated)"
         " WHERE conversation_id = ?1",
     [ST_CONV_ENSURE] =
         "INSERT INTO conversations (conversation_id, created_at, updated_at) VALUES (?1, ?2, ?2)"
@@ -645,18 +645,8 @@ static int write_outcome(store *s, const char *conversation_id, const scoredb_ou
 {
     sqlite3_stmt *up = s->stmt[ST_CONV_OUTCOME];
     sqlite3_bind_text(up, 1, conversation_id, -1, SQLITE_STATIC);
-    bind_int_or_null(up, 2, o->ended_at);
-    bind_flag_or_null(up, 3, o->resolved);
-    bind_int_or_null(up, 4, o->resolved_at);
-    if (isnan(o->csat))
-        sqlite3_bind_null(up, 5);
-    else
-        sqlite3_bind_double(up, 5, o->csat);
-    bind_int_or_null(up, 6, o->nps);
-    bind_flag_or_null(up, 7, o->escalated);
-    bind_flag_or_null(up, 8, o->transferred);
-    sqlite3_bind_int(up, 9, o->ended ? 1 : 0);
-    sqlite3_bind_int64(up, 10, o->updated_at);
+    scoredb_bind_outcome(up, 2, o);
+    bind_flag_or_null(up, 10, o->escalated);
     return run(s, ST_CONV_OUTCOME, "cannot store outcome");
 }
 
@@ -673,23 +663,7 @@ static bool hold_outcome(store *s, const char *conversation_id, const scoredb_ou
         return false;
     uint32_t ix = s->ensured->held[slot];
     if (ix && !s->held[ix - 1].is_written) {
-        scoredb_outcome *h = &s->held[ix - 1].o;
-        if (o->ended_at != WIRE_ABSENT)
-            h->ended_at = o->ended_at;
-        if (o->resolved >= 0)
-            h->resolved = o->resolved;
-        if (o->resolved_at != WIRE_ABSENT)
-            h->resolved_at = o->resolved_at;
-        if (!isnan(o->csat))
-            h->csat = o->csat;
-        if (o->nps != WIRE_ABSENT)
-            h->nps = o->nps;
-        if (o->escalated >= 0)
-            h->escalated = o->escalated;
-        if (o->transferred >= 0)
-            h->transferred = o->transferred;
-        h->ended |= o->ended;
-        h->updated_at = o->updated_at;
+        scoredb_outcome_merge(&s->held[ix - 1].o, o);
         return true;
     }
     if (s->n_held == s->cap_held) {
