@@ -171,8 +171,6 @@ enum wire_path { WIRE_PATH_ANY, WIRE_PATH_JANSSON };
 /* wire_parse along the given path. */
 enum wire_error wire_parse_via(enum wire_path path, const char *line, size_t len, message *msg,
                                char *why, size_t why_len, char **id_out);
-/* Whether WIRE_PATH_ANY reads the line without jansson (for tests). */
-bool wire_is_fast(const char *line, size_t len);
 
 /* ---- store.c ---------------------------------------------------------------------------- */
 

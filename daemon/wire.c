@@ -197,20 +197,25 @@ typedef struct fields {
     json_t *v[N_FIELDS];
 } fields;
 
+/* The field named by the key of len bytes, or N_FIELDS. */
+static int field_of(const unsigned char *key, size_t len)
+{
+    if (len > MAX_FIELD_LEN)
+        return N_FIELDS;
+    for (int i = field_by_len[len]; i < field_by_len[len + 1]; i++)
+        if (memcmp(key, field_names[i], len) == 0)
+            return i;
+    return N_FIELDS;
+}
+
 static void fields_find(json_t *obj, fields *fl)
 {
     memset(fl, 0, sizeof *fl);
     for (void *it = json_object_iter(obj); it; it = json_object_iter_next(obj, it)) {
-        size_t len = json_object_iter_key_len(it);
-        if (len > MAX_FIELD_LEN)
-            continue;
-        const char *key = json_object_iter_key(it);
-        for (int i = field_by_len[len]; i < field_by_len[len + 1]; i++) {
-            if (memcmp(key, field_names[i], len) == 0) {
-                fl->v[i] = json_object_iter_value(it);
-                break;
-            }
-        }
+        int f = field_of((const unsigned char *)json_object_iter_key(it),
+                         json_object_iter_key_len(it));
+        if (f < N_FIELDS)
+            fl->v[f] = json_object_iter_value(it);
     }
 }
 
@@ -245,9 +250,14 @@ static void fast_init(void)
         is_plain_byte[b] = b != '"' && b != '\\';
 }
 
+static bool is_json_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
 static const unsigned char *skip_space(const unsigned char *p, const unsigned char *end)
 {
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    while (p < end && is_json_space((char)*p))
         p++;
     return p;
 }
@@ -313,17 +323,6 @@ static const unsigned char *scan_word(const unsigned char *p, const unsigned cha
                                       const char *word, size_t len)
 {
     return (size_t)(end - p) >= len && memcmp(p, word, len) == 0 ? p + len : NULL;
-}
-
-/* The field named by the key of len bytes, or N_FIELDS. */
-static int field_of(const unsigned char *key, size_t len)
-{
-    if (len > MAX_FIELD_LEN)
-        return N_FIELDS;
-    for (int i = field_by_len[len]; i < field_by_len[len + 1]; i++)
-        if (memcmp(key, field_names[i], len) == 0)
-            return i;
-    return N_FIELDS;
 }
 
 /* Releases the values fast_parse made. */
@@ -1046,11 +1045,6 @@ done:
     return v;
 }
 
-static bool is_json_space(char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
-}
-
 /* The colons of the line that follow a '"' (whitespace between them aside). Every key of every
  * object is a string followed by one such colon, so there are at least as many as keys; a
  * colon inside a string can only add to them. */
@@ -1211,12 +1205,3 @@ enum wire_error wire_parse(const char *line, size_t len, message *msg, char *why
     return wire_parse_via(WIRE_PATH_ANY, line, len, msg, why, why_len, id_out);
 }
 
-bool wire_is_fast(const char *line, size_t len)
-{
-    pthread_once(&init_once, init);
-    fields fl;
-    if (!fast_parse(line, len, &fl))
-        return false;
-    fields_release(&fl);
-    return true;
-}
