@@ -255,7 +255,8 @@ static void format_metrics(metrics *m, textbuf *b)
     put_counter(b, "attuned_duplicate_utterances_total",
                 "Utterances received again and stored once.", ps.duplicates);
     put_histogram(b, "attuned_commit_duration_seconds",
-                  "Time of each successful batch transaction, BEGIN to COMMIT.",
+                  "Writer time of each successful batch transaction, BEGIN to COMMIT, "
+                  "not counting its waits for the batch's lines.",
                   pipeline_commit_latency(m->pipe));
     put_histogram(b, "attuned_ack_latency_seconds",
                   "Time from reading a line to the commit that stored it reaching the loop "

@@ -11,6 +11,12 @@
  * acknowledged that is not durable, and the loop thread's in-flight bound turns a stalled
  * writer into backpressure on the sockets.
  *
+ * Batches: the writer opens a batch's transaction with its first item and stores each item as
+ * it takes it from its queue (in statements of FLUSH_ROWS utterances at most), so that storing
+ * overlaps the scoring of the batch's later lines; it commits after batch_rows rows or batch_ms
+ * milliseconds. Once an attempt failed, the rest of the batch is only gathered, and the whole
+ * batch is applied again by the retries.
+ *
  * Room: a batch that fails for lack of room (max_db_mb reached, or a full disk) is retried like
  * any passing failure, so nothing is acknowledged and backpressure pauses the clients; the
  * writer says so once (then once a minute), applies a changed max_db_mb before every attempt,
@@ -1021,37 +1027,13 @@ static int note_alerting(pipeline *p, work *w)
     return 0;
 }
 
-static int apply_batch(pipeline *p, work *batch)
+/* A batch's transaction in three steps, so that the writer stores each item as it takes it
+ * (writer_main) instead of waiting for the whole batch first. On failure each step rolls the
+ * transaction back (batch_fail) and returns -1. */
+#define FLUSH_ROWS 256
+
+static int batch_fail(pipeline *p)
 {
-    if (store_begin(p->st))
-        goto fail;
-    p->n_pending = 0;
-    p->n_touched = 0;
-    p->n_alerting = 0;
-    p->batch_no++;
-    for (work *w = batch; w; w = w->next) {
-        if (apply_work(p, w) || note_touched(p, w) || (w->n_alerts && note_alerting(p, w)))
-            goto fail;
-    }
-    if (p->n_pending && flush_utterances(p))
-        goto fail;
-    if (update_metrics(p))
-        goto fail;
-    /* Subscribers filter alerts by queue and agent, which the conversation row knows. */
-    for (size_t k = 0; k < p->n_alerting; k++) {
-        work *w = p->alerting[k];
-        for (size_t i = 0; i < w->n_alerts; i++) {
-            alert *a = &w->alerts[i];
-            free(a->queue);
-            free(a->agent_id);
-            if (store_conversation_routing(p->st, a->conversation_id, &a->queue, &a->agent_id))
-                goto fail;
-        }
-    }
-    if (store_commit(p->st))
-        goto fail;
-    return 0;
-fail:
     /* Judged before the rollback, which would replace SQLite's error code. */
     p->last_transient = store_error_is_transient(p->st);
     p->last_full = store_error_is_full(p->st);
@@ -1060,6 +1042,61 @@ fail:
     p->is_pending_reload = true;
     cache_invalidate(p); /* turns it stored are gone again */
     return -1;
+}
+
+static int batch_open(pipeline *p)
+{
+    if (store_begin(p->st))
+        return batch_fail(p);
+    p->n_pending = 0;
+    p->n_touched = 0;
+    p->n_alerting = 0;
+    p->batch_no++;
+    return 0;
+}
+
+static int batch_add(pipeline *p, work *w)
+{
+    if (apply_work(p, w) || note_touched(p, w) || (w->n_alerts && note_alerting(p, w)))
+        return batch_fail(p);
+    /* Stored as they come rather than all at batch_close: the writer's work overlaps the
+     * scoring of the rest of the batch. */
+    if (p->n_pending >= FLUSH_ROWS && flush_utterances(p))
+        return batch_fail(p);
+    return 0;
+}
+
+static int batch_close(pipeline *p)
+{
+    if (p->n_pending && flush_utterances(p))
+        return batch_fail(p);
+    if (update_metrics(p))
+        return batch_fail(p);
+    /* Subscribers filter alerts by queue and agent, which the conversation row knows. */
+    for (size_t k = 0; k < p->n_alerting; k++) {
+        work *w = p->alerting[k];
+        for (size_t i = 0; i < w->n_alerts; i++) {
+            alert *a = &w->alerts[i];
+            free(a->queue);
+            free(a->agent_id);
+            if (store_conversation_routing(p->st, a->conversation_id, &a->queue, &a->agent_id))
+                return batch_fail(p);
+        }
+    }
+    if (store_commit(p->st))
+        return batch_fail(p);
+    return 0;
+}
+
+static int apply_batch(pipeline *p, work *batch)
+{
+    if (batch_open(p))
+        return -1;
+    for (work *w = batch; w; w = w->next) {
+        if (batch_add(p, w))
+            return -1;
+    }
+    return batch_close(p);
 }
 
 static void deliver(pipeline *p, work *batch)
@@ -1139,22 +1176,30 @@ static work *writer_pop(pipeline *p, const struct timespec *deadline)
     return w;
 }
 
-/* One commit attempt: apply_batch, timed, with the heartbeat and failure streak updated. */
+/* Bookkeeping of one commit attempt that took busy_ns of the writer's time: the heartbeat, the
+ * failure streak, the durations, the database's size. */
+static void attempt_done(pipeline *p, int rc, uint64_t busy_ns)
+{
+    if (rc) {
+        uint64_t zero = 0;
+        atomic_compare_exchange_strong(&p->failing_since_ns, &zero, uv_hrtime() - busy_ns);
+        return;
+    }
+    histogram_observe_us(&p->commit_latency, busy_ns / 1000);
+    atomic_store(&p->failing_since_ns, 0);
+    p->is_checkpoint_due = true;
+    publish_size(p);
+}
+
+/* One commit attempt of a whole batch: apply_batch, timed. */
 static int commit_batch(pipeline *p, work *batch)
 {
     apply_max_db_mb(p);
     uint64_t t0 = uv_hrtime();
     atomic_store(&p->writer_beat_ns, t0);
-    if (apply_batch(p, batch)) {
-        uint64_t zero = 0;
-        atomic_compare_exchange_strong(&p->failing_since_ns, &zero, t0);
-        return -1;
-    }
-    histogram_observe_us(&p->commit_latency, (uv_hrtime() - t0) / 1000);
-    atomic_store(&p->failing_since_ns, 0);
-    p->is_checkpoint_due = true;
-    publish_size(p);
-    return 0;
+    int rc = apply_batch(p, batch);
+    attempt_done(p, rc, uv_hrtime() - t0);
+    return rc;
 }
 
 /* Waits ms milliseconds, or less when pipeline_abandon is called meanwhile. The writer's
@@ -1174,14 +1219,18 @@ static void writer_sleep(pipeline *p, int ms)
  * full, I/O): nothing is acknowledged meanwhile and the loop thread's bound turns the wait into
  * backpressure. Returns 0 once committed, -1 at once for a failure that would recur with the
  * same data, and 1 when the pipeline was abandoned before an attempt succeeded (no attempt is
- * made after pipeline_abandon). */
-static int commit_with_retry(pipeline *p, work *batch, size_t rows)
+ * made after pipeline_abandon). first is the outcome of the attempt writer_main made as it
+ * gathered the batch (0 committed, -1 failed), or 1 when none was made. */
+static int commit_with_retry(pipeline *p, work *batch, size_t rows, int first)
 {
     int backoff_ms = 50;
-    for (;;) {
-        if (atomic_load(&p->abandon))
-            return 1;
-        if (!commit_batch(p, batch))
+    for (int rc = first;; rc = 1) {
+        if (rc > 0) {
+            if (atomic_load(&p->abandon))
+                return 1;
+            rc = commit_batch(p, batch);
+        }
+        if (!rc)
             break;
         atomic_fetch_add_explicit(&p->commit_failures, 1, memory_order_relaxed);
         if (!p->last_transient)
@@ -1229,7 +1278,7 @@ static void isolate_failure(pipeline *p, work *batch)
     while (w) {
         work *next = w->next;
         w->next = NULL;
-        int rc = commit_with_retry(p, w, work_rows(w));
+        int rc = commit_with_retry(p, w, work_rows(w), 1);
         if (rc > 0) {
             abandon_work(p, w);
         } else if (rc < 0) {
@@ -1509,13 +1558,21 @@ static void *writer_main(void *arg)
     recover_pending(p);
     publish_size(p);
     while ((first = writer_next(p, NULL))) {
-        /* Group commit: the batch closes after batch_rows rows or batch_ms milliseconds. */
+        /* Group commit: the batch closes after batch_rows rows or batch_ms milliseconds. Each
+         * item is stored as it is taken, so the writer works while the workers score the rest
+         * of the batch; after a failure the rest is only gathered, and commit_with_retry
+         * applies the whole batch again. */
         work *batch = first, *tail = first;
         first->next = NULL;
         size_t rows = work_rows(first);
         int batch_rows = atomic_load(&p->batch_rows);
         struct timespec deadline;
         deadline_after(&deadline, atomic_load(&p->batch_ms));
+        apply_max_db_mb(p);
+        uint64_t t0 = uv_hrtime();
+        atomic_store(&p->writer_beat_ns, t0);
+        int attempt = batch_open(p) || batch_add(p, first) ? -1 : 0;
+        uint64_t busy_ns = uv_hrtime() - t0;
         while (rows < (size_t)batch_rows) {
             work *w = writer_next(p, &deadline);
             if (!w)
@@ -1524,8 +1581,19 @@ static void *writer_main(void *arg)
             tail->next = w;
             tail = w;
             rows += work_rows(w);
+            if (!attempt) {
+                uint64_t t = uv_hrtime();
+                attempt = batch_add(p, w);
+                busy_ns += uv_hrtime() - t;
+            }
         }
-        int rc = commit_with_retry(p, batch, rows);
+        if (!attempt) {
+            uint64_t t = uv_hrtime();
+            attempt = batch_close(p);
+            busy_ns += uv_hrtime() - t;
+        }
+        attempt_done(p, attempt, busy_ns);
+        int rc = commit_with_retry(p, batch, rows, attempt);
         if (rc < 0)
             isolate_failure(p, batch);
         if (rc > 0) {

@@ -143,7 +143,7 @@ typedef struct pipeline_stats {
     int64_t db_bytes, db_max_bytes;
 } pipeline_stats;
 void pipeline_get_stats(pipeline *p, pipeline_stats *out);
-/* Durations of successful batch commits (BEGIN to COMMIT), borrowed. */
+/* Writer time of successful batch commits (BEGIN to COMMIT, without waits), borrowed. */
 const histogram *pipeline_commit_latency(pipeline *p);
 
 void work_free(work *w);
