@@ -39,12 +39,10 @@
  * keeps them (recent.turns, bounded) as it stores them, so that a recomputation reads them from
  * the database only when it has no complete copy (see TURN_CACHE_MAX).
  *
- * Checkpoints: while the writer is busy, the store's background checkpointer copies the WAL
- * into the database beside it, and the writer's own checkpoint after a commit copies what is
- * left once the WAL holds 4000 pages (store.c, on_wal_commit). Once it has been idle for
- * CHECKPOINT_IDLE_MS, the writer copies the whole WAL into the database and truncates it,
- * without waiting for readers, and tries again every CHECKPOINT_IDLE_MS while a reader (an
- * analyst's long transaction) keeps part of the WAL in use.
+ * Checkpoints: SQLite's automatic checkpoint runs after commits while the writer is busy; once
+ * it has been idle for CHECKPOINT_IDLE_MS, the writer copies the whole WAL into the database and
+ * truncates it, without waiting for readers, and tries again every CHECKPOINT_IDLE_MS while a
+ * reader (an analyst's long transaction) keeps part of the WAL in use.
  *
  * Rescoring: a rescore request becomes the writer's one job. The writer runs it in slices of
  * batch_rows utterances, each in its own transaction, whenever its queue is empty and once after

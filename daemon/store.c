@@ -8,8 +8,7 @@
  * its connection.
  *
  * Invariants:
- *   - Only the writer thread touches a store (the connection is opened NOMUTEX). The store's
- *     background checkpointer has a connection and a thread of its own, and only checkpoints.
+ *   - Only the writer thread touches a store (the connection is opened NOMUTEX).
  *   - Every statement is prepared once (in store_open; a multi-row insert when first used),
  *     reset (and its bindings cleared, except for the multi-row inserts, every use of which
  *     binds every parameter) after each use, and finalized in store_close.
@@ -30,9 +29,8 @@
  *   - Nothing here logs, and no error message carries transcript text: SQLite's messages name
  *     columns and constraints, never bound values.
  */
-#include <limits.h>
 #include <math.h>
-#include <pthread.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,13 +62,6 @@ extern const char *const schema_names[];
  * under steady load with the default batches (the auto-checkpoint's 16 MiB plus a batch), so
  * that normal operation never pays for truncating and regrowing it. */
 #define WAL_SIZE_LIMIT_BYTES (32 << 20)
-
-/* The background checkpointer (see checkpointer below) copies the WAL into the database once it
- * holds this many pages, so that the writer's own checkpoint at WAL_AUTOCHECKPOINT_PAGES has
- * only the last pages left to copy. */
-#define BG_CHECKPOINT_PAGES 1000
-
-typedef struct checkpointer checkpointer;
 
 enum stmt_id {
     ST_BEGIN,
@@ -198,120 +189,7 @@ struct store {
     int64_t max_pages_none;  /* PRAGMA max_page_count when uncapped (the library's limit) */
     int64_t max_pages;       /* the cap in effect */
     char errmsg[512]; /* the last failure: what was being done and SQLite's message */
-    checkpointer *bg; /* NULL for an in-memory database */
 };
-
-/* ---- background checkpointer ----------------------------------------------------------- */
-
-/* A thread with its own connection that runs passive checkpoints when the writer's commits
- * have grown the WAL by BG_CHECKPOINT_PAGES: copying pages into the database and syncing it is
- * then done beside the writer rather than inside its commits. The writer's own checkpoint
- * (on_wal_commit) still runs at WAL_AUTOCHECKPOINT_PAGES, copying what is left, so that the
- * WAL is completely copied and restarts from its beginning: a checkpoint that only ran beside
- * a busy writer would never catch up with it, and the WAL would grow without end. */
-struct checkpointer {
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool is_kicked, is_stopping;
-    sqlite3 *db;
-};
-
-static void *checkpointer_main(void *arg)
-{
-    checkpointer *c = arg;
-    pthread_mutex_lock(&c->mu);
-    for (;;) {
-        while (!c->is_kicked && !c->is_stopping)
-            pthread_cond_wait(&c->cv, &c->mu);
-        if (c->is_stopping)
-            break;
-        c->is_kicked = false;
-        pthread_mutex_unlock(&c->mu);
-        /* Errors change nothing: the writer's checkpoints still run. */
-        sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        pthread_mutex_lock(&c->mu);
-    }
-    pthread_mutex_unlock(&c->mu);
-    return NULL;
-}
-
-static void checkpointer_kick(checkpointer *c)
-{
-    pthread_mutex_lock(&c->mu);
-    c->is_kicked = true;
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-}
-
-static void checkpointer_free(checkpointer *c)
-{
-    if (!c)
-        return;
-    pthread_mutex_lock(&c->mu);
-    c->is_stopping = true;
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-    pthread_join(c->thread, NULL);
-    pthread_cond_destroy(&c->cv);
-    pthread_mutex_destroy(&c->mu);
-    sqlite3_close(c->db);
-    free(c);
-}
-
-static int checkpointer_new(const char *path, checkpointer **out, char *err, size_t err_len)
-{
-    checkpointer *c = calloc(1, sizeof *c);
-    if (!c) {
-        snprintf(err, err_len, "out of memory");
-        return -1;
-    }
-    int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        snprintf(err, err_len, "cannot open database %s for checkpoints: %s", path,
-                 c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
-        sqlite3_close(c->db);
-        free(c);
-        return -1;
-    }
-    /* It only checkpoints, without an automatic one of its own. A first read makes the
-     * connection see the WAL: until it has read the database it would not checkpoint it. */
-    sqlite3_wal_autocheckpoint(c->db, 0);
-    sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
-    rc = sqlite3_exec(c->db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        snprintf(err, err_len, "cannot read database %s for checkpoints: %s", path,
-                 sqlite3_errmsg(c->db));
-        sqlite3_close(c->db);
-        free(c);
-        return -1;
-    }
-    pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
-    if (pthread_create(&c->thread, NULL, checkpointer_main, c)) {
-        pthread_cond_destroy(&c->cv);
-        pthread_mutex_destroy(&c->mu);
-        sqlite3_close(c->db);
-        free(c);
-        snprintf(err, err_len, "cannot start the checkpoint thread");
-        return -1;
-    }
-    *out = c;
-    return 0;
-}
-
-/* sqlite3_wal_hook of the writer's connection, after every commit: SQLite's automatic
- * checkpoint (which this hook replaces) at WAL_AUTOCHECKPOINT_PAGES, and the background one
- * before it. */
-static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int n_pages)
-{
-    store *s = arg;
-    if (s->bg && n_pages >= BG_CHECKPOINT_PAGES)
-        checkpointer_kick(s->bg);
-    if (n_pages >= WAL_AUTOCHECKPOINT_PAGES)
-        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    return SQLITE_OK;
-}
 
 static uint64_t str_hash(const char *c)
 {
@@ -599,15 +477,13 @@ int store_open(const char *path, store **out, char *err, size_t err_len)
     char pragmas[256];
     snprintf(pragmas, sizeof pragmas, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;"
              " PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;"
-             " PRAGMA journal_size_limit = %d", WAL_SIZE_LIMIT_BYTES);
+             " PRAGMA wal_autocheckpoint = %d;"
+             " PRAGMA journal_size_limit = %d", WAL_AUTOCHECKPOINT_PAGES, WAL_SIZE_LIMIT_BYTES);
     if (exec_sql(s->db, pragmas, err, err_len, "cannot set pragmas"))
         goto fail;
 
     if (migrate(s->db, path, err, err_len))
         goto fail;
-    if (strcmp(mode, "wal") == 0 && checkpointer_new(path, &s->bg, err, err_len))
-        goto fail;
-    sqlite3_wal_hook(s->db, on_wal_commit, s);
     if (read_pragma(s->db, "PRAGMA page_size", NULL, 0, &s->page_size, err, err_len) ||
         read_pragma(s->db, "PRAGMA max_page_count", NULL, 0, &s->max_pages_none, err, err_len))
         goto fail;
@@ -639,7 +515,6 @@ void store_close(store *s)
 {
     if (!s)
         return;
-    checkpointer_free(s->bg);
     scoredb_free(s->sdb);
     for (int i = 0; i < N_STMTS; i++)
         sqlite3_finalize(s->stmt[i]);

@@ -188,6 +188,7 @@ static void test_fresh_db(void **state)
                                   "'pending_metrics') WHERE \"table\" = 'conversations'"),
                      1);
     assert_int_equal(q_int(s->db, "PRAGMA synchronous"), 2); /* FULL */
+    assert_int_equal(q_int(s->db, "PRAGMA wal_autocheckpoint"), 4000);
     /* Statement journals of multi-row inserts stay off the disk. */
     assert_int_equal(q_int(s->db, "PRAGMA temp_store"), 2); /* MEMORY */
     assert_int_equal(q_int(s->db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
@@ -997,69 +998,6 @@ static void test_migrates_a_database_of_the_previous_release(void **state)
 
 /* The idle checkpoint copies the WAL into the database and truncates it; a reader still on the
  * WAL makes it incomplete (without waiting), and the next attempt after it left completes. */
-/* Frames of the WAL copied into the database so far: nBackfill of the WAL-index in the -shm
- * file (SQLite's file format, "WAL-index format": a native u32 at byte 96). */
-static uint32_t wal_backfilled(const char *db_path)
-{
-    char shm[160];
-    snprintf(shm, sizeof shm, "%s-shm", db_path);
-    FILE *f = fopen(shm, "rb");
-    assert_non_null(f);
-    uint32_t n = 0;
-    assert_int_equal(fseek(f, 96, SEEK_SET), 0);
-    assert_int_equal(fread(&n, sizeof n, 1, f), 1);
-    fclose(f);
-    return n;
-}
-
-static int64_t wal_frames(const char *wal)
-{
-    int64_t size = file_size(wal);
-    return size <= 32 ? 0 : (size - 32) / (4096 + 24);
-}
-
-/* The background checkpointer copies the WAL once a commit leaves BG_CHECKPOINT_PAGES in it,
- * long before the writer's own checkpoint (WAL_AUTOCHECKPOINT_PAGES) would. */
-static void test_background_checkpoint(void **state)
-{
-    fixture *f = *state;
-    store *s = open_ok(f);
-    char wal[160];
-    snprintf(wal, sizeof wal, "%s-wal", f->path);
-    assert_int_equal(put_many(s, "c-1", 0, 100), 0);
-    assert_int_equal(wal_backfilled(f->path), 0); /* below the threshold: nothing copied */
-    assert_int_equal(put_many(s, "c-1", 100, 4 * BG_CHECKPOINT_PAGES + 400), 0);
-    int64_t frames = wal_frames(wal);
-    assert_true(frames >= BG_CHECKPOINT_PAGES);
-    assert_true(frames < WAL_AUTOCHECKPOINT_PAGES);
-    /* It runs on its own thread: wait for it, up to 20 s. */
-    for (int i = 0; i < 2000 && wal_backfilled(f->path) < (uint32_t)frames; i++)
-        usleep(10000);
-    assert_int_equal(wal_backfilled(f->path), frames);
-    assert_integrity(s);
-}
-
-/* Commits that keep coming while the checkpointer works still let the WAL restart from its
- * beginning: the writer's own checkpoint copies what is left. Without it the WAL would hold
- * every page written below. */
-static void test_wal_stays_bounded_under_steady_commits(void **state)
-{
-    fixture *f = *state;
-    store *s = open_ok(f);
-    char wal[160];
-    snprintf(wal, sizeof wal, "%s-wal", f->path);
-    int64_t most = 0;
-    for (int i = 0; i < 16; i++) {
-        assert_int_equal(put_many(s, "c-1", i * 4000, 4000), 0); /* about 1000 pages each */
-        int64_t size = file_size(wal);
-        most = size > most ? size : most;
-    }
-    /* 16,000 pages written, 64 MB: the WAL restarted at about WAL_AUTOCHECKPOINT_PAGES. */
-    assert_true(most < (int64_t)(2 * WAL_AUTOCHECKPOINT_PAGES) * 4096);
-    assert_int_equal(q_int(s->db, "SELECT count(*) FROM utterances"), 64000);
-    assert_integrity(s);
-}
-
 static void test_checkpoint(void **state)
 {
     fixture *f = *state;
@@ -1167,9 +1105,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_utterance_fails_the_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rescore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_background_checkpoint, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wal_stays_bounded_under_steady_commits, setup,
-                                        teardown),
         cmocka_unit_test_setup_teardown(test_max_db_mb, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
