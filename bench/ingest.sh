@@ -118,16 +118,21 @@ start_daemon() {
     SPID=$!
 }
 
-# cpu_json: CPU seconds of the daemon's threads in creation order: the loop thread (main),
-# WORKERS scoring threads, the writer; anything later is "other" (libuv threadpool).
+# cpu_json: CPU seconds of the daemon's threads, told apart by the names attuned gives them
+# (/proc/PID/task/TID/comm): the loop thread is the process's first (main), the scoring
+# workers are score-N and the writer is writer; any other thread (libuv's threadpool) is "other".
 cpu_json() {
+    first=1
     for t in $(ls "/proc/$DPID/task" | sort -n); do
+        name=$(cat "/proc/$DPID/task/$t/comm" 2>/dev/null || echo gone)
+        [ "$first" = 1 ] && name=loop && first=0
+        printf '%s ' "$name"
         awk '{print $14 + $15}' "/proc/$DPID/task/$t/stat" 2>/dev/null || echo 0
-    done | awk -v w="$WORKERS" -v hz="$CLK_TCK" '
-        NR == 1 { loop = $1; next }
-        NR <= 1 + w { work += $1; next }
-        NR == 2 + w { writer = $1; next }
-        { other += $1 }
+    done | awk -v hz="$CLK_TCK" '
+        $1 == "loop" { loop += $2; next }
+        $1 ~ /^score-/ { work += $2; next }
+        $1 == "writer" { writer += $2; next }
+        { other += $2 }
         END { printf "{\"loop\":%.2f,\"workers\":%.2f,\"writer\":%.2f,\"other\":%.2f}",
                      loop / hz, work / hz, writer / hz, other / hz }'
 }

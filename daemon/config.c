@@ -95,7 +95,7 @@ static const struct key keys[] = {
      .max = 2, .def = "redacted", .unit = "policy", .names = store_text_names,
      .help = "utterance text kept in the database: redacted, full or none"},
     {.section = "store", .name = "batch_rows", .type = T_INT, FIELD(batch_rows), .min = 1,
-     .max = 100000, .def = "8192", .unit = "rows", .reloadable = true,
+     .max = 100000, .def = "16384", .unit = "rows", .reloadable = true,
      .help = "a transaction commits after this many rows ..."},
     {.section = "store", .name = "batch_ms", .type = T_INT, FIELD(batch_ms), .min = 1,
      .max = 10000, .def = "20", .unit = "ms", .reloadable = true,
@@ -110,7 +110,7 @@ static const struct key keys[] = {
     {.section = "scoring", .name = "workers", .type = T_INT, FIELD(workers), .min = 0, .max = 256,
      .def = "0", .unit = "threads", .help = "scoring threads; 0 = online CPUs - 1, at least 1"},
     {.section = "scoring", .name = "queue_lines", .type = T_INT, FIELD(queue_lines), .min = 16,
-     .max = 1000000, .def = "16384", .unit = "lines",
+     .max = 1000000, .def = "32768", .unit = "lines",
      .help = "bound of each worker's input queue and of the writer's queue"},
     /* [log] */
     {.section = "log", .name = "level", .type = T_ENUM, FIELD(log_level), .min = 0, .max = 3,

@@ -484,6 +484,9 @@ static void *worker_main(void *arg)
 {
     worker *wk = arg;
     work *w;
+    char name[16]; /* what top -H and /proc/PID/task/TID/comm show */
+    snprintf(name, sizeof name, "score-%d", (int)(wk - wk->p->workers));
+    pthread_setname_np(pthread_self(), name);
     while ((w = queue_pop(&wk->q, NULL))) {
         score_work(wk, w);
         atomic_store(&wk->hazard, NULL);
@@ -1554,6 +1557,7 @@ static void *writer_main(void *arg)
 {
     pipeline *p = arg;
     work *first;
+    pthread_setname_np(pthread_self(), "writer");
     apply_max_db_mb(p);
     recover_pending(p);
     publish_size(p);

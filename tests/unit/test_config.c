@@ -85,13 +85,13 @@ static void test_defaults(void **state)
     assert_int_equal(c.log_level, LOG_INFO);
     assert_int_equal(c.store_text, STORE_TEXT_REDACTED);
     assert_int_equal(c.workers, 0);
-    assert_int_equal(c.batch_rows, 8192);
+    assert_int_equal(c.batch_rows, 16384);
     assert_int_equal(c.batch_ms, 20);
     assert_int_equal(c.max_line_bytes, 1048576);
     assert_int_equal(c.max_connections, 1024);
     assert_int_equal(c.idle_timeout_ms, 300000);
     assert_int_equal(c.line_timeout_ms, 30000);
-    assert_int_equal(c.queue_lines, 16384);
+    assert_int_equal(c.queue_lines, 32768);
     assert_int_equal(c.client_queue_bytes, 1048576);
     assert_int_equal(c.silence_threshold_ms, 3000);
     assert_true(c.alert_compound_floor == -0.5);
@@ -227,7 +227,7 @@ static void test_load_values(void **state)
     assert_true(c.alert_compound_floor == -1.0);
     assert_int_equal(c.workers, 256);
     /* Keys absent from the file keep their values. */
-    assert_int_equal(c.batch_rows, 8192);
+    assert_int_equal(c.batch_rows, 16384);
 
     rc = load_text(&c, "[store]\nstore_text = full\n[log]\nlevel = warn\n", err, sizeof err, NULL);
     assert_int_equal(rc, 0);
@@ -434,7 +434,7 @@ static void test_reloadable(void **state)
     assert_string_equal(running.listen, "127.0.0.1:7420");
     assert_string_equal(running.db_path, "attune.db");
     assert_true(running.workers >= 1);
-    assert_int_equal(running.queue_lines, 16384);
+    assert_int_equal(running.queue_lines, 32768);
 }
 
 static void test_finish(void **state)

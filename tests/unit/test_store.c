@@ -191,6 +191,7 @@ static void test_fresh_db(void **state)
     assert_int_equal(q_int(s->db, "PRAGMA wal_autocheckpoint"), 4000);
     /* Statement journals of multi-row inserts stay off the disk. */
     assert_int_equal(q_int(s->db, "PRAGMA temp_store"), 2); /* MEMORY */
+    assert_int_equal(q_int(s->db, "PRAGMA cache_size"), -32768); /* 32 MiB */
     assert_int_equal(q_int(s->db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
                                   " AND name IN ('conversations', 'utterances', 'markers')"),
                      3);
