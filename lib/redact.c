@@ -232,6 +232,36 @@ void at__rscratch_free(at__rscratch *s)
 
 /* ---- checks ---------------------------------------------------------------------------- */
 
+/* Byte classes for the card scanner, ASCII whatever the locale: a table lookup instead of a
+ * call of the <ctype.h> functions for every byte of every text. */
+enum { B_DIGIT = 1, B_ALPHA = 2, B_LEAD = 4 /* e f n o s t z: may begin a digit word */ };
+#define L(c) [c] = B_ALPHA, [(c) - 32] = B_ALPHA
+#define LL(c) [c] = B_ALPHA | B_LEAD, [(c) - 32] = B_ALPHA | B_LEAD
+static const unsigned char byte_class[256] = {
+    ['0'] = B_DIGIT, ['1'] = B_DIGIT, ['2'] = B_DIGIT, ['3'] = B_DIGIT, ['4'] = B_DIGIT,
+    ['5'] = B_DIGIT, ['6'] = B_DIGIT, ['7'] = B_DIGIT, ['8'] = B_DIGIT, ['9'] = B_DIGIT,
+    L('a'),  L('b'), L('c'), L('d'), LL('e'), LL('f'), L('g'), L('h'),  L('i'),
+    L('j'),  L('k'), L('l'), L('m'), LL('n'), LL('o'), L('p'), L('q'),  L('r'),
+    LL('s'), LL('t'), L('u'), L('v'), L('w'),  L('x'),  L('y'), LL('z'),
+};
+#undef L
+#undef LL
+
+static inline bool is_digit(unsigned char c)
+{
+    return byte_class[c] & B_DIGIT;
+}
+
+static inline bool is_alpha(unsigned char c)
+{
+    return byte_class[c] & B_ALPHA;
+}
+
+static inline bool is_alnum(unsigned char c)
+{
+    return byte_class[c] & (B_DIGIT | B_ALPHA);
+}
+
 static bool luhn(const char *d, size_t n)
 {
     int sum = 0;
@@ -311,18 +341,22 @@ static uint64_t pack_word(const char *w, size_t wl)
 }
 
 /* The digit that the word w (1 to 5 ASCII letters, any case) names: a digit word of
- * zero .. nine, "oh" or "o" (zero); -1 for any other word. Comparing packed words costs a
- * fraction of a strncasecmp with each digit word, which was most of the redaction's time. */
+ * zero .. nine, "oh" or "o" (zero); -1 for any other word. Comparing packed words, and only
+ * with the digit words of w's length, costs a fraction of a strncasecmp with each digit word,
+ * which was most of the redaction's time. */
 static int digit_word(const char *w, size_t wl)
 {
     static const uint64_t packed[12] = {
-        PACK('z', 'e', 'r', 'o', 0), PACK('o', 'n', 'e', 0, 0),   PACK('t', 'w', 'o', 0, 0),
-        PACK('t', 'h', 'r', 'e', 'e'), PACK('f', 'o', 'u', 'r', 0), PACK('f', 'i', 'v', 'e', 0),
-        PACK('s', 'i', 'x', 0, 0),   PACK('s', 'e', 'v', 'e', 'n'), PACK('e', 'i', 'g', 'h', 't'),
-        PACK('n', 'i', 'n', 'e', 0), PACK('o', 'h', 0, 0, 0),     PACK('o', 0, 0, 0, 0)};
-    static const int8_t digits[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0};
+        PACK('o', 0, 0, 0, 0),         PACK('o', 'h', 0, 0, 0),       PACK('o', 'n', 'e', 0, 0),
+        PACK('t', 'w', 'o', 0, 0),     PACK('s', 'i', 'x', 0, 0),     PACK('z', 'e', 'r', 'o', 0),
+        PACK('f', 'o', 'u', 'r', 0),   PACK('f', 'i', 'v', 'e', 0),   PACK('n', 'i', 'n', 'e', 0),
+        PACK('t', 'h', 'r', 'e', 'e'), PACK('s', 'e', 'v', 'e', 'n'), PACK('e', 'i', 'g', 'h', 't')};
+    static const int8_t digits[12] = {0, 0, 1, 2, 6, 0, 4, 5, 9, 3, 7, 8};
+    static const uint8_t first[7] = {0, 0, 1, 2, 5, 9, 12}; /* packed[first[n] .. first[n + 1]) */
+    if (wl < 1 || wl > 5)
+        return -1;
     uint64_t x = pack_word(w, wl);
-    for (int k = 0; k < 12; k++)
+    for (int k = first[wl]; k < first[wl + 1]; k++)
         if (x == packed[k])
             return digits[k];
     return -1;
@@ -334,17 +368,17 @@ static int digit_word(const char *w, size_t wl)
 static size_t digit_token(const char *text, size_t len, size_t i, digit_run *r)
 {
     size_t j = i;
-    if (isdigit((unsigned char)text[i])) {
-        while (j < len && isdigit((unsigned char)text[j]))
+    if (is_digit((unsigned char)text[i])) {
+        while (j < len && is_digit((unsigned char)text[j]))
             run_push(r, text[j++]);
         return j;
     }
-    if (i > 0 && isalnum((unsigned char)text[i - 1]))
+    if (i > 0 && is_alnum((unsigned char)text[i - 1]))
         return i;
-    while (j < len && isalpha((unsigned char)text[j]))
+    while (j < len && is_alpha((unsigned char)text[j]))
         j++;
     size_t wl = j - i;
-    if (j < len && (isdigit((unsigned char)text[j])))
+    if (j < len && is_digit((unsigned char)text[j]))
         return i;
     if (wl > 5) /* longer than any digit word */
         return i;
@@ -353,13 +387,6 @@ static size_t digit_token(const char *text, size_t len, size_t i, digit_run *r)
         return i;
     run_push(r, (char)('0' + digit));
     return j;
-}
-
-/* Whether the letter c (any case) is the first of a digit word or "oh": e, f, n, o, s, t, z. */
-static bool may_begin_digit_word(unsigned char c)
-{
-    unsigned l = (c | 0x20u) - 'a';
-    return l < 26 && (UINT32_C(0x20c6030) >> l & 1);
 }
 
 /* The number of ASCII digits in text, eight bytes a step. */
@@ -373,7 +400,9 @@ static unsigned count_digits(const char *text, size_t len)
         memcpy(&x, text + i, 8);
         uint64_t low7 = x & ~highs; /* bytes >= 0x80 are excluded by ~x below */
         uint64_t digit = (low7 + (0x80 - '0') * ones) & ~(low7 + (0x7f - '9') * ones) & ~x & highs;
-        n += (unsigned)__builtin_popcountll(digit);
+        /* One per digit byte, summed into the top byte by the multiply (at most 8): a popcount
+         * instruction is not in the baseline x86-64 the build targets. */
+        n += (unsigned)(((digit >> 7) * ones) >> 56);
     }
     for (; i < len; i++)
         n += (unsigned char)(text[i] - '0') <= 9;
@@ -387,26 +416,25 @@ static int scan_cards(at__rscratch *s, const char *text, size_t len)
         /* A run starts at a digit, or at a digit word that is a word of its own: most bytes
          * are skipped without reading a token (every digit word and "oh" begins with one of
          * e, f, n, o, s, t, z). */
-        unsigned char c = (unsigned char)text[i];
-        if (!isalnum(c)) {
+        unsigned c = byte_class[(unsigned char)text[i]];
+        if (!c) {
             i++;
             continue;
         }
-        if (isalpha(c) && !may_begin_digit_word(c)) {
-            while (i < len && isalpha((unsigned char)text[i]))
-                i++;
-            continue;
+        if (c & B_ALPHA) {
+            /* A word: read once, and passed over unless it is a digit word of its own (not
+             * glued to a letter or digit on either side), which digit_token reads again. */
+            size_t j = i + 1;
+            while (j < len && is_alpha((unsigned char)text[j]))
+                j++;
+            if (!(c & B_LEAD) || j - i > 5 || (i > 0 && is_alnum((unsigned char)text[i - 1])) ||
+                (j < len && is_digit((unsigned char)text[j])) || digit_word(text + i, j - i) < 0) {
+                i = j;
+                continue;
+            }
         }
         digit_run r = {.n = 0};
-        size_t end = digit_token(text, len, i, &r);
-        if (end == i) {
-            /* The rest of a run of letters cannot start a token (a digit word must be a word of
-             * its own); a digit after them can. */
-            if (isalpha((unsigned char)text[i++]))
-                while (i < len && isalpha((unsigned char)text[i]))
-                    i++;
-            continue;
-        }
+        size_t end = digit_token(text, len, i, &r); /* a digit group or the digit word above */
         size_t start = i, run_end = end;
         /* Extend over separators and further digit tokens. */
         for (;;) {
@@ -466,7 +494,7 @@ int at__redact(const at__redactor *r, at__rscratch *s, const char *text, size_t 
             if (p->check == CHECK_LUHN) {
                 digit_run run = {.n = 0};
                 for (size_t k = ov[0]; k < ov[1]; k++)
-                    if (isdigit((unsigned char)text[k]))
+                    if (is_digit((unsigned char)text[k]))
                         run_push(&run, text[k]);
                 ok = run.is_card;
             } else if (p->check == CHECK_IBAN) {
