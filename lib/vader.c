@@ -22,6 +22,7 @@
  */
 #include <locale.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,7 @@ struct at__vader {
     pcre2_code *re_lower;      /* a lower-case or title-case character: not str.isupper() */
     pcre2_code *re_upper;      /* an upper-case character */
     pcre2_code *re_cwl;        /* a character that str.lower() changes */
+    uint64_t serial;           /* unique to this model in the process (word_cache) */
 };
 
 /* One token of the text being scored. */
@@ -114,7 +116,21 @@ struct tok {
     uint32_t seen;         /* B_ classes of its bytes */
 };
 
+/* A scratch's memory of the lexicon lookups of short words: the few hundred words that make up
+ * most text are looked up once per thread instead of hashed and probed at every occurrence.
+ * Direct-mapped; a slot holds a word of up to 8 bytes (packed, and its length + 1, 0 for an
+ * empty slot) and what word_get answered for it, NULL included. It belongs to the model whose
+ * serial is word_cache_serial, and is emptied when the scratch is used with another model. */
+#define WORD_CACHE_BITS 10
+struct word_slot {
+    uint64_t key;
+    const at__strmap_entry *e;
+    uint8_t len1;
+};
+
 struct at__vscratch {
+    struct word_slot word_cache[1u << WORD_CACHE_BITS];
+    uint64_t word_cache_serial;
     at__buf text;   /* the emoji-expanded text, when any emoji was replaced */
     at__buf lower;  /* the text lower-cased, each token at its own offset */
     at__buf cased;  /* the non-ASCII characters of one token, for the isupper test */
@@ -268,6 +284,28 @@ static const at__strmap_entry *word_get(const at__vader *v, const char *w, size_
     if ((v->bloom[(h >> 20) % (BLOOM_BITS / 64)] & bits) != bits)
         return NULL;
     return at__strmap_get_h(&v->words, w, n, h);
+}
+
+/* word_get through the scratch's word_cache. w must have 8 readable bytes (s->lower has 8
+ * zero bytes past the text). */
+static const at__strmap_entry *word_get_cached(const at__vader *v, at__vscratch *s,
+                                               const char *w, size_t n)
+{
+    static const uint64_t mask[9] = {
+        0, 0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffff, 0xffffffffffff, 0xffffffffffffff,
+        UINT64_MAX};
+    if (n > 8)
+        return word_get(v, w, n);
+    uint64_t key;
+    memcpy(&key, w, 8);
+    key &= mask[n];
+    uint64_t h = (key ^ n) * UINT64_C(0x9e3779b97f4a7c15);
+    struct word_slot *slot = &s->word_cache[h >> (64 - WORD_CACHE_BITS)];
+    if (slot->len1 == n + 1 && slot->key == key)
+        return slot->e;
+    const at__strmap_entry *e = word_get(v, w, n);
+    *slot = (struct word_slot){key, e, (uint8_t)(n + 1)};
+    return e;
 }
 
 /* ---- loading ---------------------------------------------------------------------------- */
@@ -552,6 +590,8 @@ int at__vader_new(const char *dir, uint64_t *hash, at__vader **out, char *err, s
     at__vader *v = calloc(1, sizeof *v);
     if (!v)
         return AT_ENOMEM;
+    static _Atomic uint64_t last_serial;
+    v->serial = atomic_fetch_add(&last_serial, 1) + 1; /* 0 is no model's: an empty cache */
     at__strmap_init(&v->words);
     at__strmap_init(&v->specials);
     at__strmap_init(&v->boost_phrases);
@@ -767,9 +807,14 @@ static int tokenize(const at__vader *v, at__vscratch *s, const char *t, size_t l
     size_t n = 0, ne = 0, nq = 0;
     unsigned all = 0;
     s->lower.len = 0;
-    if (at__buf_reserve(&s->lower, len))
+    if (at__buf_reserve(&s->lower, len + 8))
         return AT_ENOMEM;
     unsigned char *lo = (unsigned char *)s->lower.data;
+    memset(lo + len, 0, 8); /* word_get_cached reads eight bytes at a time */
+    if (s->word_cache_serial != v->serial) {
+        memset(s->word_cache, 0, sizeof s->word_cache);
+        s->word_cache_serial = v->serial;
+    }
     for (size_t i = 0; i < len;) {
         unsigned c = cls[p[i]];
         all |= c;
@@ -869,7 +914,7 @@ static int classify(const at__vader *v, at__vscratch *s, const char *t, struct t
             tk->has_nt = true;
             break;
         }
-    const at__strmap_entry *e = word_get(v, lo, tk->lo_len);
+    const at__strmap_entry *e = word_get_cached(v, s, lo, tk->lo_len);
     tk->flags = e ? e->tag : 0;
     tk->lex = e && (e->tag & W_LEX) ? e->value : 0.0;
     tk->boost = e && (e->tag & W_BOOST) ? v->boosts[e->tag >> W_BOOST_SHIFT] : 0.0;

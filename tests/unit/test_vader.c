@@ -437,6 +437,51 @@ static void test_load_small(void **state)
     at__vader_free(v2);
 }
 
+/* A scratch remembers the lookups of short words (word_cache): used with another model, it
+ * must answer from that model, also when the new model sits where a freed one was. */
+static void test_scratch_follows_the_model(void **state)
+{
+    (void)state;
+    const char *lexicons[] = {"good\t1.9\n", "good\t-1.9\n", "good\t3.1\n"};
+    at__vader *v[3] = {NULL, NULL, NULL};
+    char err[512] = "";
+    for (int i = 0; i < 3; i++) {
+        struct tmp_lex t;
+        tmp_lex_make(&t, lexicons[i]);
+        uint64_t hash = 0;
+        assert_int_equal(at__vader_new(t.root, &hash, &v[i], err, sizeof err), 0);
+        tmp_lex_remove(&t);
+    }
+    at_sentiment s;
+    double want[3];
+    for (int i = 0; i < 3; i++) {
+        /* Each model on a fresh scratch: the reference. */
+        at__vscratch *fresh = NULL;
+        assert_int_equal(at__vscratch_new(&fresh), 0);
+        assert_int_equal(at__vader_score(v[i], fresh, "good", 4, &s, NULL), 0);
+        want[i] = s.compound;
+        at__vscratch_free(fresh);
+    }
+    assert_true(want[0] > 0 && want[1] < 0 && want[2] > want[0]);
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(at__vader_score(v[i], scratch, "good", 4, &s, NULL), 0);
+            assert_true(s.compound == want[i]);
+        }
+    /* The third model is built where the first was, when the allocator reuses its block. */
+    at__vader_free(v[0]);
+    struct tmp_lex t;
+    tmp_lex_make(&t, lexicons[2]);
+    uint64_t hash = 0;
+    assert_int_equal(at__vader_new(t.root, &hash, &v[0], err, sizeof err), 0);
+    tmp_lex_remove(&t);
+    assert_int_equal(at__vader_score(v[0], scratch, "good", 4, &s, NULL), 0);
+    assert_true(s.compound == want[2]);
+    at__vader_free(v[0]);
+    at__vader_free(v[1]);
+    at__vader_free(v[2]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -458,6 +503,7 @@ int main(void)
         cmocka_unit_test(test_round),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_load_small),
+        cmocka_unit_test(test_scratch_follows_the_model),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
