@@ -188,7 +188,10 @@ static void test_fresh_db(void **state)
                                   "'pending_metrics') WHERE \"table\" = 'conversations'"),
                      1);
     assert_int_equal(q_int(s->db, "PRAGMA synchronous"), 2); /* FULL */
-    assert_int_equal(q_int(s->db, "PRAGMA wal_autocheckpoint"), 4000);
+    /* A new database gets 8 KiB pages, and a checkpoint every 16 MiB of them. */
+    assert_int_equal(q_int(s->db, "PRAGMA page_size"), NEW_DB_PAGE_SIZE);
+    assert_int_equal(q_int(s->db, "PRAGMA wal_autocheckpoint"),
+                     WAL_AUTOCHECKPOINT_BYTES / NEW_DB_PAGE_SIZE);
     /* Statement journals of multi-row inserts stay off the disk. */
     assert_int_equal(q_int(s->db, "PRAGMA temp_store"), 2); /* MEMORY */
     assert_int_equal(q_int(s->db, "PRAGMA cache_size"), -32768); /* 32 MiB */
@@ -981,6 +984,9 @@ static void test_migrates_a_database_of_the_previous_release(void **state)
 
     store *s = open_ok(f);
     assert_int_equal(q_int(s->db, "PRAGMA user_version"), n_migrations());
+    /* An existing database keeps its page size; the checkpoint still comes every 16 MiB. */
+    assert_int_equal(q_int(s->db, "PRAGMA page_size"), 4096);
+    assert_int_equal(q_int(s->db, "PRAGMA wal_autocheckpoint"), WAL_AUTOCHECKPOINT_BYTES / 4096);
     assert_int_equal(q_int(s->db, "SELECT count(*) FROM pending_metrics"), 0);
     assert_text(s->db, "SELECT channel FROM conversations", "chat");
     turn t = make_turn(1, AT_SPEAKER_AGENT);
