@@ -16,6 +16,13 @@
 
 #define AT__PRINTF(a, b) __attribute__((format(printf, a, b)))
 
+/* The scanners read words eight bytes at a time and take "the first n bytes" of a load as its
+ * low bytes (at__first_bytes, the tries' skip compares, the word-start bits): little-endian
+ * hosts only. Refused here rather than scoring wrongly. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "attune's scanners assume a little-endian host"
+#endif
+
 /* ---- util.c ---------------------------------------------------------------------------- */
 
 /* A growable byte buffer, always NUL-terminated when data is not NULL. */
@@ -55,6 +62,18 @@ const at__strmap_entry *at__strmap_get_h(const at__strmap *m, const char *key, s
                                          uint64_t h);
 
 uint64_t at__hash(const char *s, size_t len);
+
+/* at__first_bytes[n]: the mask of the first n (0..8) bytes of an 8-byte load. */
+extern const uint64_t at__first_bytes[9];
+
+/* The first n (0..8) bytes at p as a number, the others zero: a short word as one key. p must
+ * have 8 readable bytes. */
+static inline uint64_t at__load_prefix(const char *p, size_t n)
+{
+    uint64_t x;
+    __builtin_memcpy(&x, p, 8);
+    return x & at__first_bytes[n];
+}
 
 /* Reads a whole file. *out is new (free with free()), NUL-terminated. Returns 0 or AT_EIO/AT_ENOMEM;
  * on failure writes a message into err. */

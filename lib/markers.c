@@ -2092,34 +2092,14 @@ static void wordlist_fini(wordlist *w)
     free(w->ids);
 }
 
-/* A word's bit in wordlist.first, for the quick rejection of words no phrase starts with. A word
- * of up to 8 bytes is its packed bytes (k, read by the caller) times a constant: no full hash
- * for each of a customer's words. */
-static uint32_t first_key_packed(uint64_t k, size_t len)
-{
-    return (uint32_t)(((k ^ len) * UINT64_C(0x9e3779b97f4a7c15)) >> 48);
-}
-
+/* A word's bit in wordlist.first, for the quick rejection of words no phrase starts with. s must
+ * have 8 readable bytes (the scratch's lower does): a word of up to 8 bytes is its packed bytes
+ * times a constant, no full hash for each of a customer's words. */
 static uint32_t first_key(const char *s, size_t len)
 {
     if (len > 8)
         return (uint32_t)(at__hash(s, len) & 0xffff);
-    uint64_t k = 0;
-    memcpy(&k, s, len);
-    return first_key_packed(k, len);
-}
-
-/* first_key of a word in a buffer with 8 readable bytes from s (the scratch's lower). */
-static uint32_t first_key_padded(const char *s, size_t len)
-{
-    static const uint64_t mask[9] = {
-        0, 0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffff, 0xffffffffffff, 0xffffffffffffff,
-        UINT64_MAX};
-    if (len > 8)
-        return (uint32_t)(at__hash(s, len) & 0xffff);
-    uint64_t k;
-    memcpy(&k, s, 8);
-    return first_key_packed(k & mask[len], len);
+    return (uint32_t)(((at__load_prefix(s, len) ^ len) * UINT64_C(0x9e3779b97f4a7c15)) >> 48);
 }
 
 /* Loads a word list: phrase [TAB canonical [TAB value]]. Ids are prefix:canonical. */
@@ -2181,7 +2161,10 @@ static int load_wordlist(wordlist *w, const char *dir, const char *name, const c
             goto fail;
         }
         /* A phrase can only match where its first word is a whole token. */
-        uint32_t k = first_key(f[0], strcspn(f[0], " "));
+        size_t first_len = strcspn(f[0], " ");
+        char word[8] = {0}; /* first_key reads 8 bytes */
+        memcpy(word, f[0], first_len < 8 ? first_len : 8);
+        uint32_t k = first_key(first_len > 8 ? f[0] : word, first_len);
         w->first[k >> 6] |= (uint64_t)1 << (k & 63);
         for (char *c = f[0]; *c; c++)
             if (*c == ' ' && at__strmap_put(&w->prefixes, f[0], (size_t)(c - f[0]), 0, 0)) {
@@ -2836,9 +2819,7 @@ static int walk_trie(const at__markers *m, const ltrie *t, uint32_t off, at__msc
     /* Few branches: which way they go depends on the text, so they are mispredicted often and
      * cost more than the bytes compared. Bytes past len are the lower buffer's NULs, which no
      * skip or edge byte equals, so the end of the text needs no test of its own: j <= len. */
-    static const uint64_t first[9] = {/* the first n bytes of a word */
-        0, 0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffff, 0xffffffffffff, 0xffffffffffffff,
-        UINT64_MAX};
+    const uint64_t *first = at__first_bytes;
     unsigned want = trace ? ~0u : speaker_bit;
     for (size_t j = i + 2;;) {
         const uint8_t *p = t->pk + off;
@@ -3007,7 +2988,7 @@ static int run_wordlists(const at__markers *m, at__mscratch *s, size_t len)
         size_t end = j;
         while (end > start && (lower[end - 1] == '\'' || lower[end - 1] == '-'))
             end--;
-        uint32_t k = first_key_padded(lower + start, end - start);
+        uint32_t k = first_key(lower + start, end - start);
         for (int l = 0; l < 2; l++) {
             const wordlist *w = lists[l];
             if (!w->n_ids || start < resume[l] ||

@@ -89,6 +89,10 @@ static inline uint64_t mix(uint64_t a, uint64_t b)
     return h ^ (h >> 32) ^ a;
 }
 
+const uint64_t at__first_bytes[9] = {
+    0, 0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffff, 0xffffffffffff, 0xffffffffffffff,
+    UINT64_MAX};
+
 uint64_t at__hash(const char *s, size_t len)
 {
     /* Eight bytes a step, and short keys (most are words) in a few loads without a loop: a

@@ -291,14 +291,9 @@ static const at__strmap_entry *word_get(const at__vader *v, const char *w, size_
 static const at__strmap_entry *word_get_cached(const at__vader *v, at__vscratch *s,
                                                const char *w, size_t n)
 {
-    static const uint64_t mask[9] = {
-        0, 0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffff, 0xffffffffffff, 0xffffffffffffff,
-        UINT64_MAX};
     if (n > 8)
         return word_get(v, w, n);
-    uint64_t key;
-    memcpy(&key, w, 8);
-    key &= mask[n];
+    uint64_t key = at__load_prefix(w, n);
     uint64_t h = (key ^ n) * UINT64_C(0x9e3779b97f4a7c15);
     struct word_slot *slot = &s->word_cache[h >> (64 - WORD_CACHE_BITS)];
     if (slot->len1 == n + 1 && slot->key == key)
