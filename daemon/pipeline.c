@@ -1194,12 +1194,19 @@ static void attempt_done(pipeline *p, int rc, uint64_t busy_ns)
     publish_size(p);
 }
 
-/* One commit attempt of a whole batch: apply_batch, timed. */
-static int commit_batch(pipeline *p, work *batch)
+/* The start of a commit attempt: the cap in effect applied, the heartbeat; returns its time. */
+static uint64_t attempt_start(pipeline *p)
 {
     apply_max_db_mb(p);
     uint64_t t0 = uv_hrtime();
     atomic_store(&p->writer_beat_ns, t0);
+    return t0;
+}
+
+/* One commit attempt of a whole batch: apply_batch, timed. */
+static int commit_batch(pipeline *p, work *batch)
+{
+    uint64_t t0 = attempt_start(p);
     int rc = apply_batch(p, batch);
     attempt_done(p, rc, uv_hrtime() - t0);
     return rc;
@@ -1572,9 +1579,7 @@ static void *writer_main(void *arg)
         int batch_rows = atomic_load(&p->batch_rows);
         struct timespec deadline;
         deadline_after(&deadline, atomic_load(&p->batch_ms));
-        apply_max_db_mb(p);
-        uint64_t t0 = uv_hrtime();
-        atomic_store(&p->writer_beat_ns, t0);
+        uint64_t t0 = attempt_start(p);
         int attempt = batch_open(p) || batch_add(p, first) ? -1 : 0;
         uint64_t busy_ns = uv_hrtime() - t0;
         while (rows < (size_t)batch_rows) {

@@ -56,6 +56,11 @@ extern const char *const schema_names[];
  * connections interleaving conversations, and changed nothing measurable for one connection or
  * for ack latency. Set in pages of the database's own size (PRAGMA wal_autocheckpoint). */
 #define WAL_AUTOCHECKPOINT_BYTES (16 << 20)
+/* Checkpoints run on this connection only, never on a second one beside the writer: SQLite up
+ * to 3.51.2 (Debian 12 has 3.40.1) can corrupt the database when one connection starts a
+ * checkpoint while another commits a transaction that resets the WAL (sqlite.org/wal.html, "the
+ * WAL-reset bug"). A checkpointer thread with its own connection measured about 5% faster
+ * ingest with 64 connections, and was taken out for that reason. */
 
 /* The page size of a database attuned creates (an existing one keeps its own: it cannot change
  * in WAL mode). With many conversations in progress each commit rewrites a leaf page per
@@ -64,11 +69,6 @@ extern const char *const schema_names[];
  * ingest over 64 connections measured 8% faster than with 4 KiB (1 KiB and 2 KiB were slower,
  * 16 KiB no better). */
 #define NEW_DB_PAGE_SIZE 8192
-/* Checkpoints run on this connection only, never on a second one beside the writer: SQLite up
- * to 3.51.2 (Debian 12 has 3.40.1) can corrupt the database when one connection starts a
- * checkpoint while another commits a transaction that resets the WAL (sqlite.org/wal.html, "the
- * WAL-reset bug"). A checkpointer thread with its own connection measured about 5% faster
- * ingest with 64 connections, and was taken out for that reason. */
 
 /* The WAL file keeps the largest size it ever reached unless SQLite is told otherwise, so one
  * analyst transaction held open through a busy hour would leave gigabytes behind for good.

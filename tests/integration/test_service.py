@@ -631,6 +631,28 @@ def test_metrics_under_load_match_what_was_sent(service):
     assert s.stop() == 0
 
 
+def test_commit_duration_is_the_writers_time_not_the_batch_window(service, tmp_path):
+    """The writer stores a batch's lines as they come and commits after batch_ms: the commit
+    duration histogram counts its own work, not the wait for more lines. Its threads carry
+    names (top -H, /proc; bench/ingest.sh tells them apart by these)."""
+    ini = tmp_path / "attuned.ini"
+    write_ini(ini, "[store]\nbatch_ms = 1000\n")
+    s = service("-c", str(ini), "--metrics-listen", "127.0.0.1:0")
+    assert s.metrics_port, s.log()
+    c = Client(s.port)
+    t0 = time.monotonic()
+    c.send([utterance("window-1", 0)])
+    c.wait_ack()
+    assert time.monotonic() - t0 >= 0.9  # the batch stayed open for batch_ms
+    _, m = parse_metrics(http_get(s.metrics_port, "/metrics")[1])
+    assert value(m, "attuned_commit_duration_seconds_count") == 1
+    assert value(m, "attuned_commit_duration_seconds_sum") < 0.5
+    names = sorted(p.read_text().strip()
+                   for p in pathlib.Path("/proc/%d/task" % s.proc.pid).glob("*/comm"))
+    assert "writer" in names and "score-0" in names, names
+    c.close()
+
+
 def test_metrics_http_details(service):
     s = service("--metrics-listen", "127.0.0.1:0")
     port = s.metrics_port
