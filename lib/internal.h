@@ -2,7 +2,8 @@
  * internal.h: declarations shared by the lib/ sources only. Nothing here is API.
  *
  * Modules: util.c (growable buffer, string map, file reading), vader.c (VADER sentiment),
- * markers.c (pattern sets, prefilter, negation scope), model.c (building a model, scoring).
+ * markers.c (pattern sets, prefilter, negation scope), regex.c (rewriting expressions to match
+ * faster), model.c (building a model, scoring).
  */
 #ifndef AT_INTERNAL_H
 #define AT_INTERNAL_H
@@ -22,6 +23,17 @@
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "attune's scanners assume a little-endian host"
 #endif
+
+/* ---- regex.c --------------------------------------------------------------------------- */
+
+/* Rewrites the PCRE2 expression src so that alternatives beginning with the same literal
+ * character are tried as one branch, with the same matches at the same offsets when compiled
+ * with PCRE2_UTF (and PCRE2_CASELESS when caseless is true, the options the rewrite assumes).
+ * Sets *out to the new expression (free with free()), or to NULL when src is left as written:
+ * nothing to gather, or constructs the rewrite does not carry over (captures, back-references,
+ * option settings, verbs, \Q..\E); src need not be a valid expression. Returns 0 or
+ * AT_ENOMEM. */
+int at__regex_factor(const char *src, bool caseless, char **out);
 
 /* ---- util.c ---------------------------------------------------------------------------- */
 

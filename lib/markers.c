@@ -234,6 +234,10 @@ struct at__markers {
     double weight_sentiment;        /* weight of negative compound */
 
     pcre2_match_context *mctx;
+    /* ATTUNE_PREFILTER=off: every pattern runs, as written (not rewritten by regex.c), on
+     * every utterance of its speakers. Slow, and the same results, which is what the tests
+     * check: the prefilter and the rewrite only save time. */
+    bool is_as_written;
 };
 
 /* A candidate marker before the gates. */
@@ -1408,15 +1412,31 @@ static void req_shrink(req *r, size_t max_n)
 
 /* ---- building -------------------------------------------------------------------------- */
 
+/* Compiles the expression src of pattern id (path and line_no name it in errors) with our
+ * options plus options. Unless as_written, what is compiled is src rewritten by
+ * at__regex_factor (same matches, fewer comparisons); src itself is compiled only when that
+ * fails, so that errors are about what the lexicon says. */
 static int compile_regex(const char *src, const char *path, int line_no, const char *id,
-                         uint32_t options, pcre2_code **out, char *err, size_t err_len)
+                         uint32_t options, bool as_written, pcre2_code **out, char *err,
+                         size_t err_len)
 {
     int ecode;
     PCRE2_SIZE eoff;
-    pcre2_code *code = pcre2_compile((PCRE2_SPTR)src, PCRE2_ZERO_TERMINATED,
-                                     options | PCRE2_CASELESS | PCRE2_UTF | PCRE2_UCP |
-                                         PCRE2_MATCH_INVALID_UTF,
-                                     &ecode, &eoff, NULL);
+    options |= PCRE2_CASELESS | PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF;
+    char *factored = NULL;
+    if (!as_written && at__regex_factor(src, true, &factored))
+        return AT_ENOMEM;
+    pcre2_code *code = NULL;
+    if (factored) {
+        code = pcre2_compile((PCRE2_SPTR)factored, PCRE2_ZERO_TERMINATED, options, &ecode,
+                             &eoff, NULL);
+        free(factored);
+        if (!code && ecode == PCRE2_ERROR_NOMEMORY)
+            return AT_ENOMEM;
+    }
+    if (!code)
+        code = pcre2_compile((PCRE2_SPTR)src, PCRE2_ZERO_TERMINATED, options, &ecode, &eoff,
+                             NULL);
     if (!code) {
         if (ecode == PCRE2_ERROR_NOMEMORY)
             return AT_ENOMEM;
@@ -1753,12 +1773,8 @@ static int build_prefilter(at__markers *m)
         return AT_ENOMEM;
     for (size_t i = 0; i < m->n_patterns; i++)
         m->patterns[i].is_jit = has_jit(m->patterns[i].code);
-    /* ATTUNE_PREFILTER=off runs every pattern on every utterance of its speakers: slow, and
-     * the same results, which is what the tests check (the prefilter only saves time). */
-    const char *env = getenv("ATTUNE_PREFILTER");
-    bool is_off = env && strcmp(env, "off") == 0;
     for (size_t i = 0; i < m->n_patterns; i++) {
-        if (is_off) {
+        if (m->is_as_written) {
             m->unfiltered[m->n_unfiltered++] = (uint32_t)i;
             continue;
         }
@@ -1795,8 +1811,8 @@ static int build_prefilter(at__markers *m)
                 anchor = n_groups++;
         }
         if (anchor != SIZE_MAX) {
-            int rc = compile_regex(src, p->where, 0, p->id, PCRE2_ANCHORED, &p->anchored, NULL,
-                                   0);
+            int rc = compile_regex(src, p->where, 0, p->id, PCRE2_ANCHORED, m->is_as_written,
+                                   &p->anchored, NULL, 0);
             if (rc == AT_ENOMEM) {
                 free(node);
                 return rc;
@@ -1972,8 +1988,8 @@ static int load_patterns(at__markers *m, const char *dir, const char *name, at_f
          * every file is loaded, by resolve_refs. */
         pcre2_code *code = NULL;
         if (f[4][0] != '@') {
-            rc = compile_regex(f[4], path, it.line_no, f[0], PCRE2_USE_OFFSET_LIMIT, &code, err,
-                               err_len);
+            rc = compile_regex(f[4], path, it.line_no, f[0], PCRE2_USE_OFFSET_LIMIT,
+                               m->is_as_written, &code, err, err_len);
             if (rc)
                 goto fail;
         }
@@ -2293,8 +2309,8 @@ static int resolve_refs(at__markers *m, const char *dir, const at__strmap *ids, 
         snprintf(where, wlen, "%.*s\n%s", (int)(nl - p->where), p->where, src);
         free(p->where);
         p->where = where;
-        int rc = compile_regex(src, p->where, 0, p->id, PCRE2_USE_OFFSET_LIMIT, &p->code, err,
-                               err_len);
+        int rc = compile_regex(src, p->where, 0, p->id, PCRE2_USE_OFFSET_LIMIT,
+                               m->is_as_written, &p->code, err, err_len);
         if (rc)
             return rc;
     }
@@ -2322,6 +2338,8 @@ int at__markers_new(const char *dir, const at__vader *vader, uint64_t *hash, at_
     if (!m)
         return AT_ENOMEM;
     m->vader = vader;
+    const char *env = getenv("ATTUNE_PREFILTER");
+    m->is_as_written = env && strcmp(env, "off") == 0;
     for (int c = 0; c < 256; c++)
         m->tok_class[c] = (uint8_t)tok_class_of((unsigned char)c);
     at__strmap_init(&m->scope);

@@ -247,9 +247,11 @@ def test_unanchored_match_may_start_at_its_last_literal(tmp_path):
 
 
 def test_prefilter_changes_no_result():
-    # The literal prefilter only decides which patterns are worth running; with it turned off
-    # (ATTUNE_PREFILTER=off: every pattern runs on every utterance) every result must be the
-    # same, on the dev set, the held-out cases, a generated corpus and the edge texts above.
+    # The literal prefilter only decides which patterns are worth running, and the rewrite of
+    # lib/regex.c only how PCRE2 tries their alternatives; with both turned off
+    # (ATTUNE_PREFILTER=off: every pattern runs, as written, on every utterance) every result
+    # must be the same, on the dev set, the held-out cases, a generated corpus and the edge
+    # texts above.
     lines = (FIXTURES / "markers" / "dev.jsonl").read_text().splitlines()
     lines += (REPO / "tests" / "cases" / "markers.jsonl").read_text().splitlines()
     gen = subprocess.run(["/usr/bin/python3", str(REPO / "bench" / "gen_corpus.py"), "-n", "400",
