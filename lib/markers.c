@@ -98,8 +98,16 @@ typedef struct tnode {
  *     child offsets into the array            4 bytes each
  * (multi-byte fields little-endian, read with memcpy). The array has PK_PAD zero bytes after
  * its end, so that skip and edge bytes can be compared eight at a time (walk_trie) without
- * branching on their count. The nodes at depth 2 are found through
- * a 65536-bit set over the first two bytes and the rank of the bit. */
+ * branching on their count. The nodes at depth 2 are found through a 65536-bit set over the
+ * first two bytes, then a hash table of them whose slot also says which third bytes follow:
+ * one cache line for what took three (a set of three-byte hashes, keys, offsets). */
+typedef struct d2slot {
+    uint32_t off;  /* the offset in pk of the node */
+    uint16_t key;  /* the two bytes, b0 | b1 << 8 (0: an empty slot) */
+    uint16_t unused;
+    uint64_t third; /* bit b & 63 for each byte b that follows them in some text */
+} d2slot;
+
 typedef struct ltrie {
     tnode *nodes;           /* build time only */
     uint8_t *edge_byte;
@@ -109,10 +117,8 @@ typedef struct ltrie {
     size_t pk_len, pk_cap;
     uint64_t d2_bits[1024]; /* which first two bytes (b0 | b1 << 8) begin some text */
     unsigned speakers;      /* the speakers whose literals it holds (bit 1u << at_speaker) */
-    uint64_t d3_bits[1024]; /* which hashes of the first three bytes (d3_key) begin some text:
-                             * most walks that would end at once are never started */
-    uint16_t *d2_key;       /* open addressing, d2_mask + 1 slots: two bytes (0: empty) */
-    uint32_t *d2_off;       /* and the offset in pk of their node */
+    d2slot *d2;             /* open addressing, d2_mask + 1 slots; with the third bytes, most
+                             * walks that would end at once are never started */
     uint32_t d2_mask;
     bool is_high_first; /* every text begins with a byte >= 0x80 (an emoji, say) */
 } ltrie;
@@ -1549,15 +1555,19 @@ static void build_node(ltrie *t, const utext *ut, const uint32_t *ids, uint32_t 
     }
 }
 
-static inline uint32_t d3_key(const unsigned char *p)
-{
-    uint32_t x = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16;
-    return (x * 2654435761u) >> 16;
-}
-
 static inline uint32_t d2_slot(uint32_t k, uint32_t mask)
 {
     return (k * 2654435761u >> 16) & mask;
+}
+
+/* The slot of trie t's table for the two bytes at low, which some text begins with. */
+static inline uint32_t d2_find(const ltrie *t, const unsigned char *low)
+{
+    uint32_t k = low[0] | (uint32_t)low[1] << 8;
+    uint32_t h = d2_slot(k, t->d2_mask);
+    while (t->d2[h].key != k)
+        h = (h + 1) & t->d2_mask;
+    return h;
 }
 
 static void put_u32(uint8_t *p, uint32_t v)
@@ -1662,12 +1672,6 @@ static int build_trie(at__markers *m, ltrie *t, bool is_ws, unsigned speakers)
     /* The nodes at depth 2, in order of their two bytes, then packed one subtree after the
      * other. */
     memset(t->d2_bits, 0, sizeof t->d2_bits);
-    memset(t->d3_bits, 0, sizeof t->d3_bits);
-    for (size_t i = 0; i < m->n_utexts; i++)
-        if (m->utexts[i].is_ws == is_ws && (m->utexts[i].speakers & speakers)) {
-            uint32_t k = d3_key((const unsigned char *)m->utexts[i].text);
-            t->d3_bits[k >> 6] |= (uint64_t)1 << (k & 63);
-        }
     size_t n_d2 = 0;
     for (uint32_t a = 0; a < t->nodes[0].n_edges; a++) {
         uint32_t n1 = t->edge_child[t->nodes[0].first + a];
@@ -1683,9 +1687,8 @@ static int build_trie(at__markers *m, ltrie *t, bool is_ws, unsigned speakers)
     while (slots < 2 * n_d2)
         slots *= 2;
     t->d2_mask = (uint32_t)(slots - 1);
-    t->d2_key = calloc(slots, sizeof *t->d2_key);
-    t->d2_off = calloc(slots, sizeof *t->d2_off);
-    if (!t->d2_key || !t->d2_off)
+    t->d2 = calloc(slots, sizeof *t->d2);
+    if (!t->d2)
         return AT_ENOMEM;
     for (uint32_t a = 0; a < t->nodes[0].n_edges; a++) {
         uint32_t n1 = t->edge_child[t->nodes[0].first + a];
@@ -1693,15 +1696,21 @@ static int build_trie(at__markers *m, ltrie *t, bool is_ws, unsigned speakers)
             uint32_t k = t->edge_byte[t->nodes[0].first + a] |
                          (uint32_t)t->edge_byte[t->nodes[n1].first + b] << 8;
             uint32_t r = d2_slot(k, t->d2_mask);
-            while (t->d2_key[r])
+            while (t->d2[r].key)
                 r = (r + 1) & t->d2_mask;
-            t->d2_key[r] = (uint16_t)k;
+            t->d2[r].key = (uint16_t)k;
             int64_t off = pack_node(t, m, t->edge_child[t->nodes[n1].first + b]);
             if (off < 0)
                 return AT_ENOMEM;
-            t->d2_off[r] = (uint32_t)off;
+            t->d2[r].off = (uint32_t)off;
         }
     }
+    for (size_t i = 0; i < m->n_utexts; i++)
+        if (m->utexts[i].is_ws == is_ws && (m->utexts[i].speakers & speakers)) {
+            const unsigned char *text = (const unsigned char *)m->utexts[i].text;
+            d2slot *d = &t->d2[d2_find(t, text)];
+            d->third |= (uint64_t)1 << (text[2] & 63); /* texts have >= 3 bytes */
+        }
     free(t->nodes);
     free(t->edge_byte);
     free(t->edge_child);
@@ -1717,8 +1726,7 @@ static void free_trie(ltrie *t)
     free(t->edge_byte);
     free(t->edge_child);
     free(t->pk);
-    free(t->d2_off);
-    free(t->d2_key);
+    free(t->d2);
 }
 
 static int cmp_literal(const void *a, const void *b)
@@ -2808,24 +2816,16 @@ static int prefilter_hit(const at__markers *m, at__mscratch *s, const uint8_t *l
     return 0;
 }
 
-/* Whether some text of trie t may begin with the three bytes at low (the two-byte set is
- * exact, the three-byte one a filter). */
-static inline bool d2_has(const ltrie *t, const unsigned char *low)
+/* The offset of the packed node of trie t at depth 2 for the three bytes at low, or
+ * UINT32_MAX when no text begins with them (the two-byte set is exact, the third byte a
+ * filter). */
+static inline uint32_t d2_node(const ltrie *t, const unsigned char *low)
 {
     uint32_t k = low[0] | (uint32_t)low[1] << 8;
     if (!(t->d2_bits[k >> 6] & ((uint64_t)1 << (k & 63))))
-        return false;
-    uint32_t h = d3_key(low);
-    return t->d3_bits[h >> 6] & ((uint64_t)1 << (h & 63));
-}
-
-/* The packed node of trie t at depth 2 for the two bytes at low, which d2_has. */
-static inline uint32_t d2_find(const ltrie *t, const unsigned char *low)
-{
-    uint32_t k = low[0] | (uint32_t)low[1] << 8;
-    for (uint32_t h = d2_slot(k, t->d2_mask);; h = (h + 1) & t->d2_mask)
-        if (t->d2_key[h] == k)
-            return t->d2_off[h];
+        return UINT32_MAX;
+    const d2slot *d = &t->d2[d2_find(t, low)];
+    return d->third >> (low[2] & 63) & 1 ? d->off : UINT32_MAX;
 }
 
 /* Walks trie t from its depth-2 node off, for position i of the lower-cased text, noting
@@ -3240,10 +3240,13 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
             while (start) {
                 size_t i = base + (size_t)(__builtin_ctzll(start) >> 3);
                 start &= start - 1;
-                if (i + 3 > len || !d2_has(starts, low + i))
+                if (i + 3 > len)
+                    continue;
+                uint32_t node = d2_node(starts, low + i);
+                if (node == UINT32_MAX)
                     continue;
                 pos[n] = i;
-                off[n] = d2_find(starts, low + i);
+                off[n] = node;
                 __builtin_prefetch(starts->pk + off[n]);
                 if (++n == WALK_BATCH) {
                     for (size_t k = 0; k < n; k++)
@@ -3269,9 +3272,9 @@ int at__markers_score(const at__markers *m, at__mscratch *s, const char *text, s
                 i--; /* the loop's i++ */
                 continue;
             }
-            if (d2_has(anywhere, low + i) &&
-                walk_trie(m, anywhere, d2_find(anywhere, low + i), s, low, len, i, speaker_bit,
-                          trace))
+            uint32_t node = d2_node(anywhere, low + i);
+            if (node != UINT32_MAX &&
+                walk_trie(m, anywhere, node, s, low, len, i, speaker_bit, trace))
                 return AT_ENOMEM;
         }
     for (size_t i = 0; i < m->n_unfiltered; i++) {
