@@ -31,6 +31,8 @@ static const char *const kind_names[] = {"match", "fixed", "block"};
 #define ID_SHOUT_CAPS "builtin:shouting-caps"
 #define ID_SHOUT_PUNCT "builtin:shouting-punct"
 
+#define LATE_MAX 6 /* texts of a dropped group looked for before a run, at most */
+
 typedef struct pattern {
     char *id;
     enum pattern_kind kind;
@@ -43,6 +45,13 @@ typedef struct pattern {
     pcre2_code *anchored; /* compiled PCRE2_ANCHORED, when anchor_bit: tried at each hit */
     bool is_jit, is_jit_anchored; /* JIT-compiled: matched with pcre2_jit_match */
     bool needs_caps; /* every match holds two capital ASCII letters in a row */
+    /* A group dropped from the prefilter (drop_anywhere_groups) whose texts found only by a
+     * search at every byte are few: its other texts stay in the tries, and when none of them
+     * occurred these are looked for (memmem) before the pattern runs. */
+    uint8_t late_bit;  /* the group, or 0 */
+    uint8_t n_late;
+    char *late[LATE_MAX];
+    uint8_t late_len[LATE_MAX];
     char *where; /* "file:line", for messages */
 } pattern;
 
@@ -1746,8 +1755,19 @@ static int cmp_literal(const void *a, const void *b)
  * (except its anchor, which says where to match): they are dropped, so that the prefilter
  * passes it a little more often, but the anywhere tries keep only texts that begin with a byte
  * >= 0x80 (emoji), whose search skips ASCII eight bytes a step. The literals of pattern p are
- * m->literals[first ..). */
-static void drop_anywhere_groups(at__markers *m, pattern *p, size_t first)
+ * m->literals[first ..).
+ *
+ * When one group is dropped and its texts that may occur anywhere are few (at most LATE_MAX
+ * once those containing another are left out: "manager" covers "managers"), the group is kept
+ * in part: its texts found at word starts stay in the tries, and the others become the
+ * pattern's late texts, looked for with memmem before it runs when none of those occurred
+ * (run_pattern). The group still does not hold the pattern back in the scan. */
+static bool has_substring(const char *s, size_t len, const char *sub, size_t sub_len)
+{
+    return sub_len <= len && memmem(s, len, sub, sub_len) != NULL;
+}
+
+static int drop_anywhere_groups(at__markers *m, pattern *p, size_t first)
 {
     unsigned anywhere = 0, ascii = 0, present = 0;
     for (size_t k = first; k < m->n_literals; k++) {
@@ -1761,16 +1781,48 @@ static void drop_anywhere_groups(at__markers *m, pattern *p, size_t first)
     }
     unsigned drop = ascii & ~(unsigned)p->anchor_bit;
     if (!drop || !(present & ~anywhere))
-        return;
+        return 0;
+    /* The late texts: the group's texts found anywhere that contain no other one. */
+    const literal *late[LATE_MAX];
+    size_t n_late = 0;
+    bool is_late = (drop & (drop - 1)) == 0; /* one group */
+    for (size_t k = first; k < m->n_literals && is_late; k++) {
+        const literal *l = &m->literals[k];
+        if (!(l->group_bit & drop) || l->is_ws)
+            continue;
+        bool covered = false;
+        for (size_t j = first; j < m->n_literals && !covered; j++) {
+            const literal *o = &m->literals[j];
+            covered = j != k && (o->group_bit & drop) && !o->is_ws &&
+                      has_substring(l->text, l->len, o->text, o->len) &&
+                      (o->len < l->len || j < k); /* of equal texts, the first is kept */
+        }
+        if (covered)
+            continue;
+        if (n_late == LATE_MAX)
+            is_late = false;
+        else
+            late[n_late++] = l;
+    }
+    for (size_t j = 0; j < n_late && is_late; j++) {
+        p->late[j] = dupn(late[j]->text, late[j]->len);
+        if (!p->late[j])
+            return AT_ENOMEM;
+        p->late_len[j] = (uint8_t)late[j]->len; /* <= PREFILTER_MAX_LEN */
+        p->n_late = (uint8_t)(j + 1);
+    }
+    if (is_late)
+        p->late_bit = (uint8_t)drop;
     size_t n = first;
     for (size_t k = first; k < m->n_literals; k++) {
-        if (m->literals[k].group_bit & drop)
+        if ((m->literals[k].group_bit & drop) && !(is_late && m->literals[k].is_ws))
             free(m->literals[k].text);
         else
             m->literals[n++] = m->literals[k];
     }
     m->n_literals = n;
     p->groups_mask = (uint8_t)(p->groups_mask & ~drop);
+    return 0;
 }
 
 static int build_prefilter(at__markers *m)
@@ -1844,8 +1896,10 @@ static int build_prefilter(at__markers *m)
                     return AT_ENOMEM;
                 }
         }
-        drop_anywhere_groups(m, p, first_literal);
+        int rc = drop_anywhere_groups(m, p, first_literal);
         free(node);
+        if (rc)
+            return rc;
     }
     /* Distinct texts, each compared once per position however many patterns want it. */
     if (m->n_literals > 1)
@@ -2407,6 +2461,8 @@ void at__markers_free(at__markers *m)
         pcre2_code_free(m->patterns[i].anchored);
         free(m->patterns[i].id);
         free(m->patterns[i].where);
+        for (unsigned k = 0; k < m->patterns[i].n_late; k++)
+            free(m->patterns[i].late[k]);
     }
     free(m->patterns);
     for (size_t i = 0; i < m->n_literals; i++)
@@ -2808,7 +2864,8 @@ static int prefilter_hit(const at__markers *m, at__mscratch *s, const uint8_t *l
         }
         if ((l & LE_ANCHOR) && pos >= le_offset(l) && add_hit(s, pi, pos - le_offset(l)))
             return AT_ENOMEM;
-        if (g == m->groups_mask[pi]) { /* complete, and not queued (QUEUED not set) */
+        /* Complete, and not queued (QUEUED not set); a late group's bit may be set too. */
+        if ((g & (m->groups_mask[pi] | QUEUED)) == m->groups_mask[pi]) {
             s->groups[pi] = (uint8_t)(g | QUEUED);
             s->todo[s->n_todo++] = pi;
         }
@@ -2881,6 +2938,27 @@ static int walk_trie(const at__markers *m, const ltrie *t, uint32_t off, at__msc
     }
 }
 
+/* Whether the lower-cased text of length len holds the text t (>= 2 bytes): where its first two
+ * bytes occur, found eight positions a step (memmem's set-up costs more, on texts this short),
+ * then compared. The lower buffer has eight NULs after len. */
+static bool lower_has(const at__mscratch *s, size_t len, const char *t, size_t t_len)
+{
+    const unsigned char *low = (const unsigned char *)s->lower;
+    for (size_t i = 0; i + t_len <= len; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, low + i, 8);
+        memcpy(&y, low + i + 1, 8);
+        uint64_t hit = bytes_equal(x, (unsigned char)t[0]) & bytes_equal(y, (unsigned char)t[1]);
+        while (hit) {
+            size_t k = i + ((size_t)__builtin_ctzll(hit) >> 3);
+            if (k + t_len <= len && memcmp(low + k, t, t_len) == 0)
+                return true;
+            hit &= hit - 1;
+        }
+    }
+    return false;
+}
+
 /* Runs pattern pi over text: anchored at each remembered hit when it has an anchor (a match
  * can only start there), else scanning. Matches do not overlap, leftmost first, either way. */
 static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const char *text,
@@ -2889,6 +2967,13 @@ static int run_pattern(const at__markers *m, at__mscratch *s, uint32_t pi, const
     const pattern *p = &m->patterns[pi];
     if (p->needs_caps && !s->has_caps_pair)
         return 0;
+    if (p->late_bit && !(s->groups[pi] & p->late_bit)) {
+        bool found = false;
+        for (unsigned k = 0; k < p->n_late && !found; k++)
+            found = lower_has(s, len, p->late[k], p->late_len[k]);
+        if (!found)
+            return 0; /* no text of the late group: no match */
+    }
     if (p->anchored) {
         size_t next = 0;
         for (uint32_t h = s->hit_first[pi]; h != NO_HIT; h = s->hit_next[h]) {

@@ -219,6 +219,11 @@ PREFILTER_EDGES = [
     "I'm leaving", "I want to cancel", "'quoted joke'", "“what a joke”", "he's furious",
     "thanks, that was SO helpful", "thanks, that was so helpful", "Thanks. SOOOO helpful",
     "really, REALLY useful", "That was SO helpful 🙄", "thank you so much, SO helpful",
+    # A group's texts that may occur inside a word ("n't", "manager") are looked for only
+    # when none of its word-start texts occurred (lib/markers.c, late texts).
+    "Great, the app doesn't work", "Wonderful, it isn’t here", "Brilliant. Still waiting",
+    "Brilliant, it wasnt", "put me through to your supervisor", "can you get me amanager",
+    "put me through to your supervisors now", "get me the teamleader", "fetch your boss",
 ]
 
 
