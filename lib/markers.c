@@ -47,7 +47,7 @@ typedef struct pattern {
     bool needs_caps; /* every match holds two capital ASCII letters in a row */
     /* A group dropped from the prefilter (drop_anywhere_groups) whose texts found only by a
      * search at every byte are few: its other texts stay in the tries, and when none of them
-     * occurred these are looked for (memmem) before the pattern runs. */
+     * occurred these are looked for (lower_has) before the pattern runs. */
     uint8_t late_bit;  /* the group, or 0 */
     uint8_t n_late;
     char *late[LATE_MAX];
@@ -1760,7 +1760,7 @@ static int cmp_literal(const void *a, const void *b)
  * When one group is dropped and its texts that may occur anywhere are few (at most LATE_MAX
  * once those containing another are left out: "manager" covers "managers"), the group is kept
  * in part: its texts found at word starts stay in the tries, and the others become the
- * pattern's late texts, looked for with memmem before it runs when none of those occurred
+ * pattern's late texts, looked for (lower_has) before it runs when none of those occurred
  * (run_pattern). The group still does not hold the pattern back in the scan. */
 static bool has_substring(const char *s, size_t len, const char *sub, size_t sub_len)
 {

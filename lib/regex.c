@@ -40,22 +40,13 @@ static size_t utf8_len(unsigned char c)
     return c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
 }
 
-/* Whether the escape at s[0] == '\\' is one the rewrite can carry over: not a back-reference
- * (\1, \g, \k), not \Q..\E quoting and not \K (which moves the start of the match). */
-static bool escape_ok(const char *s, size_t len)
-{
-    if (len < 2)
-        return false;
-    char c = s[1];
-    return !(c >= '1' && c <= '9') && c != 'g' && c != 'k' && c != 'Q' && c != 'E' && c != 'K';
-}
-
 static size_t item_end(const char *s, size_t len, size_t i);
 
-/* The end of the escape at s[i] == '\\', or 0 when it is not one the rewrite handles. */
+/* The end of the escape at s[i] == '\\', or 0 when it is not one the rewrite carries over: a
+ * back-reference (\1, \g, \k), \Q..\E quoting, \K (which moves the start of the match). */
 static size_t escape_end(const char *s, size_t len, size_t i)
 {
-    if (!escape_ok(s + i, len - i))
+    if (i + 1 >= len || strchr("123456789gkQEK", s[i + 1]))
         return 0;
     char c = s[i + 1];
     if ((c == 'p' || c == 'P' || c == 'x' || c == 'o' || c == 'N') && i + 2 < len &&
@@ -191,87 +182,72 @@ static int split_alts(span body, span **alts, size_t *n_alts)
     return 0;
 }
 
-/* Appends alternatives alts[0 .. n), gathered by first character, joined by '|'. */
-static int emit_alts(at__buf *out, const span *alts, size_t n, bool caseless)
+/* Appends alternatives alts[0 .. n), gathered by first character, joined by '|'; *n_out gets
+ * how many alternatives that makes. */
+static int emit_alts(at__buf *out, const span *alts, size_t n, bool caseless, size_t *n_out)
 {
-    /* slot_of[k]: the first alternative of the current run (since the last alternative without
-     * a key) whose key is k, or SIZE_MAX. taken[i]: alternative i went out with an earlier one. */
-    size_t slot_of[128];
+    /* next[i] chains alternative i to the next one with its key in the same run (since the
+     * last alternative without a key): those go out right after the first of the chain, in
+     * their order, and are marked taken. */
+    size_t first_of[128], last_of[128];
+    size_t *next = malloc((n ? n : 1) * sizeof *next);
     bool *taken = calloc(n ? n : 1, sizeof *taken);
     span *rests = malloc((n ? n : 1) * sizeof *rests);
     int rc = AT_ENOMEM;
-    if (!taken || !rests)
+    if (!next || !taken || !rests)
         goto fail;
-    /* Which alternatives join which: the later ones with the key of an earlier one in the same
-     * run go right after it (next[i] chains them, in their order). */
-    size_t *next = malloc((n ? n : 1) * sizeof *next);
-    if (!next)
-        goto fail;
-    size_t last_of[128];
     for (size_t k = 0; k < 128; k++)
-        slot_of[k] = SIZE_MAX;
+        first_of[k] = SIZE_MAX;
     for (size_t i = 0; i < n; i++) {
         next[i] = SIZE_MAX;
         int key = first_key(alts[i], caseless);
         if (key < 0) {
             for (size_t k = 0; k < 128; k++)
-                slot_of[k] = SIZE_MAX;
+                first_of[k] = SIZE_MAX;
             continue;
         }
-        if (slot_of[key] == SIZE_MAX) {
-            slot_of[key] = i;
+        if (first_of[key] == SIZE_MAX) {
+            first_of[key] = i;
         } else {
             next[last_of[key]] = i;
             taken[i] = true;
         }
         last_of[key] = i;
     }
-    bool first = true;
+    *n_out = 0;
     for (size_t i = 0; i < n; i++) {
         if (taken[i])
             continue;
-        if (!first && (rc = at__buf_append(out, "|", 1)))
-            goto fail_next;
-        first = false;
+        if (*n_out && (rc = at__buf_append(out, "|", 1)))
+            goto fail;
+        ++*n_out;
         if (next[i] == SIZE_MAX) {
             if ((rc = at__buf_append(out, alts[i].s, alts[i].len)))
-                goto fail_next;
+                goto fail;
             continue;
         }
-        /* Two or more share the first character: it once, then what follows in each. */
-        size_t n_rests = 0;
+        /* Two or more share the first character: it once, then what follows in each. One
+         * alternative after gathering needs no group of its own: "c(?:x)" is "cx". */
+        size_t n_rests = 0, n_inner = 0;
         for (size_t j = i; j != SIZE_MAX; j = next[j])
             rests[n_rests++] = (span){alts[j].s + 1, alts[j].len - 1};
-        if ((rc = at__buf_append(out, alts[i].s, 1)))
-            goto fail_next;
-        /* One alternative after gathering needs no group of its own: "c(?:x)" is "cx". */
         at__buf inner = {0};
-        rc = emit_alts(&inner, rests, n_rests, caseless);
-        if (!rc) {
-            span probe = {inner.data ? inner.data : "", inner.len};
-            span *sub = NULL;
-            size_t n_sub = 0;
-            rc = split_alts(probe, &sub, &n_sub);
-            if (!rc) {
-                bool bare = n_sub == 1;
-                rc = (!bare && at__buf_append(out, "(?:", 3)) ||
-                             at__buf_append(out, probe.s, probe.len) ||
-                             (!bare && at__buf_append(out, ")", 1))
-                         ? AT_ENOMEM
-                         : 0;
-            }
-            free(sub);
-        }
+        rc = emit_alts(&inner, rests, n_rests, caseless, &n_inner);
+        bool bare = n_inner == 1;
+        if (!rc && (at__buf_append(out, alts[i].s, 1) ||
+                    (!bare && at__buf_append(out, "(?:", 3)) ||
+                    at__buf_append(out, inner.data ? inner.data : "", inner.len) ||
+                    (!bare && at__buf_append(out, ")", 1))))
+            rc = AT_ENOMEM;
         at__buf_fini(&inner);
         if (rc)
-            goto fail_next;
+            goto fail;
     }
     rc = 0;
-fail_next:
-    free(next);
 fail:
     free(rests);
     free(taken);
+    free(next);
     return rc;
 }
 
@@ -301,11 +277,11 @@ static int rewrite(at__buf *out, span expr, bool caseless)
         i = end;
     }
     span *alts = NULL;
-    size_t n_alts = 0;
+    size_t n_alts = 0, n_out = 0;
     if (!rc)
         rc = split_alts((span){seq.data ? seq.data : "", seq.len}, &alts, &n_alts);
     if (!rc)
-        rc = emit_alts(out, alts, n_alts, caseless);
+        rc = emit_alts(out, alts, n_alts, caseless, &n_out);
     free(alts);
     at__buf_fini(&seq);
     return rc;
